@@ -1,0 +1,5 @@
+import sys
+
+from xlmnist.cli import main
+
+sys.exit(main())

@@ -1,0 +1,205 @@
+"""LibreOffice as the independent formula oracle.
+
+``recalc(path)`` opens a workbook in headless LibreOffice under a fresh profile that forces a full
+recalculation on load (``OOXMLRecalcMode``/``ODFRecalcMode`` = 0, "always"), saves it as xlsx and reads
+every cell's value back from the sheet XML (openpyxl cannot reopen LibreOffice's output). A plain
+``--convert-to`` would keep the cached values and prove nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import zipfile
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+from xlmnist.errors import XlmnistError
+
+NS = {"m": "http://schemas.openxmlformats.org/spreadsheetml/2006/main"}
+_R_NS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+
+_PROFILE_XCU = """<?xml version="1.0" encoding="UTF-8"?>
+<oor:items xmlns:oor="http://openoffice.org/2001/registry" xmlns:xs="http://www.w3.org/2001/XMLSchema"
+ xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+<item oor:path="/org.openoffice.Office.Calc/Formula/Load"><prop oor:name="OOXMLRecalcMode" oor:op="fuse"><value>0</value></prop></item>
+<item oor:path="/org.openoffice.Office.Calc/Formula/Load"><prop oor:name="ODFRecalcMode" oor:op="fuse"><value>0</value></prop></item>
+</oor:items>
+"""
+
+ERROR_STRINGS = {"#DIV/0!", "#N/A", "#NAME?", "#NULL!", "#NUM!", "#REF!", "#VALUE!", "Err:502", "Err:504"}
+
+
+class CellError(str):
+    """An error value read from a sheet (``#DIV/0!`` ...)."""
+
+
+def soffice_binary() -> str | None:
+    for name in ("soffice", "libreoffice"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def available() -> bool:
+    return soffice_binary() is not None
+
+
+def recalc_file(path: str | os.PathLike, out_dir: str | os.PathLike, timeout: float = 600) -> Path:
+    """Recalculate ``path`` in LibreOffice and write ``out_dir/<name>.xlsx``; return that path."""
+    soffice = soffice_binary()
+    if soffice is None:
+        raise XlmnistError("LibreOffice (soffice) is not installed: apt-get install -y libreoffice-calc-nogui")
+    src = Path(path).resolve()
+    if not src.is_file():
+        raise XlmnistError(f"{src}: no such workbook")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="xlmnist-lo-") as tmp:
+        profile = Path(tmp) / "profile"
+        (profile / "user").mkdir(parents=True)
+        (profile / "user" / "registrymodifications.xcu").write_text(_PROFILE_XCU)
+        work = Path(tmp) / "work"
+        work.mkdir()
+        # a copy with a plain name: LibreOffice writes <stem>.xlsx
+        inp = work / ("in" + src.suffix.lower())
+        shutil.copyfile(src, inp)
+        outd = Path(tmp) / "out"
+        cmd = [
+            soffice,
+            f"-env:UserInstallation={profile.as_uri()}",
+            "--headless",
+            "--norestore",
+            "--convert-to",
+            "xlsx:Calc MS Excel 2007 XML",
+            "--outdir",
+            str(outd),
+            str(inp),
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        produced = outd / "in.xlsx"
+        if proc.returncode != 0 or not produced.is_file():
+            msg = (proc.stderr or proc.stdout).strip().splitlines()
+            raise XlmnistError(f"LibreOffice failed on {src.name}: {msg[-1] if msg else 'no output'}")
+        dest = out_dir / (src.stem + ".xlsx")
+        shutil.move(str(produced), dest)
+    return dest
+
+
+def _col_to_num(col: str) -> int:
+    n = 0
+    for ch in col:
+        n = n * 26 + ord(ch) - 64
+    return n
+
+
+def _shared_strings(z: zipfile.ZipFile) -> list[str]:
+    try:
+        root = ET.fromstring(z.read("xl/sharedStrings.xml"))
+    except KeyError:
+        return []
+    out = []
+    for si in root.findall("m:si", NS):
+        out.append("".join(t.text or "" for t in si.iter(f"{{{NS['m']}}}t")))
+    return out
+
+
+def _sheet_paths(z: zipfile.ZipFile) -> dict[str, str]:
+    wb = ET.fromstring(z.read("xl/workbook.xml"))
+    rels = ET.fromstring(z.read("xl/_rels/workbook.xml.rels"))
+    target = {r.get("Id"): r.get("Target") for r in rels}
+    out = {}
+    for s in wb.find("m:sheets", NS):
+        t = target[s.get(f"{{{_R_NS}}}id")]
+        t = t.lstrip("/")
+        out[s.get("name")] = t if t.startswith("xl/") else "xl/" + t
+    return out
+
+
+_CELL_RE = re.compile(r"([A-Z]+)(\d+)")
+
+
+def read_values(path: str | os.PathLike) -> dict[str, dict[str, object]]:
+    """Every cell's cached value, per sheet: ``{sheet: {"A1": value}}``.
+
+    Numbers are floats, booleans bools, strings str, error values :class:`CellError`.
+    Empty cells are absent.
+    """
+    with zipfile.ZipFile(path) as z:
+        strings = _shared_strings(z)
+        result: dict[str, dict[str, object]] = {}
+        for name, member in _sheet_paths(z).items():
+            cells: dict[str, object] = {}
+            with z.open(member) as fh:
+                for _, el in ET.iterparse(fh):
+                    if el.tag != f"{{{NS['m']}}}c":
+                        continue
+                    ref = el.get("r")
+                    t = el.get("t", "n")
+                    v = el.find("m:v", NS)
+                    if t == "inlineStr":
+                        is_ = el.find("m:is", NS)
+                        cells[ref] = "".join(x.text or "" for x in is_.iter(f"{{{NS['m']}}}t")) if is_ is not None else ""
+                    elif v is not None and v.text is not None:
+                        if t == "s":
+                            cells[ref] = strings[int(v.text)]
+                        elif t == "str":
+                            cells[ref] = v.text
+                        elif t == "b":
+                            cells[ref] = v.text == "1"
+                        elif t == "e":
+                            cells[ref] = CellError(v.text)
+                        else:
+                            cells[ref] = float(v.text)
+                    el.clear()
+            result[name] = cells
+    return result
+
+
+def recalc(path: str | os.PathLike, keep: str | os.PathLike | None = None) -> dict[str, dict[str, object]]:
+    """Recalculate ``path`` with LibreOffice and return every cell's value (see :func:`read_values`).
+
+    ``keep``: a folder to leave the recalculated xlsx in (default: a temporary one, removed).
+    """
+    if keep is not None:
+        return read_values(recalc_file(path, keep))
+    with tempfile.TemporaryDirectory(prefix="xlmnist-oracle-") as tmp:
+        return read_values(recalc_file(path, tmp))
+
+
+def error_cells(values: dict[str, dict[str, object]]) -> list[str]:
+    """``sheet!A1`` of every error value (``#DIV/0!``, ``Err:502`` ...) or non-finite number."""
+    bad = []
+    for sheet, cells in values.items():
+        for ref, v in cells.items():
+            if isinstance(v, CellError) or (isinstance(v, str) and v in ERROR_STRINGS):
+                bad.append(f"{sheet}!{ref}")
+            elif isinstance(v, float) and not math.isfinite(v):
+                bad.append(f"{sheet}!{ref}")
+    return bad
+
+
+def _cmd_check(args) -> int:
+    import time
+
+    t0 = time.perf_counter()
+    values = recalc(args.book)
+    secs = time.perf_counter() - t0
+    bad = error_cells(values)
+    for sheet, cells in values.items():
+        print(f"{sheet}: {len(cells)} cells")
+    print(f"recalculated by LibreOffice in {secs:.1f} s; {len(bad)} error cells")
+    for ref in bad[:20]:
+        print(f"  error: {ref}")
+    return 1 if bad else 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("check", help="recalculate a workbook with LibreOffice and report error cells")
+    p.add_argument("book")
+    p.set_defaults(func=_cmd_check)
