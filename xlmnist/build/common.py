@@ -1,0 +1,261 @@
+"""Shared helpers for the lesson workbooks: write-only workbooks, names, settings, deterministic saving.
+
+Every workbook is written with openpyxl's write-only mode (streaming rows) and saved through a zip
+archive whose entries carry a fixed timestamp, with fixed document properties, so the same seed gives
+byte-identical files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import functools
+import math
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+import openpyxl.cell._writer as _cell_writer
+from openpyxl import Workbook
+from openpyxl.cell import WriteOnlyCell
+from openpyxl.formatting.rule import ColorScaleRule
+from openpyxl.styles import Font
+from openpyxl.utils import get_column_letter
+from openpyxl.workbook.defined_name import DefinedName
+from openpyxl.writer.excel import ExcelWriter
+
+from xlmnist.errors import XlmnistError
+
+FIXED_TIME = datetime.datetime(2024, 1, 1, 0, 0, 0)
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+# Excel Solver's options exactly as the course's titanic.xlsx stores them (besides opt/adj/typ).
+SOLVER_OPTIONS = {
+    "solver_cvg": "0.0001",
+    "solver_drv": "1",
+    "solver_eng": "1",
+    "solver_est": "1",
+    "solver_itr": "2147483647",
+    "solver_mip": "2147483647",
+    "solver_mni": "30",
+    "solver_mrt": "0.075",
+    "solver_msl": "2",
+    "solver_neg": "2",
+    "solver_nod": "2147483647",
+    "solver_num": "0",
+    "solver_nwt": "1",
+    "solver_pre": "0.000001",
+    "solver_rbv": "1",
+    "solver_rlx": "2",
+    "solver_rsd": "0",
+    "solver_scl": "1",
+    "solver_sho": "2",
+    "solver_ssz": "100",
+    "solver_tim": "2147483647",
+    "solver_tol": "0.01",
+    "solver_val": "0",
+    "solver_ver": "3",
+}
+
+SETTING_MEANINGS = {
+    "optimizer": "auto, lbfgs, adam or sgd",
+    "lr": "learning rate",
+    "epochs": "passes over the training data",
+    "batch_size": "examples per step (minibatch optimizers)",
+    "device": "auto, cpu or cuda",
+    "seed": "random seed for shuffling",
+    "dataset": "titanic, mnist_3v7, mnist, or empty for the visible rows only",
+}
+
+BOLD = Font(bold=True)
+
+
+def col(n: int) -> str:
+    """1-based column number -> letters."""
+    return get_column_letter(n)
+
+
+def absref(sheet: str, c1: int, r1: int, c2: int | None = None, r2: int | None = None) -> str:
+    """``sheet!$A$1`` or ``sheet!$A$1:$B$2`` (1-based columns and rows)."""
+    ref = f"{sheet}!${col(c1)}${r1}"
+    if c2 is not None:
+        ref += f":${col(c2)}${r2}"
+    return ref
+
+
+class Book:
+    """A write-only workbook plus the bookkeeping for names and the settings sheet."""
+
+    def __init__(self):
+        self.wb = Workbook(write_only=True)
+        props = self.wb.properties
+        props.creator = "xlmnist"
+        props.lastModifiedBy = "xlmnist"
+        props.created = FIXED_TIME
+        props.modified = FIXED_TIME
+        self.settings: list[tuple[str, str, object]] = []
+
+    def sheet(self, title: str):
+        return self.wb.create_sheet(title)
+
+    def cell(self, ws, value, bold: bool = False):
+        c = WriteOnlyCell(ws, value=value)
+        if bold:
+            c.font = BOLD
+        return c
+
+    def model_names(
+        self,
+        ws,
+        *,
+        objective: str,
+        params: list[str],
+        predictions: str,
+        labels: str,
+        data: str,
+        accuracy: str | None = None,
+    ) -> None:
+        """Excel Solver's hidden names (as the course stores them) plus xlmnist's own, sheet-scoped."""
+        names = {"solver_adj": ",".join(params), "solver_opt": objective, "solver_typ": "2"}
+        names.update(SOLVER_OPTIONS)
+        for key in sorted(names):
+            ws.defined_names[key] = DefinedName(key, attr_text=names[key], hidden=True)
+        own = {
+            "xlmnist_objective": objective,
+            "xlmnist_params": ",".join(params),
+            "xlmnist_predictions": predictions,
+            "xlmnist_labels": labels,
+            "xlmnist_data": data,
+        }
+        if accuracy:
+            own["xlmnist_accuracy"] = accuracy
+        for key in sorted(own):
+            ws.defined_names[key] = DefinedName(key, attr_text=own[key])
+
+    def add_settings(self, sheet: str, **values) -> None:
+        for key, value in values.items():
+            self.settings.append((sheet, key, value))
+
+    def write_settings(self) -> None:
+        ws = self.sheet("settings")
+        ws.column_dimensions["D"].width = 60
+        ws.append([self.cell(ws, h, bold=True) for h in ("sheet", "setting", "value", "meaning")])
+        for sheet, key, value in self.settings:
+            ws.append([sheet, key, value, SETTING_MEANINGS.get(key, "")])
+
+    def save(self, path: Path) -> None:
+        """Write atomically: a temporary file in the target folder, then os.replace."""
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".xlsx.tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            self.wb.properties.created = FIXED_TIME
+            self.wb.properties.modified = FIXED_TIME
+            with _FixedTimeZip(tmp, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as archive, exact_floats():
+                ExcelWriter(self.wb, archive).save()
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, path)
+        except BaseException as exc:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            if isinstance(exc, OSError):
+                raise XlmnistError(f"{path}: cannot write the workbook ({exc.strerror or exc})") from None
+            raise
+
+
+@contextlib.contextmanager
+def exact_floats():
+    """openpyxl writes numbers with ``%.16g`` (not round-trip exact); write floats as ``repr`` (shortest
+    round-trip form) so every cell holds exactly the float we computed, e.g. pixel/255. Write-only sheets
+    serialise rows as they are appended, so builders run entirely inside this (see ``exact``)."""
+    original = _cell_writer.safe_string
+
+    def exact(value):
+        return repr(value) if type(value) is float and math.isfinite(value) else original(value)
+
+    _cell_writer.safe_string = exact
+    try:
+        yield
+    finally:
+        _cell_writer.safe_string = original
+
+
+def exact(builder):
+    """Decorator: run a workbook builder with :func:`exact_floats` active."""
+
+    @functools.wraps(builder)
+    def wrapper(*args, **kwargs):
+        with exact_floats():
+            return builder(*args, **kwargs)
+
+    return wrapper
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+class _FixedTimeZip(zipfile.ZipFile):
+    """A ZipFile whose entries all carry one fixed timestamp (reproducible files)."""
+
+    def _info(self, name: str) -> zipfile.ZipInfo:
+        info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
+        info.compress_type = zipfile.ZIP_DEFLATED
+        info.external_attr = 0o600 << 16
+        return info
+
+    def writestr(self, zinfo_or_arcname, data, *args, **kwargs):
+        if not isinstance(zinfo_or_arcname, zipfile.ZipInfo):
+            zinfo_or_arcname = self._info(zinfo_or_arcname)
+        return super().writestr(zinfo_or_arcname, data, *args, **kwargs)
+
+    def write(self, filename, arcname=None, *args, **kwargs):
+        info = self._info(arcname or os.path.basename(filename))
+        with open(filename, "rb") as src, self.open(info, "w", force_zip64=True) as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def color_scale(ws, ref: str, kind: str = "diverging") -> None:
+    """A colour-scale conditional format: blue-white-red around 0, or white-black for pixels."""
+    if kind == "diverging":
+        rule = ColorScaleRule(
+            start_type="min",
+            start_color="FF5A8AC6",
+            mid_type="num",
+            mid_value=0,
+            mid_color="FFFFFFFF",
+            end_type="max",
+            end_color="FFF8696B",
+        )
+    else:
+        rule = ColorScaleRule(
+            start_type="num",
+            start_value=0,
+            start_color="FFFFFFFF",
+            end_type="num",
+            end_value=1,
+            end_color="FF000000",
+        )
+    ws.conditional_formatting.add(ref, rule)
+
+
+def check_out_dir(out_dir: Path) -> Path:
+    """Create ``out_dir`` if needed and make sure a file can be written there (one-line error if not)."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise XlmnistError(f"{out_dir}: cannot create the output folder ({exc.strerror or exc})") from None
+    if not out_dir.is_dir():
+        raise XlmnistError(f"{out_dir}: not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".xlmnist-probe-", dir=out_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise XlmnistError(f"{out_dir}: the output folder is not writable ({exc.strerror or exc})") from None
+    return out_dir
