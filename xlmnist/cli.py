@@ -12,35 +12,36 @@ import sys
 
 from xlmnist.errors import XlmnistError
 
-# module name -> registers one or more subcommands
-COMMAND_MODULES = [
-    "xlmnist.build",
-    "xlmnist.oracle",
-    "xlmnist.demo",
-    "xlmnist.commands",
-    "xlmnist.export",
-    "xlmnist.addin",
-]
+# subcommand -> the module whose ``register(subparsers)`` defines it. Only the module of the command
+# being run is imported (importing torch for ``xlmnist build --help`` would cost seconds).
+COMMANDS = {
+    "build": "xlmnist.build",
+    "check": "xlmnist.oracle",
+    "demo": "xlmnist.demo",
+    "eval": "xlmnist.commands",
+    "train": "xlmnist.commands",
+    "step": "xlmnist.commands",
+    "export": "xlmnist.exportgen",
+    "import": "xlmnist.importer",
+    "addin": "xlmnist.addin",
+}
 
 
-def make_parser() -> argparse.ArgumentParser:
+def make_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser for ``command`` (only its module is imported), or for every command when None."""
     parser = argparse.ArgumentParser(
         prog="xlmnist", description="Excel Solver, but it is PyTorch: compile and train spreadsheet models."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # a stage not built yet
-            if exc.name == name:
-                continue
-            raise
-        module.register(sub)
+    wanted = [COMMANDS[command]] if command in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
+    for name in wanted:
+        importlib.import_module(name).register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = make_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = make_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

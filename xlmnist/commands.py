@@ -134,12 +134,10 @@ def _setting(model, key, given, cast):
 
 def cmd_train(args) -> int:
     book = _check_book(args.book)
-    if args.device:
-        device = resolve_device(args.device)  # before any work: --device cuda without CUDA is an error
+    # before any work: --device cuda without CUDA is an error; else the settings sheet may name one
+    device = resolve_device(args.device) if args.device else None
     if args.out and Path(args.out).resolve() != book.resolve() and Path(args.out).suffix.lower() != ".xlsx":
         raise WorkbookError(f"{args.out}: --out must be an .xlsx file")
-    else:  # the settings sheet may name one; compile on cpu to read it
-        device = None
     model = _compile(args, device=device or "cpu")
     if device is None:
         device = resolve_device(_setting(model, "device", None, lambda v: str(v).strip().lower()) or "cpu")
