@@ -20,10 +20,10 @@ import torch
 os.environ.setdefault("XLWINGS_LICENSE_KEY", "noncommercial")
 
 import xlwings as xw  # noqa: E402
+from xlbook import make_payload  # noqa: E402
 
 from xlmnist import commands, excel, oracle, writeback  # noqa: E402
 from xlmnist.compiler import compile_workbook  # noqa: E402
-from xlmnist.reader import parse_area, parse_cell  # noqa: E402
 from xlmnist.train import random_params  # noqa: E402
 from xlmnist.train import train as train_model  # noqa: E402
 
@@ -36,32 +36,6 @@ def course(tmp_path_factory):
     path = tmp_path_factory.mktemp("course") / "titanic.xlsx"
     shutil.copyfile(COURSE, path)
     return path, oracle.recalc(path)
-
-
-def make_payload(values: dict, name: str, active: str, live: dict | None = None) -> dict:
-    """The remote engine's book payload: each sheet's values as a 2-D list anchored at A1."""
-    sheets = []
-    for sheet, cells in values.items():
-        grid_cells = {parse_cell(a): v for a, v in cells.items()}
-        for ref, arr in (live or {}).items():
-            s, addr = excel.split_ref(ref)
-            if s == sheet:
-                r1, c1, _, _ = parse_area(addr)
-                for (i, j), v in np.ndenumerate(np.array(arr, dtype=object, ndmin=2)):
-                    grid_cells[(r1 + i, c1 + j)] = v
-        nr = max(r for r, _ in grid_cells)
-        nc = max(c for _, c in grid_cells)
-        grid = [[None] * nc for _ in range(nr)]
-        for (r, c), v in grid_cells.items():
-            grid[r - 1][c - 1] = v
-        sheets.append({"name": sheet, "values": grid, "pictures": [], "tables": []})
-    return {
-        "client": "Microsoft Office Scripts",
-        "version": xw.__version__,
-        "book": {"name": name, "active_sheet_index": list(values).index(active), "selection": "A1"},
-        "names": [],
-        "sheets": sheets,
-    }
 
 
 def open_book(course, active, live=None, name=None):

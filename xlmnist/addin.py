@@ -26,7 +26,16 @@ from pathlib import Path
 
 from xlmnist.errors import XlmnistError
 
-ADDIN_DIR = Path(__file__).resolve().parents[1] / "addin"
+
+def _addin_dir() -> Path:
+    """``addin/`` of a source checkout, else the copy a wheel installs under ``<prefix>/share/xlmnist/addin``."""
+    checkout = Path(__file__).resolve().parents[1] / "addin"
+    if (checkout / "xlmnist.bas").is_file():
+        return checkout
+    return Path(sys.prefix) / "share" / "xlmnist" / "addin"
+
+
+ADDIN_DIR = _addin_dir()
 TEMPLATE_NAME = "quickstart_addin_ribbon.xlam"
 OLD_MODULE, OLD_PROJECT = "RibbonMyAddin", "MyAddin"
 NEW_PROJECT = "xlmnist"

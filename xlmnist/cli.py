@@ -24,6 +24,7 @@ COMMANDS = {
     "export": "xlmnist.exportgen",
     "import": "xlmnist.importer",
     "addin": "xlmnist.addin",
+    "serve": "xlmnist.server",
 }
 
 

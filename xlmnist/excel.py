@@ -355,17 +355,12 @@ def export(book, sheet=None, path=None, out=None) -> dict:
     """Write the sheet's model as a PyTorch module next to the workbook (needs ``xlmnist.export``)."""
 
     def run():
-        try:
-            from xlmnist import export as exporter
-        except ModuleNotFoundError:
-            raise XlmnistError("export: this xlmnist has no exporter (xlmnist.export)") from None
+        from xlmnist.exportgen import generate
+
         file = book_file(book, path)
         name = model_sheet(book, sheet)
         target = Path(out) if out else file.with_name(f"{file.stem}_{name}.py")
-        fn = getattr(exporter, "export_module", None) or getattr(exporter, "export_workbook", None)
-        if fn is None:
-            raise XlmnistError("export: xlmnist.export has no export_module()")
-        written = fn(file, sheet=name, out=target)
+        written = generate(file, sheet=name, out_path=target)
         msg = f"{name}: PyTorch module written to {written or target}"
         alert(book, msg)
         return {"ok": True, "path": str(written or target), "message": msg}
