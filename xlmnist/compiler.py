@@ -7,7 +7,6 @@ folding, strings allowed); only the rest runs in ``objective(params)`` under aut
 from __future__ import annotations
 
 import math
-import os
 import re
 
 import numpy as np
@@ -18,14 +17,17 @@ from xlmnist import parser as P
 from xlmnist.errors import FormulaError, WorkbookError
 from xlmnist.functions import BOOL, EMPTY, ERR, NUM, TEXT, ExcelError, Value
 from xlmnist.graph import Graph, RefUse, topo_order
-from xlmnist.reader import XLError, area_name, cell_name, read_workbook
+from xlmnist.reader import XLError, area_name, cell_name
+from xlmnist.sheetxml import CellValues
+
+DATA = -1_000_000  # env slot of the data rows (the ``xlmnist_data`` range)
 
 
 class _Expr:
-    __slots__ = ("const", "fn")
+    __slots__ = ("const", "fn", "aligned")
 
-    def __init__(self, const: Value | None = None, fn=None):
-        self.const, self.fn = const, fn
+    def __init__(self, const: Value | None = None, fn=None, aligned: bool = False):
+        self.const, self.fn, self.aligned = const, fn, aligned
 
     def __call__(self, env):
         return self.const if self.const is not None else self.fn(env)
@@ -45,8 +47,10 @@ class _Ctx:
 
 def _windows(a, R: int, C: int, h: int, w: int, rrel: bool, crel: bool, unfold):
     """Footprint [FH, FW] -> per-cell windows [bR, bC, h, w] (views)."""
-    rrel, crel = rrel and R > 1, crel and C > 1
+    rrel, crel = rrel and (R > 1 or R == -1), crel and C > 1
     if (not rrel or h == 1) and (not crel or w == 1):  # one reshape does it
+        if crel and not rrel and h > 1:  # one column each: [h, C] -> [1, C, h, 1]
+            return a.transpose(0, 1).reshape(1, C, h, 1)
         return a.reshape(R if rrel else 1, C if crel else 1, 1 if rrel else h, 1 if crel else w)
     a = unfold(a, 0, h).swapaxes(1, 2) if rrel else a[None]
     return unfold(a, 2, w).swapaxes(1, 2) if crel else a[:, None]
@@ -72,6 +76,13 @@ class Compiler:
         self.compiled: dict[int, bool] = {}  # block id -> dynamic?
         self.steps: list[tuple[int, _Expr]] = []  # dynamic blocks in dependency order
         self.bad_inputs: dict[int, str] = {}
+        self.data: tuple[str, int, int, int, int] | None = None
+        self.data_default: torch.Tensor | None = None
+        self.in_data: set[int] = set()  # blocks inside the data range: their values come from the data
+        self.aligned: set[int] = {DATA}  # sources whose rows are the data rows (any number of them)
+        self.rows_of: dict[int, tuple[int, int]] = {}
+        self.reads: dict[int, set[int]] = {}  # block -> dynamic blocks it reads
+        self._row_aligned = False
 
     # ---- constants ----------------------------------------------------------------------------------
     def _const_grid(self, name: str) -> None:
@@ -80,7 +91,14 @@ class Compiler:
         num = np.zeros(shape)
         kind = np.full(shape, EMPTY, np.int8)
         strs = None
-        for (r, c), v in sh.values.items():
+        values = sh.values
+        if isinstance(values, CellValues):  # the dense number grid in one go, then the few other cells
+            h, w = min(shape[0], values.num.shape[0]), min(shape[1], values.num.shape[1])
+            has = values.has[:h, :w]
+            num[:h, :w] = np.where(has, values.num[:h, :w], 0.0)
+            kind[:h, :w][has] = NUM
+            values = values.other
+        for (r, c), v in values.items():
             if isinstance(v, bool):
                 num[r, c], kind[r, c] = float(v), BOOL
             elif isinstance(v, float):
@@ -122,6 +140,44 @@ class Compiler:
         grid[r1 : r2 + 1, c1 : c2 + 1] = -(len(self.params) + 2)
         self.params.append((sheet, r1, c1, r2, c2))
 
+    def set_data(self, sheet: str, r1: int, c1: int, r2: int, c2: int) -> None:
+        """Make the rectangle of data rows an input: ``env[DATA]`` of shape [M, ncols], any M."""
+        where = area_name(sheet, r1, c1, r2, c2)
+        ids = self.graph.blocks_in(sheet, r1, c1, r2, c2)
+        for bid in ids:
+            b = self.graph.blocks[bid]
+            o = b.out
+            if not (r1 <= o[0] and o[2] <= r2 and c1 <= o[1] and o[3] <= c2):
+                raise WorkbookError(
+                    f"{b.anchor}: the formula block {b.name} straddles the data range {where}"
+                )
+        self.compile_blocks(ids)  # fold their current values: they are the default data rows
+        for bid in ids:
+            if self.compiled[bid]:
+                b = self.graph.blocks[bid]
+                raise WorkbookError(
+                    f"{b.anchor}: a cell of the data range {where} depends on trainable cells"
+                )
+        self.compiled.clear()
+        self.steps.clear()
+        self.in_data = set(ids)
+        grid = self.src[sheet]
+        if r2 >= grid.shape[0] or c2 >= grid.shape[1]:
+            self._grow(sheet, r2, c2)
+            grid = self.src[sheet]
+        if (grid[r1 : r2 + 1, c1 : c2 + 1] <= -2).any():
+            raise WorkbookError(f"{where}: the data range overlaps the trainable cells")
+        num = self._grid_slice(self.cnum[sheet], r1, c1, r2, c2, 0.0)
+        self.data_default = torch.tensor(num, dtype=self.ctx.dtype, device=self.ctx.device)
+        grid[r1 : r2 + 1, c1 : c2 + 1] = DATA
+        self.data = (sheet, r1, c1, r2, c2)
+        self.rows_of[DATA] = (r1, r2)
+
+    def _src_rect(self, i: int):
+        if i == DATA:
+            return self.data[1:]
+        return self.params[-i - 2][1:] if i <= -2 else self.graph.blocks[i].out
+
     def _grow(self, sheet, r2, c2):
         old = self.src[sheet]
         shape = (max(old.shape[0], r2 + 2), max(old.shape[1], c2 + 2))
@@ -145,20 +201,26 @@ class Compiler:
         """An _Expr for the 2-D tensor of a rectangle, plus its kind/string arrays (None if all numbers)."""
         ids = np.unique(self._grid_slice(self.src[sheet], r1, c1, r2, c2, -1))
         dyn = [int(i) for i in ids if i <= -2 or (i >= 0 and self.compiled.get(int(i)))]
+        if owner is not None:
+            self.reads.setdefault(owner, set()).update(i for i in dyn if i >= 0)
         kind = self._grid_slice(self.ckind[sheet], r1, c1, r2, c2, EMPTY).copy()
         strs = self.cstr[sheet]
         strs = None if strs is None else self._grid_slice(strs, r1, c1, r2, c2, None)
         num = self._grid_slice(self.cnum[sheet], r1, c1, r2, c2, 0.0)
         pieces = []
         for i in dyn:
-            s1, sc1, s2, sc2 = self.params[-i - 2][1:] if i <= -2 else self.graph.blocks[i].out
+            s1, sc1, s2, sc2 = self._src_rect(i)
             a1, b1, a2, b2 = max(r1, s1), max(c1, sc1), min(r2, s2), min(c2, sc2)
             src = (slice(a1 - s1, a2 - s1 + 1), slice(b1 - sc1, b2 - sc1 + 1))
             if (a1, b1, a2, b2) == (s1, sc1, s2, sc2):
                 src = ...  # the whole source: no slicing op
             dst = (slice(a1 - r1, a2 - r1 + 1), slice(b1 - c1, b2 - c1 + 1))
+            if i == DATA:
+                self._check_data_text(kind[dst], a1, b1, owner)
             kind[dst] = NUM
             pieces.append((i, src, dst))
+        if any(i in self.aligned for i, _, _ in pieces):
+            return self._aligned_area(sheet, r1, c1, r2, c2, pieces, kind, num, owner)
         if owner is not None:
             bad = np.argwhere((kind == TEXT) | (kind == ERR))
             if len(bad) and owner not in self.bad_inputs:
@@ -201,6 +263,69 @@ class Compiler:
             return out
 
         return _Expr(fn=assemble), kind, strs
+
+    def _check_data_text(self, kind, r, c, owner) -> None:
+        bad = np.argwhere(kind == TEXT)
+        if len(bad) and owner is not None:
+            b = self.graph.blocks[owner]
+            where = cell_name(self.data[0], r + int(bad[0][0]), c + int(bad[0][1]))
+            raise WorkbookError(
+                f"{b.anchor}: reads {where}, text inside the data range; the data rows must be numbers "
+                "(only number value rows can be replaced)"
+            )
+
+    def _aligned_area(self, sheet, r1, c1, r2, c2, pieces, kind, num, owner):
+        """An area over the data-aligned rows: column strips of aligned sources and row-constant cells."""
+        who = self.graph.blocks[owner].name if owner is not None else area_name(sheet, r1, c1, r2, c2)
+        strips, covered = [], np.zeros(c2 - c1 + 1, bool)
+        for i, src, dst in pieces:
+            s1, _, s2, _ = self._src_rect(i)
+            if i not in self.aligned or (s1, s2) != (r1, r2):
+                what = (
+                    "the data rows"
+                    if i == DATA
+                    else self.graph.blocks[i].name
+                    if i >= 0
+                    else "trainable cells"
+                )
+                raise WorkbookError(
+                    f"{who}: reads rows {r1}..{r2} of {sheet}, but {what} spans rows {s1}..{s2}; a formula "
+                    "over data-aligned rows must use all of them, one row per row (not row-polymorphic)"
+                )
+            csl = slice(None) if src is ... else src[1]
+            strips.append((dst[1].start, i, csl, None))
+            covered[dst[1]] = True
+        free = np.flatnonzero(~covered)
+        if len(free):
+            block = num[:, free]
+            kinds = kind[:, free]
+            bad = np.argwhere((kinds != NUM) | (block != block[:1]))
+            if len(bad):
+                rr, cc = int(bad[0][0]), int(free[bad[0][1]])
+                raise WorkbookError(
+                    f"{who}: {cell_name(sheet, r1 + rr, c1 + cc)} is a constant beside the data-aligned rows "
+                    "but differs from the row above or is not a number; it cannot be extended to other rows"
+                )
+            runs = np.split(free, np.flatnonzero(np.diff(free) != 1) + 1)
+            for run in runs:
+                const = torch.tensor(
+                    num[:1, run[0] : run[-1] + 1], dtype=self.ctx.dtype, device=self.ctx.device
+                )
+                strips.append((int(run[0]), None, None, const))
+        strips.sort(key=lambda s: s[0])
+        if len(strips) == 1:
+            _, i, csl, _ = strips[0]
+            fn = (lambda env: env[i]) if csl == slice(None) else (lambda env: env[i][:, csl])
+            return _Expr(fn=fn, aligned=True), None, None
+        first = next(s[1] for s in strips if s[1] is not None)
+
+        def cat(env):
+            m = env[first].shape[0]
+            return torch.cat(
+                [env[i][:, csl] if i is not None else const.expand(m, -1) for _, i, csl, const in strips], 1
+            )
+
+        return _Expr(fn=cat, aligned=True), None, None
 
     # ---- expressions --------------------------------------------------------------------------------
     def expr(self, node, b) -> _Expr:
@@ -305,6 +430,17 @@ class Compiler:
         fp = use.footprint(R, C)
         e, kind, strs = self.area(use.sheet, *fp, owner=b.id)
         rrel, crel = use.rrel, use.crel
+        if e.aligned:
+            if rrel and h != 1:
+                raise WorkbookError(
+                    f"{b.anchor}: a moving window of several data rows is not row-polymorphic"
+                )
+            if rrel:
+                R, self._row_aligned = -1, True
+            else:
+                if b.array and (b.out[0], b.out[2]) == (fp[0], fp[2]):
+                    self._row_aligned = True  # an array formula over the data rows, e.g. MMULT(X, W)
+                h = -1
 
         def shape_np(a):
             return None if a is None else _windows(a, R, C, h, w, rrel, crel, _np_unfold)
@@ -321,12 +457,28 @@ class Compiler:
             if bid in self.compiled:
                 continue
             b = self.graph.blocks[bid]
+            if bid in self.in_data:
+                self.compiled[bid] = False
+                continue
+            self._row_aligned = False
             e = self.expr(b.ast, b)
             r1, c1, r2, c2 = b.out
             H, W = r2 - r1 + 1, c2 - c1 + 1
+            aligned = self._row_aligned
+            if aligned:
+                self.aligned.add(bid)
+                self.rows_of[bid] = (r1, r2)
 
-            def to_out(v: Value, b=b, H=H, W=W) -> torch.Tensor:
+            def to_out(v: Value, b=b, H=H, W=W, aligned=aligned) -> torch.Tensor:
                 t = v.t
+                if aligned:
+                    if t.shape[2] != 1 or t.shape[3] != 1:
+                        if not b.array:
+                            raise FormulaError(f"{b.anchor}: the formula gives a range, not one value")
+                        t = t[0, 0]
+                        return t if t.shape[1] == W else t.expand(-1, W)
+                    t = t[:, :, 0, 0]
+                    return t if t.shape[1] == W else t.expand(-1, W)
                 if not b.array:
                     if t.shape[2] != 1 or t.shape[3] != 1:
                         raise FormulaError(
@@ -364,6 +516,7 @@ class Compiler:
         if len(params) != len(self.params):
             raise WorkbookError(f"expected {len(self.params)} parameter tensors, got {len(params)}")
         env = {-(k + 2): p for k, p in enumerate(params)}
+        env[DATA] = self.data_default
         for bid, e in self.steps:
             if upto is None or bid in upto:
                 env[bid] = e(env)
@@ -399,178 +552,13 @@ def parse_areas(wb, text: str, default_sheet: str) -> list[tuple[str, int, int, 
     return out
 
 
-SENSES = {"1": "max", "2": "min", "3": "value"}
+_MODEL_NAMES = ("CompiledModel", "compile_workbook", "read_settings", "SENSES")
 
 
-class CompiledModel:
-    """A workbook's objective compiled to torch; see DESIGN.md for the interface."""
+def __getattr__(name: str):
+    """``CompiledModel`` and ``compile_workbook`` live in :mod:`xlmnist.model` (imported lazily)."""
+    if name in _MODEL_NAMES:
+        from xlmnist import model
 
-    def __init__(self, comp: Compiler, objective: tuple, sense: str, target: float | None, settings: dict):
-        self._c = comp
-        sheet, r, c = objective[0], objective[1], objective[2]
-        self.objective_ref = (
-            cell_name(sheet, r, c).replace("'", "") if "'" not in sheet else cell_name(sheet, r, c)
-        )
-        self.sense, self.target, self.settings = sense, target, settings
-        self.param_refs = [area_name(*p) for p in comp.params]
-        self.dtype, self.device = comp.ctx.dtype, comp.ctx.device
-        blk = comp.graph.block_at(sheet, r, c)
-        if blk is None:
-            raise WorkbookError(f"{self.objective_ref}: the objective cell holds no formula")
-        comp.compile_blocks([blk.id])
-        if not comp.compiled[blk.id]:
-            raise WorkbookError(
-                f"{self.objective_ref}: the objective does not depend on any trainable cell ({', '.join(self.param_refs)})"
-            )
-        self._obj = (blk.id, r - blk.out[0], c - blk.out[1])
-        needed = set(topo_order(comp.graph, [blk.id]))
-        self._obj_steps = [(bid, e) for bid, e in comp.steps if bid in needed]
-        with torch.no_grad():
-            value = self.objective(self.initial_params())
-        if not torch.isfinite(value):
-            self._diagnose()
-
-    def initial_params(self) -> list[torch.Tensor]:
-        return self._c.initial_params()
-
-    def objective(self, params) -> torch.Tensor:
-        env = {-(k + 2): p for k, p in enumerate(params)}
-        for bid, e in self._obj_steps:
-            env[bid] = e(env)
-        bid, i, j = self._obj
-        return env[bid][i, j]
-
-    def evaluate(self, refs, params) -> dict:
-        if isinstance(refs, str):
-            refs = [refs]
-        c = self._c
-        areas = {}
-        for ref in refs:
-            (sheet, r1, c1, r2, c2), *more = parse_areas(
-                c.wb, ref, self.objective_ref.split("!")[0].strip("'")
-            )
-            if more:
-                raise WorkbookError(f"{ref}: evaluate takes one rectangle per reference")
-            c.compile_blocks(c.graph.blocks_in(sheet, r1, c1, r2, c2))
-            areas[ref] = c.area(sheet, r1, c1, r2, c2)[0]
-        env = c.run(params)
-        return {ref: e(env) for ref, e in areas.items()}
-
-    def _diagnose(self):
-        c = self._c
-        with torch.no_grad():
-            env = c.run(self.initial_params())
-        for bid, _ in self._obj_steps:
-            bad = (~torch.isfinite(env[bid])).nonzero()
-            if len(bad):
-                b = c.graph.blocks[bid]
-                where = cell_name(b.sheet, b.out[0] + int(bad[0][0]), b.out[1] + int(bad[0][1]))
-                cause = c.bad_inputs.get(bid)
-                why = (
-                    f"{cause} where a number is needed"
-                    if cause
-                    else "#DIV/0! or #NUM! (division by zero or invalid math)"
-                )
-                raise FormulaError(f"{where}: evaluates to an error: {why}")
-        raise FormulaError(f"{self.objective_ref}: the objective evaluates to an error")
-
-    def describe(self) -> str:
-        c = self._c
-        lines = [f"objective {self.objective_ref} ({self.sense}), params {', '.join(self.param_refs)}"]
-        for bid, dyn in c.compiled.items():
-            b = c.graph.blocks[bid]
-            r1, c1, r2, c2 = b.out
-            kind = "trainable-dependent" if dyn else "constant (folded)"
-            ops = sorted(
-                set(
-                    re.findall(r"name='([A-Z0-9.]+)'|op='(.+?)'", str(b.ast))
-                    and [a or o for a, o in re.findall(r"name='([A-Z0-9.]+)'|op='(.+?)'", str(b.ast))]
-                )
-            )
-            text = c.wb.sheets[b.sheet].formula((b.r0, b.c0))
-            lines.append(
-                f"  {b.name:<24} [{r2 - r1 + 1}x{c2 - c1 + 1}] {kind:<20} ops={','.join(ops)}  ={text}"
-            )
-        return "\n".join(lines)
-
-
-def _pick_sheet(wb, sheet: str | None) -> str:
-    def has(s):
-        return wb.names.get((s, "XLMNIST_OBJECTIVE")) or wb.names.get((s, "SOLVER_OPT"))
-
-    if sheet is not None:
-        for s in wb.order:
-            if s.lower() == sheet.lower():
-                return s
-        raise WorkbookError(f"{os.path.basename(wb.path)}: no sheet named {sheet!r}")
-    if wb.active and has(wb.active):
-        return wb.active
-    for s in wb.order:
-        if has(s):
-            return s
-    return wb.active or wb.order[0]
-
-
-def read_settings(wb, sheet: str) -> dict:
-    """Rows of the ``settings`` sheet (header sheet | setting | value) for ``sheet``."""
-    st = next((wb.sheets[s] for s in wb.order if s.lower() == "settings"), None)
-    if st is None:
-        return {}
-    header = None
-    out = {}
-    rows: dict[int, dict[int, object]] = {}
-    for (r, c), v in st.values.items():
-        rows.setdefault(r, {})[c] = v
-    for r in sorted(rows):
-        cells = rows[r]
-        if header is None:
-            low = {c: str(v).strip().lower() for c, v in cells.items() if isinstance(v, str)}
-            if {"sheet", "setting", "value"} <= set(low.values()):
-                header = {name: c for c, name in low.items()}
-            continue
-        if str(cells.get(header["sheet"], "")).strip().lower() != sheet.lower():
-            continue
-        key = cells.get(header["setting"])
-        if not isinstance(key, str) or not key.strip():
-            continue
-        val = cells.get(header["value"])
-        if isinstance(val, float) and val.is_integer():
-            val = int(val)
-        out[key.strip()] = "" if val is None else val
-    return out
-
-
-def compile_workbook(
-    path, sheet=None, objective=None, params=None, dtype=torch.float64, device="cpu"
-) -> CompiledModel:
-    """Compile the objective of ``sheet`` (or of the flags) into a :class:`CompiledModel`."""
-    wb = read_workbook(path)
-    if objective is not None and sheet is None:
-        sheet = parse_areas(wb, objective, wb.active or wb.order[0])[0][0]
-    sheet = _pick_sheet(wb, sheet)
-    name = os.path.basename(wb.path)
-    obj_text = objective or wb.names.get((sheet, "XLMNIST_OBJECTIVE")) or wb.names.get((sheet, "SOLVER_OPT"))
-    par_text = params or wb.names.get((sheet, "XLMNIST_PARAMS")) or wb.names.get((sheet, "SOLVER_ADJ"))
-    if not obj_text or not par_text:
-        raise WorkbookError(
-            f"{name}: sheet {sheet!r} has no objective/trainable cells "
-            "(no Solver settings or xlmnist_objective/xlmnist_params names; pass --objective and --params)"
-        )
-    obj = parse_areas(wb, obj_text, sheet)
-    if len(obj) != 1 or obj[0][1:3] != obj[0][3:5]:
-        raise WorkbookError(f"{obj_text}: the objective must be a single cell")
-    typ = str(wb.names.get((sheet, "SOLVER_TYP"), "2")).strip()
-    sense = SENSES.get(typ.split(".")[0], "min")
-    target = None
-    if sense == "value":
-        try:
-            target = float(wb.names.get((sheet, "SOLVER_VAL"), "0"))
-        except ValueError:
-            raise WorkbookError(f"{name}: sheet {sheet!r}: solver_val is not a number") from None
-    comp = Compiler(wb, dtype=dtype, device=device)
-    for area in parse_areas(wb, par_text, sheet):
-        comp.add_param(*area)
-    model = CompiledModel(comp, obj[0][:3], sense, target, read_settings(wb, sheet))
-    if os.environ.get("XLMNIST_DEBUG") == "1":
-        print(model.describe())
-    return model
+        return getattr(model, name)
+    raise AttributeError(f"module 'xlmnist.compiler' has no attribute {name!r}")

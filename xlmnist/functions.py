@@ -132,6 +132,9 @@ def _einsum(ops: list[torch.Tensor], subs: list[str], out: str) -> torch.Tensor:
     if eq == "vm":
         (a, b), (sa, sb) = ops, shapes
         return torch.mv(b.reshape(sb), a.reshape(sa)).reshape(oshape)
+    if eq == "mmT":  # [n, k] x [m, k] -> [n, m]: the copied-down MMULT(row, weight column) block
+        (a, b), (sa, sb) = ops, shapes
+        return torch.mm(a.reshape(sa), b.reshape(sb).T).reshape(oshape)
     if eq == "mm":
         (a, b), (sa, sb) = ops, shapes
         return torch.mm(a.reshape(sa), b.reshape(sb)).reshape(oshape)
@@ -148,7 +151,7 @@ def _plan(ops, subs, out):
                 sizes[ch] = d
     squeezed, ss = [], []
     for t, s in zip(ops, subs):
-        keep = [k for k, ch in enumerate(s) if ch in sizes]
+        keep = [k for k, ch in enumerate(s) if t.shape[k] != 1]  # broadcast dims go: "aj,j->a" is a matvec
         squeezed.append(t.reshape([t.shape[k] for k in keep]))
         ss.append("".join(s[k] for k in keep))
     o = "".join(ch for ch in out if ch in sizes)
@@ -162,6 +165,8 @@ def _plan(ops, subs, out):
             return [(n(s1),), (n(o), n(s1))], "vm", oshape
         if len(s1) == 2 and len(s2) == 2 and s1[1] == s2[0] and o == s1[0] + s2[1]:
             return [tuple(squeezed[0].shape), tuple(squeezed[1].shape)], "mm", oshape
+        if len(s1) == 2 and len(s2) == 2 and s1[1] == s2[1] and o == s1[0] + s2[0]:  # rows x columns
+            return [tuple(squeezed[0].shape), tuple(squeezed[1].shape)], "mmT", oshape
     return [tuple(t.shape) for t in squeezed], ",".join(ss) + "->" + o, oshape
 
 

@@ -6,6 +6,7 @@ sheet XML with ``iterparse``. Cells are keyed ``(row, col)``, both 1-based.
 
 from __future__ import annotations
 
+import io
 import os
 import posixpath
 import re
@@ -13,6 +14,7 @@ import zipfile
 from dataclasses import dataclass, field
 from xml.etree import ElementTree as ET
 
+from xlmnist import sheetxml
 from xlmnist.errors import WorkbookError
 
 M = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
@@ -185,9 +187,16 @@ def _read_sheet(z: zipfile.ZipFile, part: str, sheet: Sheet, strings: list[str])
         sheet.masters,
         sheet.arrays,
     )
+    data = z.read(part)
+    fast = sheetxml.parse(data, strings, XLError, parse_area, col_index)
+    if fast is not None:
+        sheet.values, sheet.formulas, sheet.shared, sheet.masters, sheet.arrays, max_r, max_c = fast
+        _drop_orphans(sheet)
+        sheet.max_row, sheet.max_col = max_r, max_c
+        return
     C, V, F, IS, T, ROW = M + "c", M + "v", M + "f", M + "is", M + "t", M + "row"
     max_r = max_c = 0
-    with z.open(part) as fh:
+    with io.BytesIO(data) as fh:
         for _, el in ET.iterparse(fh):
             tag = el.tag
             if tag == ROW:
@@ -233,10 +242,14 @@ def _read_sheet(z: zipfile.ZipFile, part: str, sheet: Sheet, strings: list[str])
                     if ft == "array":
                         arrays[(r, c)] = parse_area(f.get("ref") or f"{col_letters(c)}{r}")
             el.clear()
-    # shared cells whose master is missing cannot be reconstructed; drop them (they keep their values)
-    for cell in [k for k, si in shared.items() if si not in masters]:
-        del shared[cell]
+    _drop_orphans(sheet)
     sheet.max_row, sheet.max_col = max_r, max_c
+
+
+def _drop_orphans(sheet: Sheet) -> None:
+    """Shared cells whose master is missing cannot be reconstructed; drop them (they keep their values)."""
+    for cell in [k for k, si in sheet.shared.items() if si not in sheet.masters]:
+        del sheet.shared[cell]
 
 
 def _read_table(z: zipfile.ZipFile, part: str, sheet: str) -> Table:

@@ -1,0 +1,227 @@
+"""``compile_workbook`` -> :class:`CompiledModel`: the compiled objective, its parameters and data rows."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import torch
+
+from xlmnist.compiler import DATA, Compiler, parse_areas
+from xlmnist.errors import FormulaError, WorkbookError
+from xlmnist.reader import area_name, cell_name, read_workbook
+
+SENSES = {"1": "max", "2": "min", "3": "value"}
+
+
+class CompiledModel:
+    """A workbook's objective compiled to torch; see DESIGN.md for the interface."""
+
+    def __init__(self, comp: Compiler, objective: tuple, sense: str, target: float | None, settings: dict):
+        self._c = comp
+        sheet, r, c = objective[0], objective[1], objective[2]
+        self.objective_ref = (
+            cell_name(sheet, r, c).replace("'", "") if "'" not in sheet else cell_name(sheet, r, c)
+        )
+        self.sense, self.target, self.settings = sense, target, settings
+        self.param_refs = [area_name(*p) for p in comp.params]
+        self.dtype, self.device = comp.ctx.dtype, comp.ctx.device
+        blk = comp.graph.block_at(sheet, r, c)
+        if blk is None:
+            raise WorkbookError(f"{self.objective_ref}: the objective cell holds no formula")
+        comp.compile_blocks([blk.id])
+        if not comp.compiled[blk.id]:
+            raise WorkbookError(
+                f"{self.objective_ref}: the objective does not depend on any trainable cell ({', '.join(self.param_refs)})"
+            )
+        self._obj = (blk.id, r - blk.out[0], c - blk.out[1])
+        needed, todo = set(), [blk.id]
+        while todo:  # the blocks the objective reads (through the data range's replacement, if any)
+            bid = todo.pop()
+            if bid not in needed:
+                needed.add(bid)
+                todo += comp.reads.get(bid, ())
+        self._obj_steps = [(bid, e) for bid, e in comp.steps if bid in needed]
+        self.data_ref = None if comp.data is None else area_name(*comp.data)
+        self._ncols = None if comp.data is None else comp.data[4] - comp.data[2] + 1
+        with torch.no_grad():
+            value = self.objective(self.initial_params())
+        if not torch.isfinite(value):
+            self._diagnose()
+
+    def initial_params(self) -> list[torch.Tensor]:
+        return self._c.initial_params()
+
+    def data_rows(self) -> torch.Tensor | None:
+        """The data rows as the sheet holds them ([N, ncols]), or None without a data range."""
+        return self._c.data_default
+
+    def _env(self, params, data) -> dict:
+        c = self._c
+        if len(params) != len(c.params):
+            raise WorkbookError(f"expected {len(c.params)} parameter tensors, got {len(params)}")
+        env = {-(k + 2): p for k, p in enumerate(params)}
+        if data is None:
+            env[DATA] = c.data_default
+            return env
+        if c.data is None:
+            raise WorkbookError(
+                f"{self.objective_ref}: the sheet has no data range (define xlmnist_data or pass data=... "
+                "to compile_workbook)"
+            )
+        if data.dim() != 2 or data.shape[1] != self._ncols or data.shape[0] < 1:
+            raise WorkbookError(
+                f"{self.data_ref}: data must be [rows, {self._ncols}] (one example per row), got {tuple(data.shape)}"
+            )
+        env[DATA] = data if data.dtype == self.dtype else data.to(self.dtype)
+        return env
+
+    def objective(self, params, data=None) -> torch.Tensor:
+        env = self._env(params, data)
+        for bid, e in self._obj_steps:
+            env[bid] = e(env)
+        bid, i, j = self._obj
+        return env[bid][i, j]
+
+    def evaluate(self, refs, params, data=None) -> dict:
+        if isinstance(refs, str):
+            refs = [refs]
+        c = self._c
+        areas = {}
+        for ref in refs:
+            (sheet, r1, c1, r2, c2), *more = parse_areas(
+                c.wb, ref, self.objective_ref.split("!")[0].strip("'")
+            )
+            if more:
+                raise WorkbookError(f"{ref}: evaluate takes one rectangle per reference")
+            c.compile_blocks(c.graph.blocks_in(sheet, r1, c1, r2, c2))
+            areas[ref] = c.area(sheet, r1, c1, r2, c2)[0]
+        env = self._env(params, data)
+        for bid, e in c.steps:
+            env[bid] = e(env)
+        return {ref: e(env) for ref, e in areas.items()}
+
+    def _diagnose(self):
+        c = self._c
+        with torch.no_grad():
+            env = c.run(self.initial_params())
+        for bid, _ in self._obj_steps:
+            bad = (~torch.isfinite(env[bid])).nonzero()
+            if len(bad):
+                b = c.graph.blocks[bid]
+                where = cell_name(b.sheet, b.out[0] + int(bad[0][0]), b.out[1] + int(bad[0][1]))
+                cause = c.bad_inputs.get(bid)
+                why = (
+                    f"{cause} where a number is needed"
+                    if cause
+                    else "#DIV/0! or #NUM! (division by zero or invalid math)"
+                )
+                raise FormulaError(f"{where}: evaluates to an error: {why}")
+        raise FormulaError(f"{self.objective_ref}: the objective evaluates to an error")
+
+    def describe(self) -> str:
+        c = self._c
+        lines = [f"objective {self.objective_ref} ({self.sense}), params {', '.join(self.param_refs)}"]
+        for bid, dyn in c.compiled.items():
+            b = c.graph.blocks[bid]
+            r1, c1, r2, c2 = b.out
+            kind = "trainable-dependent" if dyn else "constant (folded)"
+            ops = sorted(
+                set(
+                    re.findall(r"name='([A-Z0-9.]+)'|op='(.+?)'", str(b.ast))
+                    and [a or o for a, o in re.findall(r"name='([A-Z0-9.]+)'|op='(.+?)'", str(b.ast))]
+                )
+            )
+            text = c.wb.sheets[b.sheet].formula((b.r0, b.c0))
+            lines.append(
+                f"  {b.name:<24} [{r2 - r1 + 1}x{c2 - c1 + 1}] {kind:<20} ops={','.join(ops)}  ={text}"
+            )
+        return "\n".join(lines)
+
+
+def _pick_sheet(wb, sheet: str | None) -> str:
+    def has(s):
+        return wb.names.get((s, "XLMNIST_OBJECTIVE")) or wb.names.get((s, "SOLVER_OPT"))
+
+    if sheet is not None:
+        for s in wb.order:
+            if s.lower() == sheet.lower():
+                return s
+        raise WorkbookError(f"{os.path.basename(wb.path)}: no sheet named {sheet!r}")
+    if wb.active and has(wb.active):
+        return wb.active
+    for s in wb.order:
+        if has(s):
+            return s
+    return wb.active or wb.order[0]
+
+
+def read_settings(wb, sheet: str) -> dict:
+    """Rows of the ``settings`` sheet (header sheet | setting | value) for ``sheet``."""
+    st = next((wb.sheets[s] for s in wb.order if s.lower() == "settings"), None)
+    if st is None:
+        return {}
+    header = None
+    out = {}
+    rows: dict[int, dict[int, object]] = {}
+    for (r, c), v in st.values.items():
+        rows.setdefault(r, {})[c] = v
+    for r in sorted(rows):
+        cells = rows[r]
+        if header is None:
+            low = {c: str(v).strip().lower() for c, v in cells.items() if isinstance(v, str)}
+            if {"sheet", "setting", "value"} <= set(low.values()):
+                header = {name: c for c, name in low.items()}
+            continue
+        if str(cells.get(header["sheet"], "")).strip().lower() != sheet.lower():
+            continue
+        key = cells.get(header["setting"])
+        if not isinstance(key, str) or not key.strip():
+            continue
+        val = cells.get(header["value"])
+        if isinstance(val, float) and val.is_integer():
+            val = int(val)
+        out[key.strip()] = "" if val is None else val
+    return out
+
+
+def compile_workbook(
+    path, sheet=None, objective=None, params=None, dtype=torch.float64, device="cpu", data=None
+) -> CompiledModel:
+    """Compile the objective of ``sheet`` (or of the flags) into a :class:`CompiledModel`."""
+    wb = read_workbook(path)
+    if objective is not None and sheet is None:
+        sheet = parse_areas(wb, objective, wb.active or wb.order[0])[0][0]
+    sheet = _pick_sheet(wb, sheet)
+    name = os.path.basename(wb.path)
+    obj_text = objective or wb.names.get((sheet, "XLMNIST_OBJECTIVE")) or wb.names.get((sheet, "SOLVER_OPT"))
+    par_text = params or wb.names.get((sheet, "XLMNIST_PARAMS")) or wb.names.get((sheet, "SOLVER_ADJ"))
+    if not obj_text or not par_text:
+        raise WorkbookError(
+            f"{name}: sheet {sheet!r} has no objective/trainable cells "
+            "(no Solver settings or xlmnist_objective/xlmnist_params names; pass --objective and --params)"
+        )
+    obj = parse_areas(wb, obj_text, sheet)
+    if len(obj) != 1 or obj[0][1:3] != obj[0][3:5]:
+        raise WorkbookError(f"{obj_text}: the objective must be a single cell")
+    typ = str(wb.names.get((sheet, "SOLVER_TYP"), "2")).strip()
+    sense = SENSES.get(typ.split(".")[0], "min")
+    target = None
+    if sense == "value":
+        try:
+            target = float(wb.names.get((sheet, "SOLVER_VAL"), "0"))
+        except ValueError:
+            raise WorkbookError(f"{name}: sheet {sheet!r}: solver_val is not a number") from None
+    comp = Compiler(wb, dtype=dtype, device=device)
+    for area in parse_areas(wb, par_text, sheet):
+        comp.add_param(*area)
+    data_text = data or wb.names.get((sheet, "XLMNIST_DATA"))
+    if data_text:
+        areas = parse_areas(wb, data_text, sheet)
+        if len(areas) != 1:
+            raise WorkbookError(f"{data_text}: the data range must be one rectangle")
+        comp.set_data(*areas[0])
+    model = CompiledModel(comp, obj[0][:3], sense, target, read_settings(wb, sheet))
+    if os.environ.get("XLMNIST_DEBUG") == "1":
+        print(model.describe())
+    return model

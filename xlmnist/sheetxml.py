@@ -1,0 +1,197 @@
+"""Fast path for reading a worksheet's XML: regular expressions over the bytes plus numpy conversion.
+
+MNIST-shaped sheets hold ~1.6M number cells; walking them with ``iterparse`` takes ~20 s. Here the plain
+number cells (``<c r="A2"><v>0.5</v></c>``, the vast majority) are converted in bulk with numpy into a
+dense grid (:class:`CellValues`); the few other cells (strings, formulas, booleans, errors) are parsed one
+by one. Returns None when the XML does not look like what the regular expressions expect (namespace
+prefixes, cells without ``r``): the caller then falls back to ``iterparse``.
+"""
+
+from __future__ import annotations
+
+import gc
+import html
+import re
+from collections.abc import Mapping
+
+import numpy as np
+
+_CELL = re.compile(rb'<c r="([A-Z]{1,3})([0-9]+)"([^>]*?)(?:/>|>(.*?)</c>)', re.S)
+_NUMBER = re.compile(
+    rb'<c r="([A-Z]{1,3})([0-9]+)"(?: s="[0-9]+")?(?: t="n")?(?: s="[0-9]+")?><v>([^<]+)</v></c>'
+)
+_FORMULA = re.compile(
+    rb'<c r="([A-Z]{1,3})([0-9]+)"(?: s="[0-9]+")?><f>([^<]*)</f>(?:<v\s*/>|<v>([-+.eE0-9]*)</v>)?</c>'
+)
+_ATTR = re.compile(rb'([A-Za-z:]+)="([^"]*)"')
+_F = re.compile(rb"<f((?:\s+[A-Za-z:]+=\"[^\"]*\")*)\s*(?:/>|>(.*?)</f>)", re.S)
+_V = re.compile(rb"<v\s*(?:/>|>(.*?)</v>)", re.S)
+_T = re.compile(rb"<t(?:\s[^>]*)?(?:/>|>(.*?)</t>)", re.S)
+_CHUNK = 8 << 20
+
+
+class CellValues(Mapping):
+    """``(row, col) -> value`` over a dense float grid of number cells plus a dict for everything else."""
+
+    def __init__(self, rows: int = 0, cols: int = 0):
+        self.num = np.zeros((rows + 1, cols + 1))
+        self.has = np.zeros((rows + 1, cols + 1), bool)
+        self.other: dict = {}
+
+    def __getitem__(self, key):
+        v = self.other.get(key)
+        if v is not None:
+            return v
+        r, c = key
+        if 0 <= r < self.has.shape[0] and 0 <= c < self.has.shape[1] and self.has[r, c]:
+            return float(self.num[r, c])
+        raise KeyError(key)
+
+    def __contains__(self, key):
+        try:
+            self[key]
+        except (KeyError, TypeError, ValueError):
+            return False
+        return True
+
+    def __iter__(self):
+        yield from self.other
+        yield from map(tuple, np.argwhere(self.has).tolist())
+
+    def __len__(self):
+        return len(self.other) + int(self.has.sum())
+
+    def __setitem__(self, key, value):
+        r, c = key
+        if type(value) is float and r < self.has.shape[0] and c < self.has.shape[1]:
+            self.num[r, c], self.has[r, c] = value, True
+            self.other.pop(key, None)
+        else:
+            if r < self.has.shape[0] and c < self.has.shape[1]:
+                self.has[r, c] = False
+            self.other[key] = value
+
+
+def _unescape(b: bytes) -> str:
+    s = b.decode("utf-8")
+    return html.unescape(s) if "&" in s else s
+
+
+def _chunks(data: bytes):
+    start, n = 0, len(data)
+    while start < n:
+        end = data.find(b"</row>", start + _CHUNK)
+        end = n if end < 0 else end + 6
+        yield data[start:end]
+        start = end
+
+
+def parse(data: bytes, strings: list[str], xlerror, parse_area, col_index):
+    """-> (values, formulas, shared, masters, arrays, max_row, max_col), or None to fall back."""
+    enabled = gc.isenabled()
+    gc.disable()  # millions of small tuples: the cyclic collector would rescan them again and again
+    try:
+        return _parse(data, strings, xlerror, parse_area, col_index)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _parse(data: bytes, strings: list[str], xlerror, parse_area, col_index):
+    if b"<sheetData" not in data and b"<c " in data:
+        return None
+    cmap: dict[bytes, int] = {}
+    simple_r, simple_c, simple_v = [], [], []
+    rest = []  # (col, row, attrs, inner) of the cells that are not plain numbers
+    plain_f = []  # (col, row, text, cached number) of formula cells without attributes
+    total = 0
+    for chunk in _chunks(data):
+        ms = _NUMBER.findall(chunk)
+        if ms:
+            cols, rows, vals = zip(*ms)
+            simple_c += cols
+            simple_r += rows
+            simple_v += vals
+        n_cells = chunk.count(b"<c ") + chunk.count(b"<c>")
+        others = []
+        if n_cells > len(ms):
+            chunk = _NUMBER.sub(b"", chunk)
+            fs = _FORMULA.findall(chunk)
+            if fs:
+                plain_f += fs
+                chunk = _FORMULA.sub(b"", chunk)
+            others = _CELL.findall(chunk)
+            total += len(fs)
+        rest += others
+        total += len(ms) + len(others)
+    if total != data.count(b"<c ") + data.count(b"<c>"):
+        return None
+    for col in set(simple_c).union(x[0] for x in rest).union(x[0] for x in plain_f):
+        cmap[col] = col_index(col.decode())
+    rr = np.fromiter(map(int, simple_r), np.int64, len(simple_r))
+    cc = np.fromiter(map(cmap.__getitem__, simple_c), np.int64, len(simple_c))
+    try:
+        vv = np.fromiter(map(float, simple_v), np.float64, len(simple_v))
+    except ValueError:
+        return None
+    del simple_r, simple_c, simple_v
+    rest_rc = [(int(row), cmap[col]) for col, row, _, _ in rest]
+    f_rc = [(int(row), cmap[col]) for col, row, _, _ in plain_f]
+    max_r = max(int(rr.max()) if len(rr) else 0, max((r for r, _ in rest_rc + f_rc), default=0))
+    max_c = max(int(cc.max()) if len(cc) else 0, max((c for _, c in rest_rc + f_rc), default=0))
+    values = CellValues(max_r, max_c)
+    values.num[rr, cc] = vv
+    values.has[rr, cc] = True
+    formulas, shared, masters, arrays = {}, {}, {}, {}
+    for rc, (_, _, text, cached) in zip(f_rc, plain_f):
+        text = _unescape(text).strip()
+        if text:
+            formulas[rc] = text[1:] if text.startswith("=") else text
+        if cached:
+            values[rc] = float(cached)
+    for (r, c), (_, _, attrs, inner) in zip(rest_rc, rest):
+        t = None
+        for k, v in _ATTR.findall(attrs):
+            if k == b"t":
+                t = v.decode()
+        f = _F.search(inner) if b"<f" in inner else None
+        vm = _V.search(inner) if b"<v" in inner else None
+        txt = _unescape(vm.group(1)) if vm is not None and vm.group(1) is not None else None
+        if txt is not None:
+            if t is None or t == "n":
+                values[(r, c)] = float(txt)
+            elif t == "s":
+                values[(r, c)] = strings[int(txt)]
+            elif t == "b":
+                values[(r, c)] = txt.strip() == "1"
+            elif t == "e":
+                values[(r, c)] = xlerror(txt)
+            else:
+                values[(r, c)] = txt
+        elif t == "inlineStr":
+            i = inner.find(b"<is")
+            if i >= 0:
+                body = inner[i : inner.find(b"</is>", i)] if b"</is>" in inner else inner[i:]
+                if b"<rPh" in body:
+                    body = re.sub(rb"<rPh.*?</rPh>", b"", body, flags=re.S)
+                values[(r, c)] = "".join(_unescape(m or b"") for m in _T.findall(body))
+            else:
+                values[(r, c)] = ""
+        if f is not None:
+            fattrs = {k.decode(): _unescape(v) for k, v in _ATTR.findall(f.group(1))}
+            text = _unescape(f.group(2) or b"").strip()
+            if text.startswith("="):
+                text = text[1:]
+            ft = fattrs.get("t")
+            if ft == "shared":
+                si = fattrs.get("si")
+                if text:
+                    masters[si] = ((r, c), text)
+                    formulas[(r, c)] = text
+                else:
+                    shared[(r, c)] = si
+            elif text:
+                formulas[(r, c)] = text
+                if ft == "array":
+                    arrays[(r, c)] = parse_area(fattrs["ref"]) if fattrs.get("ref") else (r, c, r, c)
+    return values, formulas, shared, masters, arrays, max_r, max_c
