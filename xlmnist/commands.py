@@ -1,16 +1,16 @@
 """``xlmnist eval`` and ``xlmnist train``: compile a workbook, evaluate or train it, write results back.
 
 ``xlmnist train BOOK`` trains the trainable cells (Solver's ``solver_adj`` or ``xlmnist_params``) to
-minimise/maximise the objective cell and writes them into BOOK (or ``--out COPY.xlsx``) with
-:func:`xlmnist.writeback.write_values`: only those cells change, and the file recalculates on open.
-A run that diverges (NaN/inf) writes nothing. Ctrl-C stops and writes the best parameters seen.
+minimise/maximise the objective cell and writes them into BOOK (or ``--out COPY.xlsx``); ``xlmnist step
+BOOK`` does exactly one optimisation step. The work is in :mod:`xlmnist.fulltrain`; this module is the
+CLI glue. A run that diverges (NaN/inf) or collapses to one class writes nothing (``--force`` writes a
+collapsed run). Ctrl-C stops and writes the parameters so far.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import zipfile
 from pathlib import Path
@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xlmnist.errors import TrainingError, WorkbookError, XlmnistError
-from xlmnist.train import OPTIMIZERS, random_params, resolve_device, train
-from xlmnist.writeback import write_values
+from xlmnist.errors import WorkbookError, XlmnistError
+from xlmnist.train import OPTIMIZERS
 
 METRIC_NAMES = {"accuracy": "xlmnist_accuracy"}
 
@@ -30,6 +29,10 @@ def _check_book(path: str) -> Path:
     if not p.is_file():
         raise WorkbookError(f"{path}: no such workbook")
     if not zipfile.is_zipfile(p):
+        with open(p, "rb") as fh:
+            ole2 = fh.read(8) == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+        if ole2:  # what Excel writes for a password-protected workbook (or a legacy .xls)
+            raise WorkbookError(f"{path}: encrypted (password-protected) or legacy .xls file; save it as an unencrypted .xlsx")
         raise WorkbookError(f"{path}: not an xlsx file (not a zip archive)")
     return p
 
@@ -69,8 +72,9 @@ def metrics(model, params) -> dict:
     return out
 
 
-def dataset_rows(model, name: str) -> torch.Tensor:
-    """The full dataset ``name`` laid out like the sheet's data rows (``xlmnist_data``): X[, Ones], label."""
+def dataset_rows(model, name: str, split: str = "train") -> torch.Tensor:
+    """The ``split`` of dataset ``name`` laid out like the sheet's data rows (``xlmnist_data``):
+    X[, Ones], label (float64)."""
     from xlmnist.data import dataset_arrays
 
     visible = model.data_rows() if hasattr(model, "data_rows") else None
@@ -78,7 +82,7 @@ def dataset_rows(model, name: str) -> torch.Tensor:
         raise WorkbookError(
             f"{model.objective_ref}: settings name dataset {name!r} but the sheet has no xlmnist_data rows"
         )
-    x, y = dataset_arrays(name, "train")
+    x, y = dataset_arrays(name, split)
     ncols, nx = visible.shape[1], x.shape[1]
     cols = (
         [x, y[:, None]]
@@ -133,100 +137,47 @@ def _setting(model, key, given, cast):
 
 
 def cmd_train(args) -> int:
-    book = _check_book(args.book)
-    # before any work: --device cuda without CUDA is an error; else the settings sheet may name one
-    device = resolve_device(args.device) if args.device else None
-    if args.out and Path(args.out).resolve() != book.resolve() and Path(args.out).suffix.lower() != ".xlsx":
-        raise WorkbookError(f"{args.out}: --out must be an .xlsx file")
-    model = _compile(args, device=device or "cpu")
-    if device is None:
-        device = resolve_device(_setting(model, "device", None, lambda v: str(v).strip().lower()) or "cpu")
-        if device != "cpu":
-            model = _compile(args, device=device)
-    optimizer = (
-        args.optimizer or _setting(model, "optimizer", None, lambda v: str(v).strip().lower()) or "auto"
-    )
-    lr = _setting(model, "lr", args.lr, float)
-    epochs = _setting(model, "epochs", args.epochs, lambda v: int(float(v)))
-    seed = _setting(model, "seed", args.seed, lambda v: int(float(v)))
-    seed = 0 if seed is None else seed
-    start = None
-    if args.init == "zeros":
-        start = [torch.zeros_like(p) for p in model.initial_params()]
-    elif args.init == "random":
-        start = random_params(model, seed=seed, scale=args.init_scale)
-    dataset = args.dataset if args.dataset is not None else str((model.settings or {}).get("dataset") or "")
-    dataset = "" if dataset.lower() in ("", "none") else dataset.strip()
-    data = None
-    if dataset:
-        try:
-            data = dataset_rows(model, dataset)
-        except XlmnistError as exc:
-            if args.dataset:  # asked for on the command line: an error
-                raise
-            print(f"xlmnist: warning: {exc}; training on the visible rows", file=sys.stderr)
-            dataset = ""
-    batch_size = _setting(model, "batch_size", args.batch_size, lambda v: int(float(v)))
-    progress = False if args.json or args.quiet else None
-    if not (args.quiet or args.json):
-        n = sum(p.numel() for p in model.initial_params())
-        goal = {"min": "minimise", "max": "maximise"}.get(model.sense, f"bring to {model.target!r}")
-        print(
-            f"xlmnist: training {', '.join(model.param_refs)} ({n} cells) to {goal} {model.objective_ref}; "
-            "Ctrl-C stops and keeps the best values",
-            file=sys.stderr,
-            flush=True,
-        )
-    result = train(
-        model,
-        optimizer=optimizer,
-        lr=lr,
-        epochs=epochs,
-        seed=seed,
-        device=device,
-        progress=progress,
-        max_seconds=args.max_seconds,
-        params=start,
-        data=data,
-        batch_size=batch_size,
-    )
-    if not result.params:
-        raise TrainingError("training produced no parameters; nothing written")
-    values = {ref: p.numpy() for ref, p in zip(model.param_refs, result.params)}
-    out = write_values(book, values, out=args.out)
-    # the objective the written file shows: recomputed in float64 from exactly the values written
-    written = [torch.tensor(v, dtype=torch.float64, device=device) for v in values.values()]
-    with torch.no_grad():
-        obj = _float(model.objective(written))
-        mets = metrics(model, written)
-    if not math.isfinite(obj):
-        raise TrainingError(f"{model.objective_ref}: objective {obj} after training")
-    payload = {
-        "book": str(out),
-        "objective_cell": model.objective_ref,
-        "objective": obj,
-        "initial_objective": result.initial_objective,
-        "steps": result.steps,
-        "seconds": result.seconds,
-        "device": result.device,
-        "optimizer": result.optimizer,
-        "lr": result.lr,
-        "sense": model.sense,
-        "params": model.param_refs,
-        "converged": result.converged,
-        "interrupted": result.interrupted,
-        "metrics": mets,
-        "dataset": dataset or None,
-        "dataset_rows": None if data is None else len(data),
-        "dataset_objective": result.objective if data is not None else None,
-    }
-    note = " (interrupted: best parameters so far)" if result.interrupted else ""
-    extra = "".join(f", {k} {v:.6g}" for k, v in mets.items())
+    from xlmnist.fulltrain import train_book
+
+    payload = train_book(
+        args.book, sheet=args.sheet, objective=args.objective, params=args.params,
+        optimizer=args.optimizer, lr=args.lr, epochs=args.epochs, seed=args.seed, device=args.device,
+        init=args.init, init_scale=args.init_scale, max_seconds=args.max_seconds, dataset=args.dataset,
+        batch_size=args.batch_size, out=args.out, force=args.force, dtype=args.dtype,
+        verbose=not (args.quiet or args.json),
+    )  # fmt: skip
+    mets = payload["metrics"]
+    note = " (interrupted: best parameters so far)" if payload["interrupted"] else ""
+    extra = "".join(f", {k} {v:.6g}" for k, v in mets.items() if v is not None)
+    rows = f" on {payload['dataset_rows']} {payload['dataset']} rows" if payload["dataset"] else ""
     _print(
         args,
         payload,
-        f"{model.objective_ref}: {result.initial_objective!r} -> {obj!r}{extra}; {result.optimizer} "
-        f"{result.steps} steps, {result.seconds:.2f}s on {result.device}{note}; wrote {', '.join(model.param_refs)} to {out}",
+        f"{payload['objective_cell']}: {payload['initial_objective']!r} -> {payload['objective']!r}{extra}; "
+        f"{payload['optimizer']} {payload['steps']} steps{rows}, {payload['seconds']:.2f}s on "
+        f"{payload['device']}{note}; wrote {', '.join(payload['params'])} to {payload['book']}",
+    )
+    if payload.get("diagnosis"):
+        print(f"xlmnist: warning: {payload['diagnosis']}", file=sys.stderr)
+    return 0
+
+
+def cmd_step(args) -> int:
+    from xlmnist.fulltrain import step_book
+
+    payload = step_book(
+        args.book, sheet=args.sheet, objective=args.objective, params=args.params, lr=args.lr,
+        optimizer=args.optimizer, seed=args.seed, batch_size=args.batch_size, dataset=args.dataset,
+        out=args.out,
+    )  # fmt: skip
+    rows = f"a minibatch of {payload['batch_rows']} {payload['dataset']} rows (seed {payload['seed']})"
+    rows = rows if payload["dataset"] else f"the {payload['batch_rows']} visible rows"
+    _print(
+        args,
+        payload,
+        f"{payload['objective_cell']}: {payload['initial_objective']!r} -> {payload['objective']!r}; one "
+        f"{payload['optimizer']} step (lr {payload['lr']:g}) on {rows}; wrote {', '.join(payload['params'])} "
+        f"and the gradients to {payload['book']}",
     )
     return 0
 
@@ -278,5 +229,27 @@ def register(sub) -> None:
         "--batch-size", type=int, help="minibatch size for adam/sgd on a dataset (default: settings)"
     )
     p.add_argument("--out", help="write the trained workbook to this copy instead of BOOK")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument(
+        "--force", action="store_true", help="write the parameters even when the run collapsed to one class"
+    )
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "float64"),
+        help="dtype of the minibatch loop (default float32; the reported numbers are float64)",
+    )
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "step", help="exactly one optimisation step; writes the new weights and their gradients"
+    )
+    _common(p)
+    p.add_argument("--optimizer", choices=("sgd", "adam"), help="default: the settings sheet's, else sgd")
+    p.add_argument("--lr", type=float, help="learning rate (default: settings sheet, else per optimizer)")
+    p.add_argument("--seed", type=int, help="seed of the minibatch draw (default: a fresh random one)")
+    p.add_argument("--batch-size", type=int, help="minibatch size (default: settings sheet)")
+    p.add_argument(
+        "--dataset", help="dataset of the minibatch (default: settings sheet; none = visible rows)"
+    )
+    p.add_argument("--out", help="write to this copy instead of BOOK")
+    p.set_defaults(func=cmd_step)

@@ -1,0 +1,83 @@
+"""Bad input through the real command line: one line naming sheet!cell, exit 2, the workbook unchanged."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import openpyxl
+import pytest
+from openpyxl.workbook.defined_name import DefinedName
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def book(path: Path, cells: dict, solver: tuple[str, str] | None = ("s!$C$1", "s!$A$1:$A$2")) -> Path:
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "s"
+    for ref, value in cells.items():
+        ws[ref] = value
+    if solver:
+        for name, text in (("solver_opt", solver[0]), ("solver_adj", solver[1]), ("solver_typ", "2")):
+            ws.defined_names[name] = DefinedName(name, attr_text=text)
+    wb.save(path)
+    return path
+
+
+BASE = {"A1": 0.5, "A2": -0.25, "B1": 2.0, "B2": 3.0}
+CASES = [
+    ("unsupported function", {**BASE, "C1": "=FOOBAR(A1)+A2"}, None, r"s!C1.*FOOBAR"),
+    ("circular reference", {**BASE, "C1": "=A1+D1", "D1": "=C1*2"}, None, r"circular.*s!(C1|D1)"),
+    ("#DIV/0! reaches the objective", {**BASE, "C1": "=A1*B1+A2/0"}, None, r"s!C1.*#DIV/0!"),
+    ("#N/A reaches the objective", {**BASE, "C1": "=A1*B1+D1", "D1": "#N/A"}, None, r"s!C1.*s!D1.*error"),
+    ("text where a number is needed", {**BASE, "C1": "=A1*D1", "D1": "abc"}, None, r"s!C1.*s!D1.*text"),
+    ("objective independent of the params", {**BASE, "C1": "=B1*B2"}, None, r"s!C1.*does not depend"),
+    ("no Solver settings and no flags", {**BASE, "C1": "=A1*B1"}, "none", r"\bs\b.*(Solver|objective)"),
+]
+
+
+def run(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "xlmnist", *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+
+
+def assert_one_line_error(proc, pattern):
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("xlmnist: error: "), proc.stderr
+    import re
+
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+@pytest.mark.parametrize("what, cells, solver, pattern", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_formula_errors(tmp_path, what, cells, solver, pattern, command):
+    path = book(tmp_path / "b.xlsx", cells, None if solver == "none" else ("s!$C$1", "s!$A$1:$A$2"))
+    before = path.read_bytes()
+    proc = run(command, path)
+    assert_one_line_error(proc, pattern)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.xlsx"]  # no temp files left
+
+
+def test_encrypted_workbook(tmp_path):
+    # what Excel writes for a password-protected workbook: an OLE2 compound file, not a zip
+    path = tmp_path / "secret.xlsx"
+    content = bytes.fromhex("d0cf11e0a1b11ae1") + b"\0" * 504 + b"EncryptionInfo"
+    path.write_bytes(content)
+    proc = run("train", path)
+    assert_one_line_error(proc, r"secret\.xlsx.*(encrypt|password)")
+    assert path.read_bytes() == content
+
+
+def test_flags_override_missing_solver_settings(tmp_path):
+    path = book(tmp_path / "b.xlsx", {**BASE, "C1": "=(A1*B1+A2*B2-1)^2"}, solver=None)
+    proc = run("train", path, "--objective", "'s'!C1", "--params", "s!A1:A2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    assert json.loads(proc.stdout)["objective"] == pytest.approx(0.0, abs=1e-12)
