@@ -140,9 +140,10 @@ def mnist_inputs(consts):
 
 
 def mnist_model(sheet: str, params: list[np.ndarray], inp: dict) -> dict:
-    if sheet == "linear10":
+    if sheet in ("linear10", "mlp"):
         x, y = inp["x10"], inp["y10"]
-        z = x @ params[0]
+        hidden = x @ params[0]
+        z = hidden if sheet == "linear10" else np.c_[np.maximum(hidden, 0), np.ones(len(x))] @ params[1]
         e = np.exp(z - z.max(1, keepdims=True))
         p = e / e.sum(1, keepdims=True)
         pred = p.argmax(1)
@@ -152,6 +153,7 @@ def mnist_model(sheet: str, params: list[np.ndarray], inp: dict) -> dict:
             "pred": pred,
             "loss": np.mean(-np.log(p[np.arange(len(y)), y])),
             "acc": np.mean(pred == y),
+            "hidden": hidden,
         }
     x, y = inp["x3"], inp["y3"]
     if sheet == "linear":
@@ -173,6 +175,7 @@ MODELS = {
     ("mnist_3v7.xlsx", "linear"): (["A3:ADE3"], "B5", "B6", f"C10:C{ROWS + 9}"),
     ("mnist_3v7.xlsx", "simple_net"): (["B7:AE791", "BL4:CP4"], "B2", "B3", f"CR6:CR{ROWS + 5}"),
     ("mnist.xlsx", "linear10"): (["B7:K791"], "B2", "B3", f"AT6:AT{ROWS + 5}"),
+    ("mnist.xlsx", "mlp"): (["B7:DY791", "B795:K923"], "B2", "B3", f"PE6:PE{ROWS + 5}"),
 }
 
 
@@ -198,6 +201,9 @@ def test_sheet_matches_numpy(book, sheet, consts, lo, request):
         close(rect(got, f"AH6:BK{ROWS + 5}"), want["hidden"])
     if sheet == "linear10":
         close(rect(got, f"AI6:AR{ROWS + 5}"), want["p"])
+    if sheet == "mlp":
+        close(rect(got, f"EB6:IY{ROWS + 5}"), want["hidden"])
+        close(rect(got, f"OT6:PC{ROWS + 5}"), want["p"])
 
 
 def test_titanic_data_and_features(consts, lo):
@@ -271,6 +277,62 @@ def test_solver_and_xlmnist_names(book, sheet, built):
         assert names["xlmnist_data"][0] == f"data!$A$2:$ADF${ROWS + 1}"
 
 
+# the gradient blocks beside the weights (same shapes as the params, in the same order)
+GRADIENTS = {
+    ("titanic.xlsx", "linear"): ["R10:AA10"],
+    ("titanic.xlsx", "nnet"): ["R8:AA9"],
+    ("titanic.xlsx", "mmult"): ["S16:T25"],
+    ("mnist_3v7.xlsx", "linear"): ["A4:ADE4"],
+    ("mnist_3v7.xlsx", "simple_net"): ["B794:AE1578", "BL3:CP3"],
+    ("mnist.xlsx", "linear10"): ["B794:K1578"],
+    ("mnist.xlsx", "mlp"): ["B926:DY1710", "B1713:K1841"],
+}
+
+
+@pytest.mark.parametrize("book,sheet", list(MODELS))
+def test_learner_view_names(book, sheet, built, consts):
+    from openpyxl.utils.cell import range_boundaries as rb
+
+    names = sheet_names(built / book)[sheet]
+    grads = GRADIENTS[(book, sheet)]
+    assert names["xlmnist_gradients"] == (",".join(f"{sheet}!{_abs(r)}" for r in grads), False)
+    for g, p in zip(grads, MODELS[(book, sheet)][0]):
+        (a1, b1, a2, b2), (c1, d1, c2, d2) = rb(g), rb(p)
+        assert (a2 - a1, b2 - b1) == (c2 - c1, d2 - d1)
+        assert not any(re.fullmatch(r"[A-Z]+\d+", k) and _inside(k, g) for k in consts[book][sheet])  # empty
+    if book == "titanic.xlsx":
+        assert "xlmnist_history" not in names and "xlmnist_confusion" not in names
+        return
+    k = 2 if book == "mnist_3v7.xlsx" else 10
+    hist = f"history_{sheet}"
+    assert names["xlmnist_history"][0] == f"{hist}!$A$3:$E$202"
+    assert names["xlmnist_confusion"][0] == f"{hist}!{_abs(f'H4:{_col(7 + k)}{3 + k}')}"
+    cells = consts[book][hist]
+    assert [cells[f"{c}2"] for c in "ABCDE"] == ["epoch", "train_loss", "valid_loss", "valid_accuracy", "seconds"]
+    labels = [3, 7] if k == 2 else list(range(10))
+    assert [cells[f"{_col(8 + i)}3"] for i in range(k)] == labels
+    assert [cells[f"G{4 + i}"] for i in range(k)] == labels
+    with zipfile.ZipFile(built / book) as z:
+        charts = [z.read(n) for n in z.namelist() if n.startswith("xl/charts/chart")]
+    assert len(charts) == 4  # two model sheets per book, two charts each
+    assert any(f"'{hist}'!$B$3:$B$202".encode() in c for c in charts)  # train loss series
+    assert any(f"'{hist}'!$D$3:$D$202".encode() in c for c in charts)  # valid accuracy series
+
+
+def _inside(cell: str, area: str) -> bool:
+    from openpyxl.utils.cell import range_boundaries as rb
+
+    c1, r1, c2, r2 = rb(area)
+    c, r, _, _ = rb(cell)
+    return c1 <= c <= c2 and r1 <= r <= r2
+
+
+def test_titanic_trains_on_its_visible_rows(consts):
+    s = consts["titanic.xlsx"]["settings"]
+    rows = {(s[f"A{r}"], s[f"B{r}"]): s.get(f"C{r}") for r in range(2, 100) if f"A{r}" in s}
+    assert all(rows.get((sheet, "dataset")) in (None, "") for sheet in ("linear", "nnet", "mmult"))
+
+
 def test_course_solver_options_are_copied():
     course = sheet_names(SHARED / "course" / "titanic.xlsx")["linear"]
     assert {k: v[0] for k, v in course.items() if k in SOLVER_OPTIONS} == SOLVER_OPTIONS
@@ -282,7 +344,7 @@ def _abs(ref: str) -> str:
 
 def test_settings_sheet(consts):
     for book, sheets in [("titanic.xlsx", ["linear", "nnet", "mmult"]), ("mnist_3v7.xlsx", ["linear", "simple_net"]),
-                         ("mnist.xlsx", ["linear10"])]:  # fmt: skip
+                         ("mnist.xlsx", ["linear10", "mlp"])]:  # fmt: skip
         s = consts[book]["settings"]
         assert [s["A1"], s["B1"], s["C1"], s["D1"]] == ["sheet", "setting", "value", "meaning"]
         rows = {(s[f"A{r}"], s[f"B{r}"]): s[f"C{r}"] for r in range(2, 100) if f"A{r}" in s}
@@ -320,6 +382,11 @@ def formulas(path: Path, sheet: str) -> dict[str, str]:
         ("mnist.xlsx", "linear10", f"X6:AG{ROWS + 5}", True),
         ("mnist.xlsx", "linear10", f"AI6:AR{ROWS + 5}", True),
         ("mnist.xlsx", "data", f"ADG2:ADP{ROWS + 1}", True),
+        ("mnist.xlsx", "mlp", f"EA6:PF{ROWS + 5}", False),
+        ("mnist.xlsx", "mlp", f"EB6:IY{ROWS + 5}", True),
+        ("mnist.xlsx", "mlp", f"IZ6:NW{ROWS + 5}", True),
+        ("mnist.xlsx", "mlp", f"NY6:OH{ROWS + 5}", True),
+        ("mnist.xlsx", "mlp", f"OT6:PC{ROWS + 5}", True),
     ],
 )
 def test_blocks_are_one_formula_copied(built, book, sheet, block, across):

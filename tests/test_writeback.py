@@ -343,3 +343,59 @@ def test_failure_at_the_final_rename_cleans_up(titanic):
     assert titanic.read_bytes() == before
     assert sorted(p.name for p in titanic.parent.iterdir()) == ["blocked.xlsx", "titanic.xlsx"]
     assert list(blocked.iterdir()) == []
+
+
+# ------------------------------------------------------------------ cached formula values, clearing
+def test_cached_values_keep_formulas_and_array_ranges(titanic, tmp_path):
+    """Cached <v> of formula cells (shared formulas and an array formula's range too); the <f> stays."""
+    out = tmp_path / "cached.xlsx"
+    write_values(
+        titanic,
+        {},
+        out=out,
+        cached={"nnet!AH1": 0.25, "nnet!AC4:AC5": [[1.5], [None]], "mmult!V4:W5": [[1.0, 2.0], [3.0, 4.0]]},
+    )
+    for sheet, cells in {"nnet": {"AH1", "AC4"}, "mmult": {"V4", "W4", "V5", "W5"}}.items():
+        a, b = members(titanic), members(out)
+        member = sheet_member(titanic, sheet)
+        ca, cb = cells_xml(a[member]), cells_xml(b[member])
+        assert {r for r in ca if ca[r] != cb.get(r)} == cells
+        strip = re.compile(rb"<v>[^<]*</v>")
+        for r in cells:
+            assert strip.sub(b"", ca[r]) == strip.sub(b"", cb[r])  # formula and attributes kept
+    vals = oracle.read_values(out)
+    assert (vals["nnet"]["AH1"], vals["nnet"]["AC4"]) == (0.25, 1.5)
+    assert [vals["mmult"][c] for c in ("V4", "W4", "V5", "W5")] == [1.0, 2.0, 3.0, 4.0]
+    wb = openpyxl.load_workbook(out)
+    assert wb["nnet"]["AH1"].value.startswith("=AVERAGE")
+
+
+@pytest.mark.parametrize(
+    "cached, expect",
+    [
+        ({"nnet!R4": 1.0}, "nnet!R4: holds no formula"),
+        ({"nnet!AZ900": 1.0}, "nnet!AZ900: holds no formula"),
+        ({"nnet!AH1": math.nan}, "not finite"),
+        ({"nnet!AH1": "x"}, "not a number"),
+    ],
+)
+def test_cached_refused_on_non_formula_cells(titanic, cached, expect):
+    before = titanic.read_bytes()
+    with pytest.raises(WorkbookError, match=expect):
+        write_values(titanic, {}, cached=cached)
+    assert titanic.read_bytes() == before
+
+
+def test_none_clears_cells_and_keeps_styles(tmp_path):
+    path = small_book(tmp_path / "c.xlsx", {"A1": 1, "B1": "text", "C1": 3, "A2": 4}, sheet="S")
+    write_values(path, {"S!A1:D1": [[None, None, 7.0, None]], "S!A5": None})
+    assert read_all(path, "S") == {"C1": 7.0, "A2": 4}
+    xml = members(path)[sheet_member(path, "S")]
+    assert b'<c r="A1"/>' in xml and b'r="B1" t=' not in xml and b'r="D1"' not in xml and b'r="A5"' not in xml
+
+
+def test_none_refused_on_formula_cells(titanic):
+    before = titanic.read_bytes()
+    with pytest.raises(WorkbookError, match="nnet!AH1: holds a formula"):
+        write_values(titanic, {"nnet!AH1": None})
+    assert titanic.read_bytes() == before

@@ -14,7 +14,14 @@ given cells and changes nothing else:
   and Excel/LibreOffice recalculate every formula when they open the file.
 
 A target cell that holds a formula (or lies inside an array formula's range) is refused with an error
-naming it, and so is a value that is NaN or infinite. The new file is written to a temporary file in
+naming it, and so is a value that is NaN or infinite. ``None`` in a value array *clears* that cell (its
+``<v>`` and type go, the ``<c>`` and its style stay; used for history rows beyond a shorter run).
+
+``write_values(path, {}, cached={"linear!B10:F209": array})`` (or :func:`write_cached_values`) writes
+the *cached results* of formula cells: the ``<f>`` element stays as it is and the ``<v>`` is replaced
+or inserted, so a program that shows cached values without recalculating (LibreOffice's default for
+xlsx) shows the new results. Every target must hold a formula or lie inside an array formula's range;
+``None`` in a cached array leaves that cell as it is. The new file is written to a temporary file in
 the same folder, fsynced and moved over the target with ``os.replace``: a failure at any point leaves the
 original untouched and no temporary file behind.
 """
@@ -77,28 +84,41 @@ def split_ref(ref: str) -> tuple[str, int, int, int, int]:
     return sheet, row1, col1, row2, col2
 
 
-def _cells_of(ref: str, value) -> tuple[str, dict[tuple[int, int], float]]:
+def _cells_of(ref: str, value, op: str = "v") -> tuple[str, dict[tuple[int, int], tuple]]:
+    """``{(row, col): (op, x)}``: op ``v`` value, ``f`` cached formula result, ``x`` clear (value None)."""
     sheet, r1, c1, r2, c2 = split_ref(ref)
     shape = (r2 - r1 + 1, c2 - c1 + 1)
     if hasattr(value, "detach"):  # a torch tensor
         value = value.detach().cpu().numpy()
     try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise WorkbookError(f"{ref}: value is not a number or an array of numbers") from exc
+        arr = np.asarray(value)
+        if arr.dtype != object:
+            arr = arr.astype(np.float64)
+    except (TypeError, ValueError):
+        arr = None
+    if arr is None or (arr.dtype == object and not all(v is None or _is_number(v) for v in arr.flat)):
+        raise WorkbookError(f"{ref}: value is not a number or an array of numbers")  # None: clear/leave
     if arr.size != shape[0] * shape[1] or (arr.ndim == 2 and arr.shape != shape) or arr.ndim > 2:
         raise WorkbookError(f"{ref}: {arr.shape} values do not fit a range of {shape[0]}x{shape[1]} cells")
     arr = arr.reshape(shape)
     cells = {}
     for i in range(shape[0]):
-        for j in range(shape[1]):
-            x = float(arr[i, j])
+        for j, v in enumerate(arr[i].tolist()):
+            if v is None:
+                if op == "v":
+                    cells[(r1 + i, c1 + j)] = ("x", None)
+                continue
+            x = float(v)
             if not math.isfinite(x):
                 raise WorkbookError(
                     f"{sheet}!{col_letters(c1 + j)}{r1 + i}: value {x} is not finite; not written"
                 )
-            cells[(r1 + i, c1 + j)] = x
+            cells[(r1 + i, c1 + j)] = (op, x)
     return sheet, cells
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
 
 
 def format_number(x: float) -> bytes:
@@ -146,6 +166,7 @@ class _Sheet:
         self.empty = m.group(2) == b"/"
         p = re.escape(self.p)
         self.cell_re = re.compile(rb"<" + p + rb"c\b([^>]*?)(?:/>|>(.*?)</" + p + rb"c>)", re.S)
+        self.f_re = re.compile(rb"<" + p + rb"f\b[^>]*?(?:/>|>.*?</" + p + rb"f>)", re.S)
         self.sd_start, self.sd_open_end = m.start(), m.end()
         self.sd_end = m.end() if self.empty else data.index(b"</" + self.p + b"sheetData>", m.end())
         self.arrays = [
@@ -172,30 +193,32 @@ class _Sheet:
                 yield implicit, m.start(), end + len(end_tag), m.end(), end
                 pos = end + len(end_tag)
 
-    def _cell_xml(self, attrs: bytes, x: float) -> bytes:
-        attrs = re.sub(rb'\s+t="[^"]*"', b"", attrs)
-        return (
-            b"<"
-            + self.p
-            + b"c"
-            + attrs
-            + b"><"
-            + self.p
-            + b"v>"
-            + format_number(x)
-            + b"</"
-            + self.p
-            + b"v></"
-            + self.p
-            + b"c>"
-        )
+    def _tag(self, name: bytes) -> tuple[bytes, bytes]:
+        return b"<" + self.p + name + b">", b"</" + self.p + name + b">"
 
-    def _replace(self, rownum: int, col: int, m: re.Match, x: float) -> bytes:
-        if re.search(rb"<(\w+:)?f\b", m.group(2) or b""):
-            raise WorkbookError(
-                f"{self.name}!{col_letters(col)}{rownum}: holds a formula; it cannot be a trainable cell"
-            )
-        return self._cell_xml(m.group(1), x)
+    def _cell_xml(self, attrs: bytes, x: float | None, t: bytes = b"", inner: bytes = b"") -> bytes:
+        attrs = re.sub(rb'\s+t="[^"]*"', b"", attrs) + t
+        if x is None and not inner:
+            return b"<" + self.p + b"c" + attrs + b"/>"
+        v = b"" if x is None else b"%s%s%s" % (self._tag(b"v")[0], format_number(x), self._tag(b"v")[1])
+        return b"<" + self.p + b"c" + attrs + b">" + inner + v + self._tag(b"c")[1]
+
+    def _replace(self, rownum: int, col: int, m: re.Match, cell: tuple) -> bytes:
+        op, x = cell
+        f = self.f_re.search(m.group(2) or b"")
+        where = f"{self.name}!{col_letters(col)}{rownum}"
+        if op != "f":
+            if f:
+                raise WorkbookError(f"{where}: holds a formula; it cannot be a trainable cell")
+            return self._cell_xml(m.group(1), x)
+        if not f and not self._in_array(rownum, col):
+            raise WorkbookError(f"{where}: holds no formula; only formula cells get cached results")
+        old_t = re.search(rb'\st="([^"]*)"', m.group(1))
+        t = b' t="b"' if old_t and old_t.group(1) == b"b" and x in (0.0, 1.0) else b""
+        return self._cell_xml(m.group(1), x, t, f.group(0) if f else b"")
+
+    def _in_array(self, row: int, col: int) -> bool:
+        return any(r1 <= row <= r2 and c1 <= col <= c2 for r1, c1, r2, c2 in self.arrays)
 
     def _find(self, body: bytes, rownum: int, col: int) -> re.Match | None:
         key = f' r="{col_letters(col)}{rownum}"'.encode()
@@ -207,8 +230,8 @@ class _Sheet:
             i = body.find(key, i + 1)
         return None
 
-    def _edit_row(self, rownum: int, body: bytes, cells: dict[int, float]) -> bytes:
-        found = [(self._find(body, rownum, c), c) for c in cells]
+    def _edit_row(self, rownum: int, body: bytes, cells: dict[int, tuple]) -> bytes:
+        found = [(self._find(body, rownum, c), c) for c in cells] if len(cells) <= 8 else [(None, 0)]
         if all(m for m, _ in found):  # fast path: every target cell exists, splice them in place
             out, pos = [], 0
             for m, c in sorted(found, key=lambda mc: mc[0].start()):
@@ -235,30 +258,39 @@ class _Sheet:
         out += [self._new_cell(rownum, c, cells[c]) for c in todo]
         return b"".join(out)
 
-    def _new_cell(self, row: int, col: int, x: float) -> bytes:
+    def _new_cell(self, row: int, col: int, cell: tuple) -> bytes:
+        op, x = cell
+        if op == "x":
+            return b""  # clearing a cell that does not exist: nothing to do
+        if op == "f" and not self._in_array(row, col):
+            raise WorkbookError(
+                f"{self.name}!{col_letters(col)}{row}: holds no formula; only formula cells get cached results"
+            )
         return self._cell_xml(f' r="{col_letters(col)}{row}"'.encode(), x)
 
-    def _new_row(self, row: int, cells: dict[int, float]) -> bytes:
+    def _new_row(self, row: int, cells: dict[int, tuple]) -> bytes:
         body = b"".join(self._new_cell(row, c, cells[c]) for c in sorted(cells))
+        if not body:
+            return b""
         return b"<" + self.p + b"row" + f' r="{row}">'.encode() + body + b"</" + self.p + b"row>"
 
-    def write(self, cells: dict[tuple[int, int], float]) -> bytes:
-        for row, col in cells:
-            for r1, c1, r2, c2 in self.arrays:
-                if r1 <= row <= r2 and c1 <= col <= c2:
-                    raise WorkbookError(
-                        f"{self.name}!{col_letters(col)}{row}: is part of an array formula; it cannot be a trainable cell"
-                    )
-        by_row: dict[int, dict[int, float]] = {}
+    def write(self, cells: dict[tuple[int, int], tuple]) -> bytes:
+        for (row, col), (op, _) in cells.items():
+            if op != "f" and self._in_array(row, col):
+                raise WorkbookError(
+                    f"{self.name}!{col_letters(col)}{row}: is part of an array formula; it cannot be a trainable cell"
+                )
+        by_row: dict[int, dict[int, tuple]] = {}
         for (row, col), x in cells.items():
             by_row.setdefault(row, {})[col] = x
         pending = sorted(by_row)
         data, out, pos = self.data, [], 0
+        grown = {k: v for k, v in cells.items() if v[0] != "x"}  # cells that may widen <dimension>
         if self.empty:
             new_rows = b"".join(self._new_row(r, by_row[r]) for r in pending)
             tag = data[self.sd_start : self.sd_open_end - 2].rstrip() + b">"
             out += [data[: self.sd_start], tag, new_rows, b"</" + self.p + b"sheetData>"]
-            return self._dimension(b"".join(out + [data[self.sd_open_end :]]), cells)
+            return self._dimension(b"".join(out + [data[self.sd_open_end :]]), grown)
         for rownum, start, end, cstart, cend in self.rows() if pending else ():
             while pending and pending[0] < rownum:
                 r = pending.pop(0)
@@ -278,7 +310,7 @@ class _Sheet:
         out.append(data[pos : self.sd_end])
         out += [self._new_row(r, by_row[r]) for r in pending]
         out.append(data[self.sd_end :])
-        return self._dimension(b"".join(out), cells)
+        return self._dimension(b"".join(out), grown)
 
     def _dimension(self, data: bytes, cells) -> bytes:
         m = re.search(rb'<(?:\w+:)?dimension\b[^>]*?\bref="([^"]*)"', data[: self.sd_start + 1])
@@ -329,19 +361,28 @@ def _copy_info(info: zipfile.ZipInfo) -> zipfile.ZipInfo:
     return new
 
 
-def write_values(path: str | os.PathLike, values: dict, out: str | os.PathLike | None = None) -> Path:
+def write_values(
+    path: str | os.PathLike,
+    values: dict,
+    out: str | os.PathLike | None = None,
+    *,
+    cached: dict | None = None,
+) -> Path:
     """Write ``{"sheet!A1": float, "sheet!R4:AA5": 2-D array}`` into the workbook; return the path written.
 
-    Writes into ``path`` itself, or into the copy ``out`` (``path`` is then left untouched).
+    ``None`` in an array clears that cell. ``cached``: ``{ref: array}`` of cached formula results (the
+    formulas stay; ``None`` leaves a cell as it is). Writes into ``path`` itself, or into the copy
+    ``out`` (``path`` is then left untouched). All in one atomic write.
     """
     src = Path(path)
     dest = Path(out) if out is not None else src
     if not src.is_file():
         raise WorkbookError(f"{src}: no such workbook")
-    per_sheet: dict[str, dict[tuple[int, int], float]] = {}
-    for ref, value in values.items():
-        sheet, cells = _cells_of(ref, value)
-        per_sheet.setdefault(sheet, {}).update(cells)
+    per_sheet: dict[str, dict[tuple[int, int], tuple]] = {}
+    for op, group in (("f", cached or {}), ("v", values)):  # values win over cached on the same cell
+        for ref, value in group.items():
+            sheet, cells = _cells_of(ref, value, op)
+            per_sheet.setdefault(sheet, {}).update(cells)
     try:
         zin = zipfile.ZipFile(src)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -396,6 +437,11 @@ def write_values(path: str | os.PathLike, values: dict, out: str | os.PathLike |
                 pass
             raise
     return dest
+
+
+def write_cached_values(path: str | os.PathLike, cached: dict, out: str | os.PathLike | None = None) -> Path:
+    """Only cached formula results: ``write_values(path, {}, out, cached=cached)``."""
+    return write_values(path, {}, out, cached=cached)
 
 
 def _umask() -> int:

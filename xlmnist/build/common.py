@@ -134,6 +134,14 @@ class Book:
         for key in sorted(own):
             ws.defined_names[key] = DefinedName(key, attr_text=own[key])
 
+    def learner_names(self, ws, **refs: str | list[str] | None) -> None:
+        """``xlmnist_history`` / ``xlmnist_confusion`` / ``xlmnist_gradients`` (lists: comma-joined)."""
+        for key in sorted(refs):
+            ref = refs[key]
+            if ref:
+                text = ",".join(ref) if isinstance(ref, list) else ref
+                ws.defined_names[f"xlmnist_{key}"] = DefinedName(f"xlmnist_{key}", attr_text=text)
+
     def add_settings(self, sheet: str, **values) -> None:
         for key, value in values.items():
             self.settings.append((sheet, key, value))
@@ -220,8 +228,11 @@ class _FixedTimeZip(zipfile.ZipFile):
 
 
 def color_scale(ws, ref: str, kind: str = "diverging") -> None:
-    """A colour-scale conditional format: blue-white-red around 0, or white-black for pixels."""
-    if kind == "diverging":
+    """A colour-scale conditional format: blue-white-red around 0, white-black for pixels, white-green
+    for counts."""
+    if kind == "counts":
+        rule = ColorScaleRule(start_type="min", start_color="FFFFFFFF", end_type="max", end_color="FF63BE7B")
+    elif kind == "diverging":
         rule = ColorScaleRule(
             start_type="min",
             start_color="FF5A8AC6",

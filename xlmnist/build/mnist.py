@@ -12,12 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from xlmnist.build import models, views
+from xlmnist.build import learn, models, views
 from xlmnist.build.common import Book, exact
+from xlmnist.build.mlp import HIDDEN as MLP_HIDDEN
+from xlmnist.build.mlp import mlp_sheet
 from xlmnist.errors import DataError
 
 HIDDEN = 30
-LR = {"linear": 1.0, "simple_net": 0.1, "linear10": 0.01}
+MLP_ROWS = 200  # the mlp sheet reads only the first MLP_ROWS visible data rows (LibreOffice speed)
 
 
 def init_params(seed: int) -> dict[str, np.ndarray]:
@@ -27,7 +29,18 @@ def init_params(seed: int) -> dict[str, np.ndarray]:
     w1 = rng.uniform(-b1, b1, size=(785, HIDDEN))
     w2 = rng.uniform(-b2, b2, size=HIDDEN + 1)
     w10 = np.random.default_rng([seed, 5]).standard_normal((785, 10)) * 0.01
-    return {"linear": lin, "simple_net_w1": w1, "simple_net_w2": w2, "linear10": w10}
+    rng6 = np.random.default_rng([seed, 6])
+    m1 = rng6.uniform(-b1, b1, size=(785, MLP_HIDDEN))
+    bm = 1 / np.sqrt(MLP_HIDDEN)
+    m2 = rng6.uniform(-bm, bm, size=(MLP_HIDDEN + 1, 10))
+    return {
+        "linear": lin,
+        "simple_net_w1": w1,
+        "simple_net_w2": w2,
+        "linear10": w10,
+        "mlp_w1": m1,
+        "mlp_w2": m2,
+    }
 
 
 def sample_3v7(train_y: np.ndarray, rows: int, seed: int) -> np.ndarray:
@@ -79,13 +92,13 @@ def build_3v7(path: Path, rows: int = 1000, seed: int = 0) -> Path:
     params = init_params(seed)
     book = Book()
     data_sheet(book, np.asarray(d["train_x"])[idx], np.asarray(d["train_y"])[idx], onehot=False)
-    models.linear_sheet(book, len(idx), params["linear"], LR["linear"])
-    models.simple_net_sheet(
-        book, len(idx), params["simple_net_w1"], params["simple_net_w2"], LR["simple_net"]
-    )
+    lin = models.linear_sheet(book, len(idx), params["linear"])
+    net = models.simple_net_sheet(book, len(idx), params["simple_net_w1"], params["simple_net_w2"])
     views.weights_3v7(book)
     valid_y = np.asarray(d["valid_y"])
     views.playground_3v7(book, np.asarray(d["valid_x"])[int(np.flatnonzero(valid_y == 1)[0])])
+    learn.history_sheet(book, lin, "linear", [3, 7])
+    learn.history_sheet(book, net, "simple_net", [3, 7])
     book.write_settings()
     book.save(path)
     return path
@@ -106,9 +119,12 @@ def build_mnist(path: Path, rows: int = 1000, seed: int = 0) -> Path:
     params = init_params(seed)
     book = Book()
     data_sheet(book, np.asarray(d["train_x"])[idx], np.asarray(d["train_y"])[idx], onehot=True)
-    models.linear10_sheet(book, len(idx), params["linear10"], LR["linear10"])
+    lin = models.linear10_sheet(book, len(idx), params["linear10"])
+    mlp = mlp_sheet(book, min(len(idx), MLP_ROWS), params["mlp_w1"], params["mlp_w2"])
     views.weights_10(book)
     views.playground_10(book, np.asarray(d["valid_x"])[0])
+    learn.history_sheet(book, lin, "linear10", list(range(10)))
+    learn.history_sheet(book, mlp, "mlp", list(range(10)))
     book.write_settings()
     book.save(path)
     return path

@@ -63,9 +63,10 @@ def _feature_formulas(r: int) -> list:
 
 
 def _rows(table, rows: int):
-    """Raw values + feature formulas per data row; empty rows up to row 13 (the 10x2 mmult block)."""
+    """Raw values + feature formulas per data row; empty rows up to row 25 (mmult's params and their
+    gradients)."""
     raws = _raw_rows(table, rows)
-    for i in range(max(rows, 10)):
+    for i in range(max(rows, 22)):
         yield raws[i] + _feature_formulas(FIRST + i) if i < rows else [None] * 16
 
 
@@ -84,6 +85,29 @@ def _top_rows(book: Book, ws, last: int) -> list[list]:
         f"=MAX(F{FIRST}:F{last})",
     ]
     return [_pad(row1, 17) + [book.cell(ws, "Params", bold=True)], []]
+
+
+GRAD_LABEL = "gradient of the objective after the last step (below)"
+GRADS = {"linear": (9, "R10:AA10"), "nnet": (7, "R8:AA9"), "mmult": (15, "S16:T25")}  # label row, area
+
+
+def _grad_label(book: Book, ws, name: str, r: int, row: list) -> list:
+    """Put the gradient block's label in column R of its row; name the block ``xlmnist_gradients``."""
+    if r != GRADS[name][0]:
+        return row
+    row = _pad(row, 18)
+    row[17] = book.cell(ws, GRAD_LABEL, bold=True)
+    return row
+
+
+def _grad_name(book: Book, ws, name: str) -> None:
+    a, b = GRADS[name][1].split(":")
+    book.learner_names(ws, gradients=[f"{name}!" + ":".join(_dollar(x) for x in (a, b))])
+
+
+def _dollar(cell: str) -> str:
+    letters = cell.rstrip("0123456789")
+    return f"${letters}${cell[len(letters) :]}"
 
 
 def _header(book: Book, ws) -> list:
@@ -134,10 +158,11 @@ def _linear(book: Book, table, rows: int, w: np.ndarray) -> None:
             row[25], row[26] = "Total loss:", f"=AVERAGE(AD{FIRST}:AD{last})"
         if r == 8:
             row[25], row[26] = "Accuracy:", f"=AVERAGE(AF{FIRST}:AF{last})"
-        ws.append(row)
+        ws.append(_grad_label(book, ws, name, r, row))
+    _grad_name(book, ws, name)
     _common_names(book, ws, name, last, "linear!$AA$7", ["linear!$R$4:$AA$4"], 29, "linear!$AA$8")
     book.add_settings(
-        name, optimizer="lbfgs", lr=1, epochs=100, batch_size=0, device="auto", seed=0, dataset="titanic"
+        name, optimizer="lbfgs", lr=1, epochs=100, batch_size=0, device="auto", seed=0, dataset=""
     )
 
 
@@ -179,10 +204,11 @@ def _nnet(book: Book, table, rows: int, w: np.ndarray) -> None:
                 f"=IF(AG{r}>0.5,1,0)",
                 f"=IF(AI{r}=A{r},1,0)",
             ]
-        ws.append(row)
+        ws.append(_grad_label(book, ws, name, r, row))
+    _grad_name(book, ws, name)
     _common_names(book, ws, name, last, "nnet!$AH$1", ["nnet!$R$4:$AA$5"], 33, "nnet!$AH$2")
     book.add_settings(
-        name, optimizer="lbfgs", lr=1, epochs=100, batch_size=0, device="auto", seed=0, dataset="titanic"
+        name, optimizer="lbfgs", lr=1, epochs=100, batch_size=0, device="auto", seed=0, dataset=""
     )
 
 
@@ -226,10 +252,11 @@ def _mmult(book: Book, table, rows: int, w: np.ndarray) -> None:
                 f"=IF(Z{r}>0.5,1,0)",
                 f"=IF(AB{r}=A{r},1,0)",
             ]
-        ws.append(row)
+        ws.append(_grad_label(book, ws, name, r, row))
+    _grad_name(book, ws, name)
     _common_names(book, ws, name, last, "mmult!$AA$1", ["mmult!$S$4:$T$13"], 26, "mmult!$AA$2")
     book.add_settings(
-        name, optimizer="lbfgs", lr=1, epochs=100, batch_size=0, device="auto", seed=0, dataset="titanic"
+        name, optimizer="lbfgs", lr=1, epochs=100, batch_size=0, device="auto", seed=0, dataset=""
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from openpyxl.worksheet.formula import ArrayFormula
 
 from xlmnist.build.common import Book, col, color_scale
 from xlmnist.build.models import NPIX, ONES, W_FIRST, W_LAST
@@ -41,7 +42,8 @@ def _grid_origin(k: int) -> tuple[int, int]:
 
 
 def weights_10(book: Book) -> None:
-    """``weights``: each digit's 784 weights (a column of linear10) as a 28 x 28 grid."""
+    """``weights``: each digit's 784 weights (a column of linear10) as a 28 x 28 grid; each grid row is one
+    array formula ``{=TRANSPOSE(linear10!B7:B34)}`` (28 blocks per digit instead of 784 one-cell ones)."""
     ws = book.sheet("weights")
     cells: dict[tuple[int, int], object] = {
         (1, 1): book.cell(ws, "linear10 weights per digit (red = evidence for it)", bold=True)
@@ -51,8 +53,13 @@ def weights_10(book: Book) -> None:
         cells[(r0 - 1, c0)] = book.cell(ws, f"digit {k}", bold=True)
         wcol = col(k + 2)
         for r in range(SIDE):
-            for c in range(SIDE):
-                cells[(r0 + r, c0 + c)] = f"=linear10!{wcol}{W_FIRST + r * SIDE + c}"
+            first = W_FIRST + r * SIDE
+            ref = f"{col(c0)}{r0 + r}:{col(c0 + SIDE - 1)}{r0 + r}"
+            cells[(r0 + r, c0)] = ArrayFormula(
+                ref, f"=TRANSPOSE(linear10!{wcol}{first}:{wcol}{first + SIDE - 1})"
+            )
+            for c in range(1, SIDE):
+                cells[(r0 + r, c0 + c)] = None
         color_scale(ws, f"{col(c0)}{r0}:{col(c0 + SIDE - 1)}{r0 + SIDE - 1}")
     _write_cells(ws, cells)
 
