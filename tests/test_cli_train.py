@@ -240,3 +240,74 @@ def test_full_dataset_minibatch_training(tmp_path, capsys):
     assert out["objective"] < out["initial_objective"]  # the visible rows improve too
     check = run_inprocess(capsys, "eval", book, "--sheet", "linear")
     assert check["objective"] == out["objective"]
+
+
+# ---------------------------------------------------------------------------------------- xlmnist step
+def step_json(capsys, *args) -> dict:
+    assert cli.main(["step", *map(str, args), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def sheet_values(path, ref: str) -> torch.Tensor:
+    from xlmnist.reader import parse_area, read_workbook
+
+    sheet, area = ref.replace("$", "").split("!")
+    r1, c1, r2, c2 = parse_area(area)
+    vals = read_workbook(path).sheet(sheet).values
+    return torch.tensor(
+        [[vals.get((r, c), 0.0) for c in range(c1, c2 + 1)] for r in range(r1, r2 + 1)], dtype=torch.float64
+    )
+
+
+def test_two_steps_equal_two_hand_written_sgd_steps_visible_rows(titanic, capsys):
+    """The course's linear sheet (no dataset): each step is one full-batch SGD step on the 712 rows."""
+    from xlmnist.data import TITANIC_FEATURES, titanic_table
+
+    table = titanic_table()
+    x = torch.tensor(table[TITANIC_FEATURES].to_numpy(float))
+    y = torch.tensor(table["Survived"].to_numpy(float))
+    w = sheet_values(titanic, "linear!R4:AA4")[0].clone().requires_grad_(True)
+    for _ in range(2):
+        out = step_json(capsys, titanic, "--sheet", "linear", "--lr", 0.05)
+        loss = ((x @ w - y) ** 2).mean()  # SUMPRODUCT(features, weights); (Survived - pred)^2; AVERAGE
+        (g,) = torch.autograd.grad(loss, w)
+        with torch.no_grad():
+            w -= 0.05 * g
+        # the course sheet names no xlmnist_data: the step is on its visible rows, whose count it cannot name
+        assert out["optimizer"] == "sgd" and out["batch_rows"] is None and out["dataset"] is None
+        assert out["step_loss"] == pytest.approx(float(loss.detach()), rel=1e-12)
+        assert out["objective"] == pytest.approx(float(((x @ w - y) ** 2).mean()), rel=1e-12)
+    torch.testing.assert_close(sheet_values(titanic, "linear!R4:AA4")[0], w.detach(), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.slow
+def test_two_steps_equal_two_hand_written_sgd_steps_minibatch(tmp_path, capsys):
+    """A generated 3-vs-7 sheet: each step is one SGD step on a seeded minibatch of the 12,396 rows; the
+    gradient written beside the weights is that of the objective cell at the new weights."""
+    from xlmnist.data import dataset_arrays
+    from xlmnist.learner import sheet_names
+
+    assert cli.main(["build", "--out", str(tmp_path), "--only", "mnist_3v7.xlsx", "--rows", "40"]) == 0
+    capsys.readouterr()
+    book = tmp_path / "mnist_3v7.xlsx"
+    x, y = (torch.from_numpy(a) for a in dataset_arrays("mnist_3v7", "train"))
+    visible = sheet_values(book, "data!A2:ADF41")
+    w = sheet_values(book, "linear!A3:ADE3")[0].clone().requires_grad_(True)
+
+    def mnist_loss(xs, ys, w):  # the book's: sigmoid, then IF(y=1, 1-p, p), mean
+        p = torch.sigmoid(xs @ w[:784] + w[784])
+        return torch.where(ys == 1, 1 - p, p).mean()
+
+    for seed in (3, 4):
+        out = step_json(capsys, book, "--sheet", "linear", "--seed", seed)
+        idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:256]
+        loss = mnist_loss(x[idx], y[idx], w)
+        (g,) = torch.autograd.grad(loss, w)
+        with torch.no_grad():
+            w -= 1.0 * g  # lr 1 from the settings sheet
+        assert (out["lr"], out["batch_rows"], out["seed"], out["dataset"]) == (1.0, 256, seed, "mnist_3v7")
+        assert out["step_loss"] == pytest.approx(float(loss.detach()), rel=1e-12)
+    torch.testing.assert_close(sheet_values(book, "linear!A3:ADE3")[0], w.detach(), rtol=1e-12, atol=1e-15)
+    grad_ref = sheet_names(book, "linear")["xlmnist_gradients"]
+    (g_visible,) = torch.autograd.grad(mnist_loss(visible[:, :784], visible[:, 785], w), w)
+    torch.testing.assert_close(sheet_values(book, grad_ref).reshape(-1), g_visible, rtol=1e-9, atol=1e-15)

@@ -177,3 +177,55 @@ def test_nan_start_is_refused():
     bad = [torch.full_like(model.c, math.nan)]
     with pytest.raises(TrainingError, match="step 0"):
         train(model, params=bad, progress=False)
+
+
+# ------------------------------------------------------------------------------ minibatch (train_epochs)
+@pytest.fixture(scope="module")
+def mnist_linear(tmp_path_factory):
+    from xlmnist import cli
+    from xlmnist.evaluation import SheetView
+    from xlmnist.fulltrain import dataset_rows
+
+    out = tmp_path_factory.mktemp("mb")
+    assert cli.main(["build", "--out", str(out), "--only", "mnist_3v7.xlsx", "--rows", "20"]) == 0
+    model = compile_workbook(out / "mnist_3v7.xlsx", sheet="linear", dtype=torch.float32)
+    rows = dataset_rows(model, "mnist_3v7")
+    gen = torch.Generator().manual_seed(0)
+    return (
+        model,
+        rows[torch.randperm(len(rows), generator=gen)[:3000]],
+        dataset_rows(model, "mnist_3v7", "valid"),
+        SheetView(model, "mnist_3v7"),
+    )
+
+
+@pytest.mark.parametrize("optimizer, lr", [("sgd", 1.0), ("adam", 0.01)])
+def test_train_epochs_seeded_history_and_validation(mnist_linear, optimizer, lr):
+    from xlmnist.train import train_epochs
+
+    model, rows, valid, view = mnist_linear
+    kw = dict(valid=valid, view=view, optimizer=optimizer, lr=lr, epochs=2, batch_size=256)
+    a, b = train_epochs(model, rows, seed=1, **kw), train_epochs(model, rows, seed=1, **kw)
+    c = train_epochs(model, rows, seed=2, **kw)
+    assert torch.equal(a.params[0], b.params[0]) and not torch.equal(a.params[0], c.params[0])
+    assert a.steps == 2 * -(-3000 // 256) and [r["epoch"] for r in a.epochs] == [1, 2]
+    assert set(a.epochs[0]) == {"epoch", "train_loss", "valid_loss", "valid_accuracy", "seconds"}
+    assert a.epochs[1]["train_loss"] < a.epochs[0]["train_loss"] < 0.5
+    assert a.epochs[-1]["valid_accuracy"] > 0.9 and a.epochs[0]["seconds"] < a.epochs[1]["seconds"]
+    # the valid numbers are the sheet's loss and correct column over all 2,038 valid rows
+    res = view.measure([p.float() for p in a.params], valid)
+    assert res["loss"] == pytest.approx(a.epochs[-1]["valid_loss"], rel=1e-5)
+    assert res["accuracy"] == a.epochs[-1]["valid_accuracy"]
+    assert view.confusion(res).sum() == 2038
+
+
+def test_train_epochs_nan_names_epoch_and_keeps_last_good(mnist_linear):
+    from xlmnist.train import train_epochs
+
+    model, rows, _, _ = mnist_linear
+    start = [p.clone() for p in model.initial_params()]
+    with pytest.raises(
+        TrainingError, match=r"^epoch 1: the training loss became nan .*try --lr 1e\+37"
+    ) as exc:
+        train_epochs(model, rows, optimizer="sgd", lr=1e38, epochs=3, batch_size=512, params=start)
+    assert torch.equal(exc.value.result.params[0], start[0].double())

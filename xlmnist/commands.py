@@ -32,7 +32,9 @@ def _check_book(path: str) -> Path:
         with open(p, "rb") as fh:
             ole2 = fh.read(8) == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
         if ole2:  # what Excel writes for a password-protected workbook (or a legacy .xls)
-            raise WorkbookError(f"{path}: encrypted (password-protected) or legacy .xls file; save it as an unencrypted .xlsx")
+            raise WorkbookError(
+                f"{path}: encrypted (password-protected) or legacy .xls file; save it as an unencrypted .xlsx"
+            )
         raise WorkbookError(f"{path}: not an xlsx file (not a zip archive)")
     return p
 

@@ -30,6 +30,7 @@ OPTIMIZERS = ("auto", "lbfgs", "adam", "sgd")
 REL_TOL = 1e-12
 LBFGS_CHUNK = 20  # L-BFGS iterations per optimizer.step call
 PATIENCE = 5  # steps in a row below REL_TOL before "converged"
+COLLAPSE_PATIENCE = 3  # epochs in a row with one predicted class before training stops
 
 
 @dataclass
@@ -46,6 +47,8 @@ class TrainResult:
     converged: bool = False
     interrupted: bool = False
     evaluations: int = 0
+    epochs: list[dict] = field(default_factory=list)  # minibatch training: one row per epoch
+    diagnosis: str | None = None
 
 
 def resolve_device(device: str | None) -> str:
@@ -144,10 +147,18 @@ def train(
 ) -> TrainResult:
     """Train ``model``'s trainable cells; return the best parameters seen (see module docstring).
 
+    ``data`` (rows laid out like the sheet's ``xlmnist_data``) replaces the visible rows; with adam/sgd and
+    a ``batch_size`` below its length this is minibatch training: see :func:`train_epochs`.
+
     ``progress``: None = a ``\\r`` bar on stderr when it is a terminal, False = silent, or a callable
     ``progress(step, objective)``. ``params``: start from these instead of the current cell values.
     """
     device = resolve_device(device)
+    if data is not None and batch_size and 0 < batch_size < len(data) and optimizer in ("adam", "sgd"):
+        return train_epochs(
+            model, data, optimizer=optimizer, lr=lr, epochs=epochs, seed=seed, device=device,
+            batch_size=batch_size, max_seconds=max_seconds, params=params, progress=progress,
+        )  # fmt: skip
     torch.manual_seed(seed)
     start_params = params if params is not None else model.initial_params()
     ps = [
@@ -168,21 +179,13 @@ def train(
     tracker = _Tracker(loss_of, name, lr)
     t0 = time.perf_counter()
 
-    if data is not None:  # full-dataset training: the rows replace the sheet's data rows
+    if data is not None:  # full-batch training on the dataset's rows (they replace the sheet's data rows)
         data = torch.as_tensor(data).to(device=device, dtype=torch.float64)
-    minibatch = data is not None and name != "lbfgs" and bool(batch_size) and batch_size < len(data)
-    gen = torch.Generator().manual_seed(seed)
-    batches: list[torch.Tensor] = []
 
-    def evaluate(rows=None):
-        obj = (
-            model.objective(ps)
-            if data is None
-            else model.objective(ps, data=data if rows is None else data[rows])
-        )
+    def evaluate():
+        obj = model.objective(ps) if data is None else model.objective(ps, data=data)
         loss = loss_of(obj)
-        # minibatch losses are noisy: the best is judged on the full data after each epoch
-        tracker.check(float(obj.detach()), float(loss.detach()), ps, track=rows is None)
+        tracker.check(float(obj.detach()), float(loss.detach()), ps)
         return obj, loss
 
     with torch.no_grad():
@@ -192,7 +195,7 @@ def train(
 
     def closure():
         opt.zero_grad()
-        _, loss = evaluate(batches.pop() if minibatch else None)
+        _, loss = evaluate()
         loss.backward()
         for p in ps:
             if p.grad is not None and not torch.isfinite(p.grad).all():
@@ -220,7 +223,7 @@ def train(
         else:
             opt = torch.optim.SGD(ps, lr=lr)
         epoch = 0
-        while (epoch if minibatch else steps) < epochs:
+        while steps < epochs:
             epoch += 1
             tracker.step = steps + 1
             if name == "lbfgs":
@@ -236,14 +239,6 @@ def train(
                 # a chunk that stopped early but improved a lot (loss heading to 0) gets a fresh tolerance
                 gain = chunk_start - tracker.best_loss
                 stalled = done < group["max_iter"] and gain <= 1e-9 * abs(tracker.best_loss)
-            elif minibatch:  # one epoch: a seeded shuffle, then one step per batch
-                batches[:] = list(torch.randperm(len(data), generator=gen).to(device).split(batch_size))[::-1]
-                while batches:
-                    opt.step(closure)
-                    steps += 1
-                with torch.no_grad():
-                    current = tracker.loss_of(evaluate()[0]).item()
-                stalled = False
             else:
                 current = float(opt.step(closure).detach())  # the loss before this update
                 steps += 1
@@ -254,7 +249,7 @@ def train(
                 )
             history.append(tracker.best_obj)
             if progress:
-                progress(epoch if minibatch else steps, tracker.best_obj)
+                progress(steps, tracker.best_obj)
             if name == "lbfgs":
                 current = tracker.best_loss
             change = abs(prev - current) / max(abs(current), 1e-300)
@@ -295,3 +290,145 @@ def _result(tracker, initial, steps, t0, device, history, name, lr, converged, i
         interrupted=interrupted,
         evaluations=tracker.evaluations,
     )
+
+
+def _as_params(params, model, device, dtype) -> list[torch.Tensor]:
+    start = params if params is not None else model.initial_params()
+    return [
+        torch.as_tensor(p).detach().to(device=device, dtype=dtype).clone().requires_grad_(True) for p in start
+    ]
+
+
+def train_epochs(
+    model,
+    data: torch.Tensor,
+    *,
+    valid: torch.Tensor | None = None,
+    view=None,
+    optimizer: str = "sgd",
+    lr: float | None = None,
+    epochs: int | None = None,
+    batch_size: int = 256,
+    seed: int = 0,
+    device: str = "cpu",
+    max_seconds: float | None = None,
+    params: list[torch.Tensor] | None = None,
+    progress=None,
+) -> TrainResult:
+    """Minibatch training as in the book: per epoch one seeded shuffle (``torch.Generator(seed)``) of
+    ``data``'s rows, then one SGD/Adam step per ``batch_size`` rows (the last batch smaller).
+
+    The loop runs in ``model``'s dtype (a float32 compile for speed). After each epoch the sheet's loss and
+    accuracy over ``valid`` are measured by ``view`` (:class:`xlmnist.evaluation.SheetView`); one row per
+    epoch goes to ``result.epochs``: epoch, train_loss (the mean of the epoch's batch losses, weighted by
+    rows), valid_loss, valid_accuracy, seconds (since the start, validation included). The final
+    parameters are returned (as the book's loop does), not the best.
+
+    A NaN/inf loss, or validation predictions collapsed to one class (for COLLAPSE_PATIENCE epochs or at
+    the end), raises TrainingError naming the epoch and the likely cause; ``exc.result`` holds the
+    parameters (the collapsed ones, or those of the last finite epoch) and ``exc.result.diagnosis``.
+    """
+    from xlmnist.evaluation import collapsed, diagnose
+
+    device = resolve_device(device)
+    name = (optimizer or "sgd").lower()
+    if name not in ("sgd", "adam"):
+        raise TrainingError(f"optimizer {optimizer!r}: minibatch training uses sgd or adam")
+    lr = float(lr) if lr is not None else DEFAULT_LR[name]
+    epochs = int(epochs) if epochs is not None else 1
+    if not (lr > 0 and math.isfinite(lr)):
+        raise TrainingError(f"learning rate {lr}: must be a positive number")
+    if epochs < 0 or not batch_size or batch_size < 1:
+        raise TrainingError(f"epochs {epochs}, batch size {batch_size}: must be >= 0 and >= 1")
+    dtype = getattr(model, "dtype", torch.float64)
+    ps = _as_params(params, model, device, dtype)
+    data = torch.as_tensor(data).to(device=device, dtype=dtype)
+    if valid is not None:
+        valid = torch.as_tensor(valid).to(device=device, dtype=dtype)
+    loss_of = _loss_fn(model)
+    opt = torch.optim.Adam(ps, lr=lr) if name == "adam" else torch.optim.SGD(ps, lr=lr)
+    if data.device.type == "cpu":  # numpy's row gather: torch's CPU index_select is ~40x slower here
+        rows_np = data.numpy()
+
+        def gather(idx):
+            return torch.from_numpy(rows_np[idx.numpy()])
+    else:
+
+        def gather(idx):
+            return data[idx.to(data.device)]
+
+    gen = torch.Generator().manual_seed(seed)
+    n = len(data)
+    t0 = time.perf_counter()
+    rows: list[dict] = []
+    good = [p.detach().clone() for p in ps]
+    steps, initial, run, first_bad = 0, math.nan, 0, None
+    interrupted = stop = False
+
+    def result(params_, diagnosis=None) -> TrainResult:
+        last = rows[-1]["train_loss"] if rows else initial
+        return TrainResult(
+            params=[p.detach().to("cpu", torch.float64) for p in params_], objective=last,
+            initial_objective=initial, steps=steps, seconds=time.perf_counter() - t0, device=device,
+            history=[r["train_loss"] for r in rows], optimizer=name, lr=lr, interrupted=interrupted,
+            epochs=rows, diagnosis=diagnosis,
+        )  # fmt: skip
+
+    def fail(msg: str, params_) -> TrainingError:
+        err = TrainingError(msg)
+        err.result = result(params_, msg)
+        return err
+
+    for epoch in range(1, epochs + 1):
+        total = torch.zeros((), dtype=dtype, device=device)
+        seen = 0
+        try:
+            for idx in torch.randperm(n, generator=gen).split(batch_size):
+                opt.zero_grad(set_to_none=True)
+                loss = loss_of(model.objective(ps, data=gather(idx)))
+                loss.backward()
+                opt.step()
+                total += loss.detach() * len(idx)
+                seen += len(idx)
+                steps += 1
+                if steps == 1:
+                    initial = float(loss.detach())
+                if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
+                    stop = True
+                    break
+        except KeyboardInterrupt:
+            interrupted = stop = True
+        train_loss = float(total) / max(seen, 1)
+        finite = math.isfinite(train_loss) and all(bool(torch.isfinite(p).all()) for p in ps)
+        if not finite:
+            raise fail(
+                f"epoch {epoch}: the training loss became {train_loss if not math.isfinite(train_loss) else 'finite but the parameters NaN/inf'}"
+                f" ({name}, lr {lr:g}); likely cause: the learning rate is too high (try --lr {lr / 10:g})"
+                + (
+                    "; in float32 EXP overflows above 88 (--dtype float64 goes further)"
+                    if dtype == torch.float32
+                    else ""
+                )
+                + "; nothing written",
+                good,
+            )
+        row = {"epoch": epoch, "train_loss": train_loss, "valid_loss": None, "valid_accuracy": None}
+        bad = None
+        if valid is not None and view is not None:
+            res = view.measure(ps, valid)
+            row["valid_loss"], row["valid_accuracy"] = res["loss"], res["accuracy"]
+            bad = collapsed(view, res)
+        row["seconds"] = time.perf_counter() - t0
+        rows.append(row)
+        if progress:
+            progress(epoch, row)
+        if bad is None:
+            run, first_bad = 0, None
+            good = [p.detach().clone() for p in ps]
+        else:
+            run, first_bad = run + 1, first_bad or epoch
+        if bad is not None and (run >= COLLAPSE_PATIENCE or epoch == epochs or stop):
+            raise fail(diagnose(view, ps, valid, first_bad, bad, name, lr), ps)
+        if stop:
+            break
+    return result(ps)
