@@ -63,11 +63,6 @@ def test_demo_offline_trains_3v7_on_the_shipped_data(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="compiler bug: MATCH(MAX(AI6:AR6),AI6:AR6,0)-1 copied down (linear10!AT, mlp's prediction column) "
-    "evaluates to one value for all rows, so the sheet's correct column and accuracy are wrong",
-)
 def test_demo_with_full_mnist_includes_mnist_xlsx(tmp_path):
     proc, out = demo(tmp_path, mnist=True)
     assert SKIP_MSG not in proc.stdout

@@ -305,9 +305,36 @@ def _const_int(v: Value) -> int:
     return int(v.t.reshape(()).item())
 
 
+def _plain_numbers(v: Value) -> bool:
+    return v.kind is None or bool(np.all(np.asarray(v.kind) == NUM))
+
+
+def _match_numbers(look: Value, rng: Value, mtype: int) -> Value:
+    """MATCH over plain numbers, vectorised over the block's cells (e.g. ``MATCH(MAX(B2:K2),B2:K2,0)``
+    copied down: one position per row). Not found -> NaN (#N/A). The position carries no gradient."""
+    key, vals = look.t.detach(), rng.t.detach()
+    if key.shape[2] * key.shape[3] != 1 or 1 not in vals.shape[2:]:
+        raise ExcelError("MATCH needs one lookup value and a one-row or one-column range")
+    R, C = max(key.shape[0], vals.shape[0]), max(key.shape[1], vals.shape[1])
+    n = vals.shape[2] * vals.shape[3]
+    flat = vals.expand(R, C, *vals.shape[2:]).reshape(R, C, n)
+    k = key.expand(R, C, 1, 1).reshape(R, C, 1)
+    pos = torch.arange(1, n + 1, dtype=flat.dtype, device=flat.device)
+    if mtype == 0:
+        idx = torch.where(flat == k, pos, torch.full_like(pos, math.inf)).amin(-1)
+        idx = torch.where(torch.isinf(idx), torch.full_like(idx, math.nan), idx)
+    else:  # 1: last value <= key; -1: last value >= key (Excel assumes sorted data)
+        hit = flat <= k if mtype == 1 else flat >= k
+        idx = torch.where(hit, pos, torch.zeros_like(pos)).amax(-1)
+        idx = torch.where(idx == 0, torch.full_like(idx, math.nan), idx)
+    return Value(idx.reshape(R, C, 1, 1))
+
+
 def f_match(ctx, args):
     look, rng = args[0], args[1]
     mtype = _const_int(args[2]) if len(args) > 2 else 1
+    if _plain_numbers(look) and _plain_numbers(rng):
+        return _match_numbers(look, rng, mtype)
     vals = _pyvalues(rng).reshape(-1)
     key = _pyvalues(look).reshape(-1)[0]
     for k, x in enumerate(vals):
