@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from xlmnist.build import models  # noqa: E402
-from xlmnist.build.common import Book  # noqa: E402
+from xlmnist.build.common import Book, exact_floats  # noqa: E402
 from xlmnist.build.mnist import data_sheet, init_params  # noqa: E402
 from xlmnist.compiler import compile_workbook  # noqa: E402
 
@@ -44,18 +44,23 @@ def data_rows(x, y) -> torch.Tensor:
 
 
 def mnist_books(folder: Path, rows: int) -> dict[str, Path]:
+    with exact_floats():  # write-only sheets serialise as rows are appended: build inside it
+        return _mnist_books(folder, rows)
+
+
+def _mnist_books(folder: Path, rows: int) -> dict[str, Path]:
     p = init_params(0)
     x, y = images(rows, 0, 2)
     book = Book()
     data_sheet(book, x, y, onehot=False)
-    models.linear_sheet(book, rows, p["linear"], 1.0)
-    models.simple_net_sheet(book, rows, p["simple_net_w1"], p["simple_net_w2"], 0.1)
+    models.linear_sheet(book, rows, p["linear"])
+    models.simple_net_sheet(book, rows, p["simple_net_w1"], p["simple_net_w2"])
     book.write_settings()
     book.save(folder / "m3v7.xlsx")
     x, y = images(rows, 1, 10)
     book = Book()
     data_sheet(book, x, y, onehot=True)
-    models.linear10_sheet(book, rows, p["linear10"], 0.01)
+    models.linear10_sheet(book, rows, p["linear10"])
     book.write_settings()
     book.save(folder / "m10.xlsx")
     return {

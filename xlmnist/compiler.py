@@ -24,10 +24,11 @@ DATA = -1_000_000  # env slot of the data rows (the ``xlmnist_data`` range)
 
 
 class _Expr:
-    __slots__ = ("const", "fn", "aligned")
+    __slots__ = ("const", "fn", "aligned", "info")
 
-    def __init__(self, const: Value | None = None, fn=None, aligned: bool = False):
+    def __init__(self, const: Value | None = None, fn=None, aligned: bool = False, info=None):
         self.const, self.fn, self.aligned = const, fn, aligned
+        self.info = info  # for areas: how the rectangle is assembled (read by xlmnist.lower)
 
     def __call__(self, env):
         return self.const if self.const is not None else self.fn(env)
@@ -234,11 +235,16 @@ class Compiler:
         if not pieces:
             return _Expr(base), kind, strs
         H, W = r2 - r1 + 1, c2 - c1 + 1
+        e, kind, strs = self._pieces_expr(pieces, base, H, W), kind, strs
+        e.info = ("pieces", pieces, num, kind)
+        return e, kind, strs
+
+    def _pieces_expr(self, pieces, base, H, W) -> _Expr:
         if len(pieces) == 1 and pieces[0][2] == (slice(0, H), slice(0, W)):
             i, src, _ = pieces[0]
             if src is ...:
-                return _Expr(fn=lambda env: env[i]), kind, strs
-            return _Expr(fn=lambda env: env[i][src]), kind, strs
+                return _Expr(fn=lambda env: env[i])
+            return _Expr(fn=lambda env: env[i][src])
 
         strips = sorted(pieces, key=lambda p: p[2][1].start)
         if (
@@ -246,14 +252,8 @@ class Compiler:
             and [p[2][1].start for p in strips] == [0] + [p[2][1].stop for p in strips[:-1]]
             and strips[-1][2][1].stop == W
         ):
-            return (
-                _Expr(
-                    fn=lambda env: torch.cat(
-                        [env[i] if src is ... else env[i][src] for i, src, _ in strips], 1
-                    )
-                ),
-                kind,
-                strs,
+            return _Expr(
+                fn=lambda env: torch.cat([env[i] if src is ... else env[i][src] for i, src, _ in strips], 1)
             )
 
         def assemble(env):
@@ -262,7 +262,7 @@ class Compiler:
                 out[dst] = env[i] if src is ... else env[i][src]
             return out
 
-        return _Expr(fn=assemble), kind, strs
+        return _Expr(fn=assemble)
 
     def _check_data_text(self, kind, r, c, owner) -> None:
         bad = np.argwhere(kind == TEXT)
@@ -316,7 +316,7 @@ class Compiler:
         if len(strips) == 1:
             _, i, csl, _ = strips[0]
             fn = (lambda env: env[i]) if csl == slice(None) else (lambda env: env[i][:, csl])
-            return _Expr(fn=fn, aligned=True), None, None
+            return _Expr(fn=fn, aligned=True, info=("aligned", strips)), None, None
         first = next(s[1] for s in strips if s[1] is not None)
 
         def cat(env):
@@ -325,7 +325,7 @@ class Compiler:
                 [env[i][:, csl] if i is not None else const.expand(m, -1) for _, i, csl, const in strips], 1
             )
 
-        return _Expr(fn=cat, aligned=True), None, None
+        return _Expr(fn=cat, aligned=True, info=("aligned", strips)), None, None
 
     # ---- expressions --------------------------------------------------------------------------------
     def expr(self, node, b) -> _Expr:

@@ -44,10 +44,27 @@ class CompiledModel:
         self._obj_steps = [(bid, e) for bid, e in comp.steps if bid in needed]
         self.data_ref = None if comp.data is None else area_name(*comp.data)
         self._ncols = None if comp.data is None else comp.data[4] - comp.data[2] + 1
+        self._prog = None
         with torch.no_grad():
             value = self.objective(self.initial_params())
         if not torch.isfinite(value):
             self._diagnose()
+        self._prog = self._lowered(value)
+
+    def _lowered(self, value: torch.Tensor):
+        """The objective as one generated straight-line function (xlmnist.lower), if it agrees."""
+        if os.environ.get("XLMNIST_LOWER") == "0":
+            return None
+        from xlmnist.lower import Lowerer
+
+        prog = Lowerer(self._c).program(self._obj_steps, self._obj)
+        with torch.no_grad():
+            got = prog(self._env(self.initial_params(), None))
+        if not torch.isclose(got, value, rtol=1e-9, atol=1e-300):  # a lowering bug: keep the closures
+            if os.environ.get("XLMNIST_DEBUG") == "1":
+                print(f"lowered objective {float(got)!r} != {float(value)!r}; not used\n{prog.source}")
+            return None
+        return prog
 
     def initial_params(self) -> list[torch.Tensor]:
         return self._c.initial_params()
@@ -78,6 +95,8 @@ class CompiledModel:
 
     def objective(self, params, data=None) -> torch.Tensor:
         env = self._env(params, data)
+        if self._prog is not None:
+            return self._prog(env)
         for bid, e in self._obj_steps:
             env[bid] = e(env)
         bid, i, j = self._obj
@@ -136,6 +155,9 @@ class CompiledModel:
             lines.append(
                 f"  {b.name:<24} [{r2 - r1 + 1}x{c2 - c1 + 1}] {kind:<20} ops={','.join(ops)}  ={text}"
             )
+        if self._prog is not None:
+            lines.append("objective program (generated):")
+            lines += ["  " + x for x in self._prog.source.splitlines()]
         return "\n".join(lines)
 
 
