@@ -93,9 +93,15 @@ def run_hand(book: str, sheet: str, epochs: int | None) -> dict:
 
     opt = torch.optim.Adam(params, lr=lr) if name == "adam" else torch.optim.SGD(params, lr=lr)
     gen = torch.Generator().manual_seed(seed)
+    linear = str(s.get("lr_schedule") or "constant").strip().lower() == "linear"
+    total_steps, step = max(1, epochs * -(-len(train) // bs)), 0
     t_loop = time.perf_counter()
     for _ in range(epochs):
         for idx in torch.randperm(len(train), generator=gen).split(bs):
+            if linear:
+                for group in opt.param_groups:
+                    group["lr"] = lr * (1 - step / total_steps)
+            step += 1
             xb = torch.from_numpy(train[idx.numpy()])
             opt.zero_grad(set_to_none=True)
             loss = loss_of(forward(xb), xb[:, -1])

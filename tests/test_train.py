@@ -229,3 +229,24 @@ def test_train_epochs_nan_names_epoch_and_keeps_last_good(mnist_linear):
     with pytest.raises(TrainingError, match=r"^epoch 1: the training loss became nan .*try --lr 0\.1") as exc:
         train_epochs(model, rows, optimizer="sgd", lr=1.0, epochs=3, batch_size=512, params=start)
     assert torch.equal(exc.value.result.params[0], start[0].double())
+
+
+def test_linear_lr_schedule_is_manual_sgd_with_decaying_lr(mnist_linear):
+    from xlmnist.train import train_epochs
+
+    model, rows, _, _ = mnist_linear
+    rows = rows.float()
+    bs = (len(rows) + 2) // 3  # three steps: lr, 2/3 lr, 1/3 lr
+    start = [p.clone().float() for p in model.initial_params()]
+    res = train_epochs(
+        model, rows, optimizer="sgd", lr=0.5, epochs=1, batch_size=bs, seed=3, params=start, lr_schedule="linear"
+    )
+    ps = [p.clone().requires_grad_(True) for p in start]
+    gen = torch.Generator().manual_seed(3)
+    for k, idx in enumerate(torch.randperm(len(rows), generator=gen).split(bs)):
+        (grad,) = torch.autograd.grad(model.objective(ps, data=rows[idx]), ps)
+        with torch.no_grad():
+            ps[0] -= 0.5 * (1 - k / 3) * grad
+    torch.testing.assert_close(res.params[0].float(), ps[0].detach(), rtol=1e-6, atol=1e-7)
+    with pytest.raises(TrainingError, match="lr_schedule 'cosine'"):
+        train_epochs(model, rows, optimizer="sgd", lr=0.5, epochs=1, batch_size=bs, lr_schedule="cosine")

@@ -191,6 +191,7 @@ def train_book(
                 loop, rows, valid=valid, view=SheetView(loop, ds), optimizer=name, lr=lr, epochs=epochs,
                 batch_size=batch_size, seed=seed, device=device, max_seconds=max_seconds, params=start,
                 progress=_epoch_printer(epochs or 1) if verbose else None,
+                lr_schedule=_setting(model, "lr_schedule", None, _text) or "constant",
             )  # fmt: skip
         else:
             result = train(

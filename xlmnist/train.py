@@ -314,6 +314,7 @@ def train_epochs(
     max_seconds: float | None = None,
     params: list[torch.Tensor] | None = None,
     progress=None,
+    lr_schedule: str = "constant",
 ) -> TrainResult:
     """Minibatch training as in the book: per epoch one seeded shuffle (``torch.Generator(seed)``) of
     ``data``'s rows, then one SGD/Adam step per ``batch_size`` rows (the last batch smaller).
@@ -322,7 +323,8 @@ def train_epochs(
     accuracy over ``valid`` are measured by ``view`` (:class:`xlmnist.evaluation.SheetView`); one row per
     epoch goes to ``result.epochs``: epoch, train_loss (the mean of the epoch's batch losses, weighted by
     rows), valid_loss, valid_accuracy, seconds (since the start, validation included). The final
-    parameters are returned (as the book's loop does), not the best.
+    parameters are returned (as the book's loop does), not the best. ``lr_schedule="linear"`` decays the
+    learning rate linearly from ``lr`` towards 0 over all the run's steps ("constant": no decay).
 
     A NaN/inf loss, or validation predictions collapsed to one class (for COLLAPSE_PATIENCE epochs or at
     the end), raises TrainingError naming the epoch and the likely cause; ``exc.result`` holds the
@@ -338,6 +340,9 @@ def train_epochs(
     epochs = int(epochs) if epochs is not None else 1
     if not (lr > 0 and math.isfinite(lr)):
         raise TrainingError(f"learning rate {lr}: must be a positive number")
+    schedule = (lr_schedule or "constant").strip().lower()
+    if schedule not in ("constant", "linear"):
+        raise TrainingError(f"lr_schedule {lr_schedule!r}: use constant or linear")
     if epochs < 0 or not batch_size or batch_size < 1:
         raise TrainingError(f"epochs {epochs}, batch size {batch_size}: must be >= 0 and >= 1")
     dtype = getattr(model, "dtype", torch.float64)
@@ -359,6 +364,7 @@ def train_epochs(
 
     gen = torch.Generator().manual_seed(seed)
     n = len(data)
+    total_steps = max(1, epochs * math.ceil(n / batch_size))
     t0 = time.perf_counter()
     rows: list[dict] = []
     good = [p.detach().clone() for p in ps]
@@ -384,6 +390,9 @@ def train_epochs(
         seen = 0
         try:
             for idx in torch.randperm(n, generator=gen).split(batch_size):
+                if schedule == "linear":
+                    for group in opt.param_groups:
+                        group["lr"] = lr * (1 - steps / total_steps)
                 opt.zero_grad(set_to_none=True)
                 loss = loss_of(model.objective(ps, data=gather(idx)))
                 loss.backward()

@@ -67,6 +67,7 @@ SETTING_MEANINGS = {
     "device": "auto, cpu or cuda",
     "seed": "random seed for shuffling",
     "dataset": "titanic, mnist_3v7, mnist, or empty for the visible rows only",
+    "lr_schedule": "constant, or linear: the learning rate decays linearly to 0 over the run",
 }
 
 BOLD = Font(bold=True)

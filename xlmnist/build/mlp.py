@@ -1,4 +1,4 @@
-"""The ``mlp`` sheet of mnist.xlsx: 784 -> 128 ReLU -> 10 softmax, built like ``simple_net``.
+"""The ``mlp`` sheet of mnist.xlsx: 784 -> 256 ReLU -> 10 softmax, built like ``simple_net``.
 
 Layout: W1 in B7:DY791 (column j = hidden unit j, row 791 = bias), W2 in B795:K923 (row i = hidden unit
 i, row 923 = bias, column k = digit k), their gradients below (B926:DY1710 and B1713:K1841). Per visible
@@ -26,7 +26,7 @@ from xlmnist.build.models import (
     w_block_rows,
 )
 
-HIDDEN = 128
+HIDDEN = 256
 W2_LABEL, W2_HEAD, W2_FIRST = W_LAST + 2, W_LAST + 3, W_LAST + 4  # 793, 794, 795..923
 W2_LAST = W2_FIRST + HIDDEN  # 923
 G1_LABEL, G1_FIRST = W2_LAST + 2, W2_LAST + 3  # 925, 926..1710
@@ -40,7 +40,7 @@ def mlp_sheet(book: Book, n: int, w1: np.ndarray, w2: np.ndarray):
     ws = book.sheet(name)
     left = w_block_rows(book, ws, w1, [f"h{j + 1}" for j in range(HIDDEN)])
     left[W2_LABEL] = [
-        book.cell(ws, "W2 (rows: hidden units h1..h128 and the bias; columns: digits)", bold=True)
+        book.cell(ws, f"W2 (rows: hidden units h1..h{HIDDEN} and the bias; columns: digits)", bold=True)
     ]
     left[W2_HEAD] = head(book, ws, ["input"] + [f"digit {k}" for k in range(10)])
     for i in range(HIDDEN + 1):
@@ -57,7 +57,7 @@ def mlp_sheet(book: Book, n: int, w1: np.ndarray, w2: np.ndarray):
     last = n + 1 + off
     top = {
         1: [
-            book.cell(ws, "mlp: 784 -> 128 ReLU -> 10, softmax, cross-entropy loss -LN(p[label])", bold=True)
+            book.cell(ws, f"mlp: 784 -> {HIDDEN} ReLU -> 10, softmax, cross-entropy loss -LN(p[label])", bold=True)
         ],
         2: head(book, ws, ["loss", f"=AVERAGE({L(loss)}6:{L(loss)}{last})"]),
         3: head(book, ws, ["accuracy", f"=AVERAGE({L(cor)}6:{L(cor)}{last})"]),
