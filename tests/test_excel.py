@@ -206,3 +206,24 @@ def test_run_dispatches_actions_on_a_given_book(course):
     assert excel.run("step", book)["steps"] == 1
     with pytest.raises(excel.XlmnistError, match="unknown action"):
         excel.run("solve", book)
+
+
+def test_workbook_gone_mid_run_is_an_alert_and_nothing_half_written(course):
+    """The user deletes the model sheet (or closes the book) while training runs: the write fails, the
+    user is told in one line, and no parameter block is written."""
+    path, _ = course
+    book = open_book(course, "linear", start_values(path, "linear", 0.1))
+    gone = []
+
+    def meanwhile():  # called during training, like Excel's event loop would let the user act
+        if not gone:
+            book.sheets["linear"].delete()
+            gone.append(True)
+        return False
+
+    res = excel.train(book, cancel=meanwhile)
+    assert gone and res["ok"] is False
+    assert "could not write the results" in res["error"] and "\n" not in res["error"]
+    assert not actions(book, "setValues")
+    (alert,) = actions(book, "alert")
+    assert alert["args"][0] == res["error"]
