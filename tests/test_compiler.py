@@ -318,38 +318,6 @@ def test_no_solver_settings(tmp_path):
     assert float(m.objective(m.initial_params())) == 1.0
 
 
-def test_compile_and_step_speed(models, course):
-    import time
-
-    m = models["nnet"]
-    (p,) = m.initial_params()
-    p.requires_grad_()
-    x, y = _features(course, "nnet")
-    q = p.detach().clone().requires_grad_()
-
-    def timeit(fn, n=200):
-        fn()
-        t = time.perf_counter()
-        for _ in range(n):
-            fn()
-        return (time.perf_counter() - t) / n
-
-    def step_compiled():
-        p.grad = None
-        m.objective([p]).backward()
-
-    def step_hand():
-        q.grad = None
-        _hand("nnet", x, y, q).backward()
-
-    tc, th = timeit(step_compiled), timeit(step_hand)
-    print(
-        f"nnet forward+backward: compiled {tc * 1e6:.0f} us, hand-written {th * 1e6:.0f} us, ratio {tc / th:.2f}"
-    )
-    # target is 1.10x (not met yet: see the report); this guards against regressions only
-    assert tc < 6 * th + 3e-4
-
-
 # ---- the lowered objective program (xlmnist.lower) against the compiled closures ---------------------
 ROWS = range(3, 9)  # data rows E:I: features E:G, label H, 1 - label I
 LOWER_CASES = [  # (params, {column or columns: formula of row 3, copied down}, objective column, fully lowered)

@@ -494,7 +494,8 @@ class Lowerer:
         self.lay[b.id] = ("2d", H, W)
 
     def program(self, steps, obj):
-        """``steps``: [(block id, closure)] in dependency order; ``obj``: (block id, row, col)."""
+        """``steps``: [(block id, closure)] in dependency order; ``obj``: (block id, row, col), or a list of
+        block ids: then the function returns ``{block id: its 2-D tensor}`` (what ``env`` holds)."""
         comp = self.comp
         self.fallback: set[int] = set()
         for bid, e in steps:
@@ -512,9 +513,17 @@ class Lowerer:
                 lay = self.lay[bid][0]
                 v = {"2d": head, "col": f"{head}.unsqueeze(1)", "0": f"{head}.reshape(1, 1)"}[lay]
                 body.append(f"env[{bid}] = {v}")
-        bid, i, j = obj
-        lay = self.lay[bid][0]
-        ret = {"2d": f"b{bid}[{i}, {j}]", "col": f"b{bid}[{i}]", "0": f"b{bid}"}[lay]
+        if isinstance(obj, list):
+            two_d = {"2d": "b{0}", "col": "b{0}.unsqueeze(1)", "0": "b{0}.reshape(1, 1)"}
+            items = [
+                f"{bid}: env[{bid}]" if bid in self.fallback else f"{bid}: " + two_d[self.lay[bid][0]].format(bid)
+                for bid in obj
+            ]
+            ret = "{" + ", ".join(items) + "}"
+        else:
+            bid, i, j = obj
+            lay = self.lay[bid][0]
+            ret = {"2d": f"b{bid}[{i}, {j}]", "col": f"b{bid}[{i}]", "0": f"b{bid}"}[lay]
         body = _dead_code(body, ret)
         head = [f"p{k} = env[{-(k + 2)}]" for k in range(len(comp.params))]
         if comp.data is not None:

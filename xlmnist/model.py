@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 
+import numpy as np
 import torch
 
 from xlmnist.compiler import DATA, Compiler, parse_areas
@@ -106,7 +107,7 @@ class CompiledModel:
         if isinstance(refs, str):
             refs = [refs]
         c = self._c
-        areas = {}
+        areas, todo = {}, []
         for ref in refs:
             (sheet, r1, c1, r2, c2), *more = parse_areas(
                 c.wb, ref, self.objective_ref.split("!")[0].strip("'")
@@ -115,10 +116,53 @@ class CompiledModel:
                 raise WorkbookError(f"{ref}: evaluate takes one rectangle per reference")
             c.compile_blocks(c.graph.blocks_in(sheet, r1, c1, r2, c2))
             areas[ref] = c.area(sheet, r1, c1, r2, c2)[0]
+            ids = np.unique(c._grid_slice(c.src[sheet], r1, c1, r2, c2, -1))
+            todo += [int(i) for i in ids if i >= 0 and c.compiled.get(int(i))]  # the dynamic blocks it reads
+        needed: set[int] = set()  # only what the requested ranges depend on
+        while todo:
+            bid = todo.pop()
+            if bid not in needed:
+                needed.add(bid)
+                todo += c.reads.get(bid, ())
         env = self._env(params, data)
-        for bid, e in c.steps:
-            env[bid] = e(env)
+        prog = self._evaluator(needed, env)
+        if prog is not None:
+            env.update(prog(env))
+        else:
+            for bid, e in c.steps:
+                if bid in needed:
+                    env[bid] = e(env)
         return {ref: e(env) for ref, e in areas.items()}
+
+    def _evaluator(self, needed: set[int], env: dict):
+        """The blocks ``needed`` as one generated straight-line function (like :meth:`objective`), checked
+        once against the block closures on ``env``; None where lowering is off or disagrees."""
+        key = frozenset(needed)
+        cache = self.__dict__.setdefault("_evaluators", {})
+        if key in cache:
+            return cache[key]
+        prog = None
+        steps = [(bid, e) for bid, e in self._c.steps if bid in needed]
+        if steps and os.environ.get("XLMNIST_LOWER") != "0":
+            from xlmnist.lower import Lowerer
+
+            try:
+                prog = Lowerer(self._c).program(steps, [bid for bid, _ in steps])
+                with torch.no_grad():
+                    check = dict(env)
+                    for bid, e in steps:
+                        check[bid] = e(check)
+                    got = prog(dict(env))
+                rtol, atol = (1e-9, 1e-12) if self.dtype == torch.float64 else (1e-4, 1e-6)
+                for bid, _ in steps:
+                    want, have = check[bid], got[bid]
+                    if have.shape != want.shape or not torch.allclose(have, want, rtol=rtol, atol=atol, equal_nan=True):
+                        prog = None
+                        break
+            except Exception:  # noqa: BLE001 - any lowering problem: the closures are the reference
+                prog = None
+        cache[key] = prog
+        return prog
 
     def _diagnose(self):
         c = self._c
