@@ -45,21 +45,38 @@ def xlmnist_side(book: Path) -> dict:
     t2 = time.perf_counter()
     out = subprocess.run(
         [sys.executable, "-m", "xlmnist", "train", str(copy), "--sheet", "linear", "--json"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     t_cli = time.perf_counter() - t2
     cli = json.loads(out.stdout)
     return {
-        "objective": result.objective, "steps": result.steps, "compile_s": t_compile, "train_s": t_train,
-        "cli_s": t_cli, "cli_objective": cli["objective"], "reached": result.objective <= TARGET,
+        "objective": result.objective,
+        "steps": result.steps,
+        "compile_s": t_compile,
+        "train_s": t_train,
+        "cli_s": t_cli,
+        "cli_objective": cli["objective"],
+        "reached": result.objective <= TARGET,
     }
 
 
 def libreoffice_side(book: Path, timeout: int) -> dict:
     out = subprocess.run(
-        ["/usr/bin/python3", str(ROOT / "bench" / "lo_solver.py"), str(book), "linear", "AA7", "R4:AA4",
-         str(timeout), repr(TARGET)],
-        capture_output=True, text=True, timeout=timeout + 300,
+        [
+            "/usr/bin/python3",
+            str(ROOT / "bench" / "lo_solver.py"),
+            str(book),
+            "linear",
+            "AA7",
+            "R4:AA4",
+            str(timeout),
+            repr(TARGET),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout + 300,
     )
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
     if not lines:
@@ -85,8 +102,10 @@ def main() -> None:
         xl = xlmnist_side(book)
         lo = libreoffice_side(lo_book, args.timeout)
     print(f"torch {torch.__version__}, start: zeros, target: Solver's loss {SOLVER_LOSS!r} (+1e-9 rel)")
-    print(f"xlmnist  L-BFGS : objective {xl['objective']!r} reached={xl['reached']} in {xl['train_s']:.3f} s "
-          f"({xl['steps']} steps; compile {xl['compile_s']:.2f} s; whole CLI command {xl['cli_s']:.2f} s)")
+    print(
+        f"xlmnist  L-BFGS : objective {xl['objective']!r} reached={xl['reached']} in {xl['train_s']:.3f} s "
+        f"({xl['steps']} steps; compile {xl['compile_s']:.2f} s; whole CLI command {xl['cli_s']:.2f} s)"
+    )
     print(f"LibreOffice DEPS: objective {lo['objective']!r} reached={lo['reached']} in {lo['seconds']:.1f} s")
     print(f"ratio LibreOffice / xlmnist training loop: {lo['seconds'] / xl['train_s']:.0f}x")
     print(f"ratio LibreOffice / whole xlmnist command : {lo['seconds'] / xl['cli_s']:.1f}x")

@@ -60,23 +60,32 @@ def main():
     book = work
     port = 2000 + os.getpid() % 5000
     proc = subprocess.Popen(
-        ["soffice", f"-env:UserInstallation=file://{profile}", "--headless", "--norestore",
-         f"--accept=socket,host=127.0.0.1,port={port};urp;"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "soffice",
+            f"-env:UserInstallation=file://{profile}",
+            "--headless",
+            "--norestore",
+            f"--accept=socket,host=127.0.0.1,port={port};urp;",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         ctx = uno.getComponentContext()
         resolver = ctx.ServiceManager.createInstanceWithContext("com.sun.star.bridge.UnoUrlResolver", ctx)
         for _ in range(120):
             try:
-                rctx = resolver.resolve(f"uno:socket,host=127.0.0.1,port={port};urp;StarOffice.ComponentContext")
+                rctx = resolver.resolve(
+                    f"uno:socket,host=127.0.0.1,port={port};urp;StarOffice.ComponentContext"
+                )
                 break
             except Exception:
                 time.sleep(0.5)
         smgr = rctx.ServiceManager
         desktop = smgr.createInstanceWithContext("com.sun.star.frame.Desktop", rctx)
-        doc = desktop.loadComponentFromURL(uno.systemPathToFileUrl(os.path.abspath(book)), "_blank", 0,
-                                           (_prop("Hidden", True),))
+        doc = desktop.loadComponentFromURL(
+            uno.systemPathToFileUrl(os.path.abspath(book)), "_blank", 0, (_prop("Hidden", True),)
+        )
         # DEPS's status dialog looks for the desktop's current component: make our hidden one current
         frame = doc.getCurrentController().getFrame()
         frame.activate()
@@ -102,8 +111,10 @@ def main():
         bound = float(os.environ.get("XLMNIST_LO_BOUND", "5"))
         constraints = []
         for cell in cells:
-            for op, rhs in ((SolverConstraintOperator.GREATER_EQUAL, -bound),
-                            (SolverConstraintOperator.LESS_EQUAL, bound)):
+            for op, rhs in (
+                (SolverConstraintOperator.GREATER_EQUAL, -bound),
+                (SolverConstraintOperator.LESS_EQUAL, bound),
+            ):
                 c = SolverConstraint()
                 c.Left, c.Operator, c.Right = cell, op, rhs
                 constraints.append(c)
@@ -117,9 +128,18 @@ def main():
         solver.solve()
         seconds = time.perf_counter() - t0
         doc.calculateAll()
-        value = sheets.getByIndex(index).getCellByPosition(solver.Objective.Column, solver.Objective.Row).getValue()
-        out = {"solver": impl, "objective": value, "seconds": seconds,
-               "success": bool(solver.Success), "reached_target": target is not None and value <= target}
+        value = (
+            sheets.getByIndex(index)
+            .getCellByPosition(solver.Objective.Column, solver.Objective.Row)
+            .getValue()
+        )
+        out = {
+            "solver": impl,
+            "objective": value,
+            "seconds": seconds,
+            "success": bool(solver.Success),
+            "reached_target": target is not None and value <= target,
+        }
         print(json.dumps(out))
         doc.close(True)
     finally:

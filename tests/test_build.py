@@ -308,7 +308,13 @@ def test_learner_view_names(book, sheet, built, consts):
     assert names["xlmnist_history"][0] == f"{hist}!$A$3:$E$202"
     assert names["xlmnist_confusion"][0] == f"{hist}!{_abs(f'H4:{_col(7 + k)}{3 + k}')}"
     cells = consts[book][hist]
-    assert [cells[f"{c}2"] for c in "ABCDE"] == ["epoch", "train_loss", "valid_loss", "valid_accuracy", "seconds"]
+    assert [cells[f"{c}2"] for c in "ABCDE"] == [
+        "epoch",
+        "train_loss",
+        "valid_loss",
+        "valid_accuracy",
+        "seconds",
+    ]
     labels = [3, 7] if k == 2 else list(range(10))
     assert [cells[f"{_col(8 + i)}3"] for i in range(k)] == labels
     assert [cells[f"G{4 + i}"] for i in range(k)] == labels

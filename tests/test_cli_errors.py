@@ -40,7 +40,11 @@ CASES = [
 
 def run(*args) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "xlmnist", *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=300
+        [sys.executable, "-m", "xlmnist", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
     )
 
 

@@ -93,8 +93,22 @@ def test_train_writes_back_keeping_the_pivot_parts(book):
     with zipfile.ZipFile(book) as z:
         before = {n: z.read(n) for n in z.namelist()}
     proc = subprocess.run(
-        [sys.executable, "-m", "xlmnist", "train", str(book), "--sheet", "linear", "--init", "zeros", "--json"],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "xlmnist",
+            "train",
+            str(book),
+            "--sheet",
+            "linear",
+            "--init",
+            "zeros",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     res = json.loads(proc.stdout)

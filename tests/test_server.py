@@ -85,7 +85,9 @@ def test_workbook_not_on_the_server_is_an_alert_and_no_writes(served):
 
 def test_sheet_without_objective_is_an_alert_and_no_writes(served):
     client, _, values = served
-    r = client.post("/xlmnist/train", params={"sheet": "all_rows"}, json=make_payload(values, "titanic.xlsx", "linear"))
+    r = client.post(
+        "/xlmnist/train", params={"sheet": "all_rows"}, json=make_payload(values, "titanic.xlsx", "linear")
+    )
     body = r.json()
     assert body["result"]["ok"] is False and "all_rows" in body["result"]["error"]
     assert _set_values(body) == []
@@ -102,7 +104,9 @@ def test_health_and_default_bind_address():
 
 def test_export_writes_a_pytorch_module_beside_the_server_copy(served):
     client, path, values = served
-    r = client.post("/xlmnist/export", params={"sheet": "nnet"}, json=make_payload(values, "titanic.xlsx", "nnet"))
+    r = client.post(
+        "/xlmnist/export", params={"sheet": "nnet"}, json=make_payload(values, "titanic.xlsx", "nnet")
+    )
     body = r.json()
     assert body["result"]["ok"] is True, body
     module = Path(body["result"]["path"])

@@ -239,7 +239,15 @@ def test_linear_lr_schedule_is_manual_sgd_with_decaying_lr(mnist_linear):
     bs = (len(rows) + 2) // 3  # three steps: lr, 2/3 lr, 1/3 lr
     start = [p.clone().float() for p in model.initial_params()]
     res = train_epochs(
-        model, rows, optimizer="sgd", lr=0.5, epochs=1, batch_size=bs, seed=3, params=start, lr_schedule="linear"
+        model,
+        rows,
+        optimizer="sgd",
+        lr=0.5,
+        epochs=1,
+        batch_size=bs,
+        seed=3,
+        params=start,
+        lr_schedule="linear",
     )
     ps = [p.clone().requires_grad_(True) for p in start]
     gen = torch.Generator().manual_seed(3)

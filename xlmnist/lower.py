@@ -516,7 +516,9 @@ class Lowerer:
         if isinstance(obj, list):
             two_d = {"2d": "b{0}", "col": "b{0}.unsqueeze(1)", "0": "b{0}.reshape(1, 1)"}
             items = [
-                f"{bid}: env[{bid}]" if bid in self.fallback else f"{bid}: " + two_d[self.lay[bid][0]].format(bid)
+                f"{bid}: env[{bid}]"
+                if bid in self.fallback
+                else f"{bid}: " + two_d[self.lay[bid][0]].format(bid)
                 for bid in obj
             ]
             ret = "{" + ", ".join(items) + "}"

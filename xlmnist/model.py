@@ -156,7 +156,9 @@ class CompiledModel:
                 rtol, atol = (1e-9, 1e-12) if self.dtype == torch.float64 else (1e-4, 1e-6)
                 for bid, _ in steps:
                     want, have = check[bid], got[bid]
-                    if have.shape != want.shape or not torch.allclose(have, want, rtol=rtol, atol=atol, equal_nan=True):
+                    if have.shape != want.shape or not torch.allclose(
+                        have, want, rtol=rtol, atol=atol, equal_nan=True
+                    ):
                         prog = None
                         break
             except Exception:  # noqa: BLE001 - any lowering problem: the closures are the reference

@@ -54,7 +54,9 @@ def recalc_file(path: str | os.PathLike, out_dir: str | os.PathLike, timeout: fl
     """Recalculate ``path`` in LibreOffice and write ``out_dir/<name>.xlsx``; return that path."""
     soffice = soffice_binary()
     if soffice is None:
-        raise XlmnistError("LibreOffice (soffice) is not installed: apt-get install -y libreoffice-calc-nogui")
+        raise XlmnistError(
+            "LibreOffice (soffice) is not installed: apt-get install -y libreoffice-calc-nogui"
+        )
     src = Path(path).resolve()
     if not src.is_file():
         raise XlmnistError(f"{src}: no such workbook")
@@ -144,7 +146,11 @@ def read_values(path: str | os.PathLike) -> dict[str, dict[str, object]]:
                     v = el.find("m:v", NS)
                     if t == "inlineStr":
                         is_ = el.find("m:is", NS)
-                        cells[ref] = "".join(x.text or "" for x in is_.iter(f"{{{NS['m']}}}t")) if is_ is not None else ""
+                        cells[ref] = (
+                            "".join(x.text or "" for x in is_.iter(f"{{{NS['m']}}}t"))
+                            if is_ is not None
+                            else ""
+                        )
                     elif v is not None and v.text is not None:
                         if t == "s":
                             cells[ref] = strings[int(v.text)]

@@ -60,7 +60,9 @@ def create_app():
     @app.post("/xlmnist/{action}")
     def run(action: str, payload: dict = Body(...), sheet: str | None = None) -> dict:  # noqa: B008
         if action not in ACTIONS:
-            raise HTTPException(status_code=404, detail=f"unknown action {action!r}; use one of {', '.join(ACTIONS)}")
+            raise HTTPException(
+                status_code=404, detail=f"unknown action {action!r}; use one of {', '.join(ACTIONS)}"
+            )
         try:
             book = xw.Book(json=payload)
         except Exception as exc:  # a malformed payload
@@ -90,7 +92,9 @@ def _cmd_serve(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("serve", help="xlwings Server route: train/step/export/reset over HTTP (extra [server])")
+    p = sub.add_parser(
+        "serve", help="xlwings Server route: train/step/export/reset over HTTP (extra [server])"
+    )
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--books", help="folder with the workbooks (default: $XLMNIST_SERVER_BOOKS)")

@@ -57,7 +57,9 @@ def mlp_sheet(book: Book, n: int, w1: np.ndarray, w2: np.ndarray):
     last = n + 1 + off
     top = {
         1: [
-            book.cell(ws, f"mlp: 784 -> {HIDDEN} ReLU -> 10, softmax, cross-entropy loss -LN(p[label])", bold=True)
+            book.cell(
+                ws, f"mlp: 784 -> {HIDDEN} ReLU -> 10, softmax, cross-entropy loss -LN(p[label])", bold=True
+            )
         ],
         2: head(book, ws, ["loss", f"=AVERAGE({L(loss)}6:{L(loss)}{last})"]),
         3: head(book, ws, ["accuracy", f"=AVERAGE({L(cor)}6:{L(cor)}{last})"]),
