@@ -41,6 +41,8 @@ from xml.etree import ElementTree as ET
 import numpy as np
 
 from xlmnist.errors import WorkbookError
+from xlmnist.reader import col_index as col_number  # noqa: F401 - re-exported
+from xlmnist.reader import col_letters  # noqa: F401 - re-exported
 
 _MAIN = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
 _REL = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
@@ -51,21 +53,6 @@ _REF_RE = re.compile(rb'\sr="([A-Za-z]{1,3})(\d+)"')
 
 
 # ----------------------------------------------------------------------------------------- refs
-def col_number(letters: str) -> int:
-    n = 0
-    for ch in letters.upper():
-        n = n * 26 + ord(ch) - 64
-    return n
-
-
-def col_letters(n: int) -> str:
-    s = ""
-    while n:
-        n, rem = divmod(n - 1, 26)
-        s = chr(65 + rem) + s
-    return s
-
-
 def split_ref(ref: str) -> tuple[str, int, int, int, int]:
     """``"'my sheet'!$R$4:$AA$5"`` -> (sheet, row1, col1, row2, col2) (1-based, inclusive)."""
     if "!" not in ref:
