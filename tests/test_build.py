@@ -167,6 +167,30 @@ def mnist_model(sheet: str, params: list[np.ndarray], inp: dict) -> dict:
     return {"z": z, "p": p, "hidden": hidden, "loss": loss.mean(), "acc": np.mean((p > 0.5) == (y == 1))}
 
 
+def _mlp_layout():
+    """The mlp sheet's columns and rows, derived from its builder (hidden width HIDDEN)."""
+    from xlmnist.build import mlp
+    from xlmnist.build.common import col as L
+
+    h = mlp.HIDDEN
+    pc = h + 3  # label column
+    z0, r0 = pc + 1, pc + 1 + h
+    one = r0 + h
+    l0 = one + 1
+    sm = l0 + 20
+    p0 = sm + 1
+    pred = p0 + 11
+    return {
+        "w1": f"B{mlp.W_FIRST}:{L(h + 1)}{mlp.W_LAST}", "w2": f"B{mlp.W2_FIRST}:K{mlp.W2_LAST}",
+        "g1": f"B{mlp.G1_FIRST}:{L(h + 1)}{mlp.G1_LAST}", "g2": f"B{mlp.G2_FIRST}:K{mlp.G2_LAST}",
+        "pred": L(pred), "all": (L(pc), L(p0 + 12)), "z": (L(z0), L(r0 - 1)), "relu": (L(r0), L(one - 1)),
+        "logits": (L(l0), L(l0 + 9)), "p": (L(p0), L(p0 + 9)),
+    }  # fmt: skip
+
+
+MLP = _mlp_layout()
+
+
 # sheet -> (param refs, objective, accuracy, prediction column range)
 MODELS = {
     ("titanic.xlsx", "linear"): (["R4:AA4"], "AA7", "AA8", f"AC4:AC{ROWS + 3}"),
@@ -175,7 +199,7 @@ MODELS = {
     ("mnist_3v7.xlsx", "linear"): (["A3:ADE3"], "B5", "B6", f"C10:C{ROWS + 9}"),
     ("mnist_3v7.xlsx", "simple_net"): (["B7:AE791", "BL4:CP4"], "B2", "B3", f"CR6:CR{ROWS + 5}"),
     ("mnist.xlsx", "linear10"): (["B7:K791"], "B2", "B3", f"AT6:AT{ROWS + 5}"),
-    ("mnist.xlsx", "mlp"): (["B7:DY791", "B795:K923"], "B2", "B3", f"PE6:PE{ROWS + 5}"),
+    ("mnist.xlsx", "mlp"): ([MLP["w1"], MLP["w2"]], "B2", "B3", f"{MLP['pred']}6:{MLP['pred']}{ROWS + 5}"),
 }
 
 
@@ -202,8 +226,8 @@ def test_sheet_matches_numpy(book, sheet, consts, lo, request):
     if sheet == "linear10":
         close(rect(got, f"AI6:AR{ROWS + 5}"), want["p"])
     if sheet == "mlp":
-        close(rect(got, f"EB6:IY{ROWS + 5}"), want["hidden"])
-        close(rect(got, f"OT6:PC{ROWS + 5}"), want["p"])
+        close(rect(got, f"{MLP['z'][0]}6:{MLP['z'][1]}{ROWS + 5}"), want["hidden"])
+        close(rect(got, f"{MLP['p'][0]}6:{MLP['p'][1]}{ROWS + 5}"), want["p"])
 
 
 def test_titanic_data_and_features(consts, lo):
@@ -285,7 +309,7 @@ GRADIENTS = {
     ("mnist_3v7.xlsx", "linear"): ["A4:ADE4"],
     ("mnist_3v7.xlsx", "simple_net"): ["B794:AE1578", "BL3:CP3"],
     ("mnist.xlsx", "linear10"): ["B794:K1578"],
-    ("mnist.xlsx", "mlp"): ["B926:DY1710", "B1713:K1841"],
+    ("mnist.xlsx", "mlp"): [MLP["g1"], MLP["g2"]],
 }
 
 
@@ -388,11 +412,11 @@ def formulas(path: Path, sheet: str) -> dict[str, str]:
         ("mnist.xlsx", "linear10", f"X6:AG{ROWS + 5}", True),
         ("mnist.xlsx", "linear10", f"AI6:AR{ROWS + 5}", True),
         ("mnist.xlsx", "data", f"ADG2:ADP{ROWS + 1}", True),
-        ("mnist.xlsx", "mlp", f"EA6:PF{ROWS + 5}", False),
-        ("mnist.xlsx", "mlp", f"EB6:IY{ROWS + 5}", True),
-        ("mnist.xlsx", "mlp", f"IZ6:NW{ROWS + 5}", True),
-        ("mnist.xlsx", "mlp", f"NY6:OH{ROWS + 5}", True),
-        ("mnist.xlsx", "mlp", f"OT6:PC{ROWS + 5}", True),
+        ("mnist.xlsx", "mlp", f"{MLP['all'][0]}6:{MLP['all'][1]}{ROWS + 5}", False),
+        ("mnist.xlsx", "mlp", f"{MLP['z'][0]}6:{MLP['z'][1]}{ROWS + 5}", True),
+        ("mnist.xlsx", "mlp", f"{MLP['relu'][0]}6:{MLP['relu'][1]}{ROWS + 5}", True),
+        ("mnist.xlsx", "mlp", f"{MLP['logits'][0]}6:{MLP['logits'][1]}{ROWS + 5}", True),
+        ("mnist.xlsx", "mlp", f"{MLP['p'][0]}6:{MLP['p'][1]}{ROWS + 5}", True),
     ],
 )
 def test_blocks_are_one_formula_copied(built, book, sheet, block, across):
