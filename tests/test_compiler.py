@@ -415,3 +415,72 @@ def test_course_sheets_lower_to_few_ops(models, sheet, ops):
     assert prog is not None and prog.fallback == []
     calls = re.findall(r"^\s+t\d+ = ", prog.source, re.M)  # one torch op per temporary
     assert len(calls) == ops, prog.source
+
+
+def _softmax_book(tmp_path, labels, shift=True) -> Path:
+    """Three classes. Data E:K: features E:G, label H, one-hot I:K = IF($H=class,1,0) (classes 0, 1, 2 as
+    numeric headers in I1:K1). Logits L:N = SUMPRODUCT(features, a row of W = A1:C3), P:R = EXP(logit - row
+    max) (or EXP(logit)), T = their SUM, U:W = P:R / T, loss S = -LN(SUMPRODUCT(one-hot, U:W))."""
+    rng = np.random.default_rng(1)
+    cells = {}
+    for r in range(1, 4):
+        for c in "ABC":
+            cells[f"{c}{r}"] = float(rng.normal())
+    for k, c in enumerate("IJK"):
+        cells[f"{c}1"] = k
+    for i, r in enumerate(ROWS):
+        for c in "EFG":
+            cells[f"{c}{r}"] = float(rng.normal())
+        cells[f"H{r}"] = labels[i]
+        for c in "IJK":
+            cells[f"{c}{r}"] = f"=IF($H{r}={c}$1,1,0)"
+        for k, c in enumerate("LMN"):
+            cells[f"{c}{r}"] = f"=SUMPRODUCT($E{r}:$G{r},$A${k + 1}:$C${k + 1})"
+        for c, z in zip("PQR", "LMN"):
+            cells[f"{c}{r}"] = f"=EXP({z}{r}-MAX($L{r}:$N{r}))" if shift else f"=EXP({z}{r})"
+        cells[f"T{r}"] = f"=SUM(P{r}:R{r})"
+        for c, e in zip("UVW", "PQR"):
+            cells[f"{c}{r}"] = f"={e}{r}/$T{r}"
+        cells[f"S{r}"] = f"=-LN(SUMPRODUCT(I{r}:K{r},U{r}:W{r}))"
+    cells["Z1"] = "=AVERAGE(S3:S8)"
+    return _book(tmp_path, cells, solver=("Sheet!$Z$1", "Sheet!$A$1:$C$3"))
+
+
+@pytest.mark.parametrize(
+    "shift,data,corrupt",
+    [
+        (True, "Sheet!E3:H8", [(3, 5.0), (3, 1.5), (3, -1.0)]),  # one-hot by formulas from the label column
+        (False, "Sheet!E3:H8", [(3, 2.5)]),
+        (True, "Sheet!E3:K8", [((4, 5, 6), (0, 0, 0)), ((4, 5, 6), (1, 1, 0)), ((4, 5, 6), (0.5, 0.5, 0))]),
+    ],
+)
+def test_softmax_cross_entropy_fused_with_the_sheets_values(tmp_path, monkeypatch, shift, data, corrupt):
+    """EXP/SUM -> softmax and -LN(SUMPRODUCT(onehot, softmax)) -> cross_entropy (on the label column, or on
+    one-hot data columns): the same values and gradients as the block closures. Data that is not a clean
+    one-hot (a label outside 0..n-1, a row of zeros or two 1s) gives the sheet's own result through the
+    guarded branch (LN(0) = Excel's #NUM!, inf here), and ``trusts`` rejects it."""
+    path = _softmax_book(tmp_path, [0, 1, 2, 2, 1, 0], shift)
+    fast = compile_workbook(path, data=data)
+    monkeypatch.setenv("XLMNIST_LOWER", "0")
+    slow = compile_workbook(path, data=data)
+    monkeypatch.delenv("XLMNIST_LOWER")
+    src = fast._prog.source
+    assert "cross_entropy" in src and "torch.exp" not in src and fast._prog.fallback == [], src
+    rows = fast.data_rows()
+    assert fast.trusts(rows)
+    for part in (None, torch.flip(rows, [0])[:4]):
+        (v1, g1), (v2, g2) = _value_and_grads(fast, part), _value_and_grads(slow, part)
+        assert v1 == pytest.approx(v2, rel=1e-12)
+        for a, b in zip(g1, g2):
+            torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-14)
+    params = fast.initial_params()
+    with torch.no_grad():
+        want = float(slow.objective(params))
+        assert float(fast.objective(params, data=rows, trusted=True)) == pytest.approx(want, rel=1e-12)
+        for cols, bad in corrupt:
+            odd = rows.clone()
+            odd[2, cols] = torch.tensor(bad, dtype=odd.dtype)
+            assert not fast.trusts(odd)
+            want = float(slow.objective(params, data=odd))
+            assert float(fast.objective(params, data=odd)) == pytest.approx(want, rel=1e-12)
+            assert math.isinf(want) == (bad in (5.0, 1.5, -1.0, 2.5, (0, 0, 0)))

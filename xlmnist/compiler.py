@@ -66,9 +66,9 @@ def _np_unfold(a, dim, size):
 
 
 class Compiler:
-    def __init__(self, wb, dtype=torch.float64, device="cpu"):
+    def __init__(self, wb, dtype=torch.float64, device="cpu", graph=None):
         self.wb, self.ctx = wb, _Ctx(dtype, torch.device(device))
-        self.graph = Graph(wb)
+        self.graph = graph if graph is not None else Graph(wb)  # the graph is dtype-free: shareable
         self.src = {name: g.copy() for name, g in self.graph.grid.items()}
         self.cnum, self.ckind, self.cstr = {}, {}, {}
         for name in wb.order:

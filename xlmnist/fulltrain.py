@@ -146,7 +146,7 @@ def train_book(
     if device is None:
         device = resolve_device(_setting(model, "device", None, _text) or "cpu")
         if device != "cpu":
-            model = compile_sheet(book, sheet, objective, params, device=device)
+            model = model.recompile(device=device)
     seed = _setting(model, "seed", seed, lambda v: int(float(v)))
     seed = 0 if seed is None else seed
     start = None
@@ -186,7 +186,7 @@ def train_book(
         if minibatch:
             loop = model
             if (dtype or "float32") == "float32":
-                loop = compile_sheet(book, sheet, objective, params, device=device, dtype=torch.float32)
+                loop = model.recompile(dtype=torch.float32, device=device)
             result = train_epochs(
                 loop, rows, valid=valid, view=SheetView(loop, ds), optimizer=name, lr=lr, epochs=epochs,
                 batch_size=batch_size, seed=seed, device=device, max_seconds=max_seconds, params=start,

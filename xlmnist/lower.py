@@ -25,7 +25,10 @@ import torch
 from xlmnist import parser as P
 from xlmnist.compiler import DATA
 from xlmnist.functions import BOOL, EMPTY, NUM, TEXT
+from xlmnist.fuse import fuse_softmax
 from xlmnist.graph import RefUse
+
+TRUSTED = "trusted"  # env key: the data rows passed the program's ``check`` (skip the per-call guards)
 
 
 class Unsupported(Exception):
@@ -176,6 +179,7 @@ class Lowerer:
         self.n = 0
         self.lay: dict[int, tuple[str, int, int]] = {}  # block -> (layout, rows, cols) of its variable
         self.uses_m = False
+        self.guards: list[str] = []  # conditions on the data rows alone (checkable once per dataset)
         self.consts: dict = {}
         self.defs: dict[str, str] = {}
 
@@ -501,6 +505,7 @@ class Lowerer:
         for bid, e in steps:
             self.g[f"S{bid}"] = e
             self.block(comp.graph.blocks[bid])
+        fuse_softmax(self)
         need = set()  # blocks a compiled closure reads from env
         for bid in self.fallback:
             need |= comp.reads.get(bid, set())
@@ -531,12 +536,17 @@ class Lowerer:
         if comp.data is not None:
             head.append(f"D = env[{DATA}]")
             head.append("M = D.shape[0]")
+        if any("TR or" in line for line in body):
+            head.append(f"TR = env.get({TRUSTED!r}, False)")
         src = "def program(env):\n" + "".join(f"    {x}\n" for x in head + body + [f"return {ret}"])
+        if self.guards:  # the same conditions over a whole dataset, checked once by the training loop
+            src += "\n\ndef check(D):\n    return " + " and ".join(sorted(set(self.guards))) + "\n"
         ns = dict(self.g)
         exec(compile(src, "<xlmnist objective>", "exec"), ns)  # our own generated code, not formula text
         fn = ns["program"]
         fn.source = src
         fn.fallback = sorted(self.fallback)
+        fn.check = ns.get("check")
         return fn
 
 

@@ -67,6 +67,14 @@ class CompiledModel:
             return None
         return prog
 
+    def recompile(self, dtype=None, device=None) -> CompiledModel:
+        """The same sheet compiled again for another dtype/device, reusing the workbook already read and
+        its formula graph (no second read or parse of the file)."""
+        c = self._c
+        return _compile(
+            c.wb, c.graph, *self._recipe[:3], dtype or self.dtype, device or self.device, self._recipe[3]
+        )
+
     def initial_params(self) -> list[torch.Tensor]:
         return self._c.initial_params()
 
@@ -94,8 +102,17 @@ class CompiledModel:
         env[DATA] = data if data.dtype == self.dtype else data.to(self.dtype)
         return env
 
-    def objective(self, params, data=None) -> torch.Tensor:
+    def trusts(self, data: torch.Tensor) -> bool:
+        """Whether ``data`` (a whole dataset) passes the conditions the generated objective otherwise checks
+        on every call (e.g. integer labels 0..n-1 behind a one-hot); then ``objective(..., trusted=True)``
+        on any subset of its rows skips them."""
+        check = getattr(self._prog, "check", None)
+        return bool(check is not None and check(data.to(self.dtype)))
+
+    def objective(self, params, data=None, trusted: bool = False) -> torch.Tensor:
         env = self._env(params, data)
+        if trusted and data is not None:
+            env["trusted"] = True
         if self._prog is not None:
             return self._prog(env)
         for bid, e in self._obj_steps:
@@ -257,7 +274,10 @@ def compile_workbook(
     path, sheet=None, objective=None, params=None, dtype=torch.float64, device="cpu", data=None
 ) -> CompiledModel:
     """Compile the objective of ``sheet`` (or of the flags) into a :class:`CompiledModel`."""
-    wb = read_workbook(path)
+    return _compile(read_workbook(path), None, sheet, objective, params, dtype, device, data)
+
+
+def _compile(wb, graph, sheet, objective, params, dtype, device, data) -> CompiledModel:
     if objective is not None and sheet is None:
         sheet = parse_areas(wb, objective, wb.active or wb.order[0])[0][0]
     sheet = _pick_sheet(wb, sheet)
@@ -280,7 +300,7 @@ def compile_workbook(
             target = float(wb.names.get((sheet, "SOLVER_VAL"), "0"))
         except ValueError:
             raise WorkbookError(f"{name}: sheet {sheet!r}: solver_val is not a number") from None
-    comp = Compiler(wb, dtype=dtype, device=device)
+    comp = Compiler(wb, dtype=dtype, device=device, graph=graph)
     for area in parse_areas(wb, par_text, sheet):
         comp.add_param(*area)
     data_text = data or wb.names.get((sheet, "XLMNIST_DATA"))
@@ -290,6 +310,7 @@ def compile_workbook(
             raise WorkbookError(f"{data_text}: the data range must be one rectangle")
         comp.set_data(*areas[0])
     model = CompiledModel(comp, obj[0][:3], sense, target, read_settings(wb, sheet))
+    model._recipe = (sheet, objective, params, data)
     if os.environ.get("XLMNIST_DEBUG") == "1":
         print(model.describe())
     return model
