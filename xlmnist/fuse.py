@@ -23,20 +23,18 @@ _NAME = r"[tbk]\d+|p\d+|D"
 
 
 def fuse_softmax(L: Lowerer) -> None:
-    """Peephole over the straight-line code (the sheet's spelled-out formulas, same values):
+    """Rewrite ``L.lines`` in place (the sheet's spelled-out formulas; the same values):
 
-    * ``EXP(z-MAX(z))/SUM(EXP(z-MAX(z)))`` over a row (or ``EXP(z)/SUM(EXP(z))``) -> ``torch.softmax(z, 1)``;
-    * ``LN(SUMPRODUCT(onehot, softmax))`` (the cross-entropy of a 0/1 one-hot row) ->
-      ``SUM(onehot * log_softmax(z))``, guarded per call: rows of the one-hot that do not hold exactly one 1
-      take the sheet's own form (LN of the sum, ``-inf`` for an all-zero row, as Excel's #NUM!).
+    * ``EXP(z-MAX(z))/SUM(...)`` over a row (or ``EXP(z)/SUM(EXP(z))``) -> ``torch.softmax(z, 1)``;
+    * ``-LN(SUMPRODUCT(onehot, softmax))`` -> ``cross_entropy(z, label)`` where the one-hot is
+      ``IF(label=0..n-1,1,0)`` of a label column, ``cross_entropy(z, onehot)`` where it is 0/1 data columns
+      or values; ``AVERAGE`` of that column -> the fused mean. A guard sends data that is not a clean
+      one-hot to the sheet's own form (LN of the sum: ``inf`` for an all-zero row, as Excel's #NUM!).
 
-    One fused op instead of five (and a stable log) in both the forward and the backward pass; the program
-    as a whole is still checked against the block closures before it is used."""
+    One fused op instead of five (and a stable log) in both the forward and the backward pass."""
 
     def res(name: str) -> str:
-        while re.fullmatch(r"[tb]\d+", L.defs.get(name, "")):
-            name = L.defs[name]
-        return name
+        return _res(L, name)
 
     def same(a: str, b: str) -> bool:  # one value, or two identical expressions of the same values
         a, b = res(a), res(b)
@@ -132,24 +130,22 @@ def _one_hot(o: torch.Tensor) -> bool:
     return bool(((o == 0) | (o == 1)).all() and (o.sum(1) == 1).all())
 
 
+def _res(L: Lowerer, name: str) -> str:
+    """The variable behind plain aliases (``b7 = t13``)."""
+    while re.fullmatch(r"[tb]\d+", L.defs.get(name, "")):
+        name = L.defs[name]
+    return name
+
+
 def _label_column(L: Lowerer, name: str):
     """(column, n) where ``name`` is ``IF(label=0..n-1, 1, 0)`` over one data column, else None."""
-    res = name
-    while re.fullmatch(r"[tb]\d+", L.defs.get(res, "")):
-        res = L.defs[res]
-    m = re.fullmatch(rf"torch\.where\(({_NAME}), 1\.0, ({_NAME}|0\.0)\)", L.defs.get(res, ""))
+    m = re.fullmatch(rf"torch\.where\(({_NAME}), 1\.0, ({_NAME}|0\.0)\)", L.defs.get(_res(L, name), ""))
     if not m or not (m.group(2) == "0.0" or _zero_one(L, m.group(2)) and not bool(L.g[m.group(2)].any())):
         return None
-    cond = m.group(1)
-    while re.fullmatch(r"[tb]\d+", L.defs.get(cond, "")):
-        cond = L.defs[cond]
-    me = re.fullmatch(rf"torch\.eq\(({_NAME}), (k\d+)\)", L.defs.get(cond, ""))
+    me = re.fullmatch(rf"torch\.eq\(({_NAME}), (k\d+)\)", L.defs.get(_res(L, m.group(1)), ""))
     if not me:
         return None
-    col = me.group(1)
-    while re.fullmatch(r"[tb]\d+", L.defs.get(col, "")):
-        col = L.defs[col]
-    mc = re.fullmatch(r"D\[:, (\d+):(\d+)\]", L.defs.get(col, ""))
+    mc = re.fullmatch(r"D\[:, (\d+):(\d+)\]", L.defs.get(_res(L, me.group(1)), ""))
     k = L.g[me.group(2)]
     if not mc or int(mc.group(2)) != int(mc.group(1)) + 1 or k.dim() != 2 or k.shape[0] != 1:
         return None
@@ -173,8 +169,8 @@ def _zero_one(L: Lowerer, name: str) -> bool:
     if expr is None:
         t = L.g.get(name)
         return isinstance(t, torch.Tensor) and bool(((t == 0) | (t == 1)).all())
-    if re.fullmatch(r"[tb]\d+", expr):
-        return _zero_one(L, expr)
+    if _res(L, name) != name:
+        return _zero_one(L, _res(L, name))
     m = re.fullmatch(rf"torch\.where\(({_NAME}), ([^,]+), ([^,]+)\)", expr)
     if not m or not _no_grad(L, m.group(1)):
         return False

@@ -391,7 +391,7 @@ def train_epochs(
         return err
 
     for epoch in range(1, epochs + 1):
-        losses, sizes = [], []  # the batch losses, summed once per epoch (no extra op per step)
+        batches = []  # (loss, rows) per step, summed once per epoch: no extra tensor op per step
         try:
             for idx in torch.randperm(n, generator=gen).split(batch_size):
                 if schedule == "linear":
@@ -401,25 +401,18 @@ def train_epochs(
                 loss = loss_of(objective(ps, data=gather(idx)))
                 loss.backward()
                 opt.step()
-                losses.append(loss.detach())
-                sizes.append(len(idx))
+                batches.append((loss.detach(), len(idx)))
                 steps += 1
                 if steps == 1:
-                    initial = float(losses[0])
+                    initial = float(batches[0][0])
                 if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
                     stop = True
                     break
         except KeyboardInterrupt:
             interrupted = stop = True
-        seen = sum(sizes[: len(losses)])
-        total = (
-            float(
-                torch.stack(losses[: len(sizes)]).double().cpu()
-                @ torch.tensor(sizes[: len(losses)], dtype=torch.float64)
-            )
-            if losses
-            else 0.0
-        )
+        seen = sum(k for _, k in batches)
+        losses = torch.stack([v for v, _ in batches]).double().cpu().tolist() if batches else []
+        total = sum(v * k for v, (_, k) in zip(losses, batches))
         train_loss = total / max(seen, 1)
         finite = math.isfinite(train_loss) and all(bool(torch.isfinite(p).all()) for p in ps)
         if not finite:
