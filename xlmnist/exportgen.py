@@ -159,7 +159,11 @@ def _loss(ex: Exporter):
 def _headers(ex, sheet, r1, c1, c2):
     vals = ex.wb.sheets[sheet].values
     heads = [vals.get((r1 - 1, c)) for c in range(c1, c2 + 1)]
-    return ", ".join(str(h) for h in heads) if all(isinstance(h, str) for h in heads) else ""
+    if not all(isinstance(h, str) for h in heads):
+        return ""
+    if len(heads) > 12:  # e.g. 784 pixel names: the first and last few
+        return ", ".join(heads[:6]) + f", ... ({len(heads) - 8} more), " + ", ".join(heads[-2:])
+    return ", ".join(heads)
 
 
 def _doc(ex, which):
