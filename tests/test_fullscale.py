@@ -70,7 +70,7 @@ def test_full_data_path_is_the_sheet_libreoffice_agrees(capsys, book, sheet, epo
     # the written workbook: LibreOffice recalculates it; the full-data path evaluates the same rows
     model = compile_workbook(book, sheet=sheet)
     params = model.initial_params()
-    pred_ref = model._c.wb.names[(sheet, "XLMNIST_PREDICTIONS")].replace("$", "")
+    pred_ref = model.workbook.names[(sheet, "XLMNIST_PREDICTIONS")].replace("$", "")
     visible = model.data_rows()
     full = dataset_rows(model, "mnist_3v7")
     # every visible row is a row of the dataset: find it there, and let the full-data path compute it

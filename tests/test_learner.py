@@ -22,7 +22,7 @@ from xlmnist import oracle
 from xlmnist.build import mnist
 from xlmnist.compiler import compile_workbook
 from xlmnist.errors import WorkbookError
-from xlmnist.learner import areas, dependent_blocks, history_block, sheet_names, write_training_results
+from xlmnist.learner import areas, history_block, sheet_names, write_training_results
 from xlmnist.reader import area_name
 from xlmnist.writeback import split_ref, write_values
 
@@ -142,7 +142,7 @@ def test_results_written_and_shown_without_recalculation(books, written, book):
         # predictions (and every other parameter-dependent formula): cached = shown = forced
         pred = names["xlmnist_predictions"].replace("$", "")
         assert len(np.unique(cells_of(forced, pred).astype(float))) > 1  # real per-row predictions
-        for b in dependent_blocks(model):
+        for b in model.dependent_blocks():
             ref = area_name(b.sheet, *b.out)
             c = cells_of(cached, ref)
             num = np.array([[isinstance(v, (float, bool)) for v in row] for row in c])
@@ -227,7 +227,7 @@ def test_course_titanic_params_and_cached_values_only(tmp_path):
     assert lo_default(control)["nnet"]["AH1"] == pytest.approx(old, rel=1e-12) != pytest.approx(obj)
     a, b = members(src), members(path)
     cell_re = re.compile(rb'<c r="([A-Z]+\d+)"[^>]*?(?:/>|>.*?</c>)', re.S)
-    dep = {area_name(b_.sheet, *b_.out) for b_ in dependent_blocks(model)}
+    dep = {area_name(b_.sheet, *b_.out) for b_ in model.dependent_blocks()}
     for name in a:
         if a[name] == b[name]:
             continue

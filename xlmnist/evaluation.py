@@ -38,7 +38,7 @@ _RELU = re.compile(
 
 
 def _workbook(model, path=None):
-    wb = getattr(getattr(model, "_c", None), "wb", None)
+    wb = getattr(model, "workbook", None)
     if wb is None:
         from xlmnist.reader import read_workbook
 

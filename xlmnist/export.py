@@ -97,7 +97,7 @@ class Exporter:
     def __init__(self, path, sheet=None):
         self.path = os.fspath(path)
         self.cm = compile_workbook(self.path, sheet=sheet)
-        self.c = self.cm._c  # the Compiler: graph, constant grids, parameter areas
+        self.c = self.cm.compiler  # graph, constant grids, parameter areas
         self.g, self.wb = self.c.graph, self.c.wb
         self.sheet = self.cm.objective_ref.rsplit("!", 1)[0].strip("'")
         self.vars: dict = {}  # (ctx, block id) -> (name, column offset inside the variable)

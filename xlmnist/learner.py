@@ -90,40 +90,12 @@ def history_block(history: list[dict], shape: tuple[int, int]) -> np.ndarray:
     return block
 
 
-def dependent_blocks(model) -> list:
-    """The formula blocks of the whole workbook that depend (directly or through other formulas) on the
-    model's trainable cells. Reads the compiler's graph (``model._c``); the compiler owner should expose
-    this as a public ``CompiledModel`` method."""
-    comp = model._c
-    graph = comp.graph
-    direct, readers = set(), {}
-    for b in graph.blocks:
-        try:
-            graph.analyse(b)
-        except XlmnistError:
-            continue  # a formula the compiler cannot read: it keeps its cached value
-        for use in b.refs:
-            u1, v1, u2, v2 = use.footprint(b.R, b.C)
-            for sheet, r1, c1, r2, c2 in comp.params:
-                if use.sheet == sheet and u1 <= r2 and r1 <= u2 and v1 <= c2 and c1 <= v2:
-                    direct.add(b.id)
-        for dep in b.deps:
-            readers.setdefault(dep, []).append(b.id)
-    seen, todo = set(direct), list(direct)
-    while todo:
-        for nxt in readers.get(todo.pop(), ()):
-            if nxt not in seen:
-                seen.add(nxt)
-                todo.append(nxt)
-    return [graph.blocks[i] for i in sorted(seen)]
-
-
 def cached_values(model, params) -> dict[str, np.ndarray]:
     """``{range: values}`` of every parameter-dependent formula block, evaluated on the sheet's visible
     rows (non-finite results, e.g. text, as ``None``: left as they are)."""
     from xlmnist.reader import area_name
 
-    refs = [area_name(b.sheet, *b.out) for b in dependent_blocks(model)]
+    refs = [area_name(b.sheet, *b.out) for b in model.dependent_blocks()]
     if not refs:
         return {}
     with torch.no_grad():

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from xlmnist.compiler import DATA, Compiler, parse_areas
-from xlmnist.errors import FormulaError, WorkbookError
+from xlmnist.errors import FormulaError, WorkbookError, XlmnistError
 from xlmnist.reader import area_name, cell_name, read_workbook
 
 SENSES = {"1": "max", "2": "min", "3": "value"}
@@ -74,6 +74,42 @@ class CompiledModel:
         return _compile(
             c.wb, c.graph, *self._recipe[:3], dtype or self.dtype, device or self.device, self._recipe[3]
         )
+
+    @property
+    def workbook(self):
+        """The parsed workbook (:class:`xlmnist.reader.Workbook`) the model was compiled from."""
+        return self._c.wb
+
+    @property
+    def compiler(self) -> Compiler:
+        """The compile stage behind the model (graph, constant grids, parameter areas), for export."""
+        return self._c
+
+    def dependent_blocks(self) -> list:
+        """The formula blocks of the whole workbook that depend (directly or through other formulas) on the
+        trainable cells: what a write-back must recompute. Blocks the compiler cannot read are left out."""
+        comp = self._c
+        graph = comp.graph
+        direct, readers = set(), {}
+        for b in graph.blocks:
+            try:
+                graph.analyse(b)
+            except XlmnistError:
+                continue  # a formula the compiler cannot read: it keeps its cached value
+            for use in b.refs:
+                u1, v1, u2, v2 = use.footprint(b.R, b.C)
+                for sheet, r1, c1, r2, c2 in comp.params:
+                    if use.sheet == sheet and u1 <= r2 and r1 <= u2 and v1 <= c2 and c1 <= v2:
+                        direct.add(b.id)
+            for dep in b.deps:
+                readers.setdefault(dep, []).append(b.id)
+        seen, todo = set(direct), list(direct)
+        while todo:
+            for nxt in readers.get(todo.pop(), ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return [graph.blocks[i] for i in sorted(seen)]
 
     def initial_params(self) -> list[torch.Tensor]:
         return self._c.initial_params()
