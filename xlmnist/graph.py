@@ -8,6 +8,7 @@ constant arguments are resolved to plain ``Ref`` nodes relative to the block's t
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field, replace
 
@@ -27,6 +28,7 @@ _R1C1 = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=4096)
 def _colnum(s: str) -> int:
     n = 0
     for ch in s:

@@ -205,7 +205,13 @@ class _Sheet:
         return self._cell_xml(m.group(1), x, t, f.group(0) if f else b"")
 
     def _in_array(self, row: int, col: int) -> bool:
-        return any(r1 <= row <= r2 and c1 <= col <= c2 for r1, c1, r2, c2 in self.arrays)
+        by_row = self.__dict__.get("_array_rows")
+        if by_row is None:  # row -> the column spans of the array formulas covering it (built once)
+            by_row = self._array_rows = {}
+            for r1, c1, r2, c2 in self.arrays:
+                for r in range(r1, r2 + 1):
+                    by_row.setdefault(r, []).append((c1, c2))
+        return any(c1 <= col <= c2 for c1, c2 in by_row.get(row, ()))
 
     def _find(self, body: bytes, rownum: int, col: int) -> re.Match | None:
         key = f' r="{col_letters(col)}{rownum}"'.encode()
