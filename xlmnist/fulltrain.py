@@ -241,6 +241,7 @@ def train_book(
         "steps": result.steps,
         "epochs": len(result.epochs) if minibatch else None,
         "seconds": result.seconds,
+        "cpu_seconds": result.cpu_seconds,
         "total_seconds": time.perf_counter() - t_start,
         "device": result.device,
         "optimizer": result.optimizer,

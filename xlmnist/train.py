@@ -50,6 +50,7 @@ class TrainResult:
     evaluations: int = 0
     epochs: list[dict] = field(default_factory=list)  # minibatch training: one row per epoch
     diagnosis: str | None = None
+    cpu_seconds: float | None = None  # minibatch training: this process's CPU time in the loop
 
 
 def resolve_device(device: str | None) -> str:
@@ -370,7 +371,9 @@ def train_epochs(
     gen = torch.Generator().manual_seed(seed)
     n = len(data)
     total_steps = max(1, epochs * math.ceil(n / batch_size))
-    t0 = time.perf_counter()
+    if valid is not None and view is not None:
+        view.measure(ps, valid[:1])  # compile the validation program now, not inside the first epoch
+    t0, c0 = time.perf_counter(), time.process_time()
     rows: list[dict] = []
     good = [p.detach().clone() for p in ps]
     steps, initial, run, first_bad = 0, math.nan, 0, None
@@ -381,6 +384,7 @@ def train_epochs(
         return TrainResult(
             params=[p.detach().to("cpu", torch.float64) for p in params_], objective=last,
             initial_objective=initial, steps=steps, seconds=time.perf_counter() - t0, device=device,
+            cpu_seconds=time.process_time() - c0,
             history=[r["train_loss"] for r in rows], optimizer=name, lr=lr, interrupted=interrupted,
             epochs=rows, diagnosis=diagnosis,
         )  # fmt: skip
