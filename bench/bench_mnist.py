@@ -63,23 +63,12 @@ def run_xlmnist(book: str, sheet: str, epochs: int | None) -> dict:
     }  # fmt: skip
 
 
-def run_hand(book: str, sheet: str, epochs: int | None) -> dict:
+def hand_model(sheet: str, params: list, binary: bool):
+    """The sheet's model written by hand: (forward(x), loss_of(out, y)); x = [M, 786] pixels, Ones, label."""
     import torch
     import torch.nn.functional as F
 
-    from xlmnist.fulltrain import compile_sheet, dataset_rows
-
-    model = compile_sheet(book, sheet)  # only to read the sheet's settings and initial cell values
-    s = model.settings
-    epochs = int(epochs if epochs is not None else s["epochs"])
-    bs, lr, seed, name = int(s["batch_size"]), float(s["lr"]), int(s["seed"]), s["optimizer"]
-    params = [p.float().clone().requires_grad_(True) for p in model.initial_params()]
-    t0 = time.perf_counter()
-    train = dataset_rows(model, s["dataset"], "train").float().numpy()
-    valid = torch.from_numpy(dataset_rows(model, s["dataset"], "valid").float().numpy())
-    binary = s["dataset"] == "mnist_3v7"
-
-    def forward(x):  # x: [M, 786] = pixels, Ones, label
+    def forward(x):
         x1 = x[:, :785]
         if sheet == "linear":
             return torch.sigmoid(x1 @ params[0][0])
@@ -95,6 +84,25 @@ def run_hand(book: str, sheet: str, epochs: int | None) -> dict:
             return torch.where(y == 1, 1 - out, out).mean()  # the book's mnist_loss
         return F.cross_entropy(out, y.long())
 
+    return forward, loss_of
+
+
+def run_hand(book: str, sheet: str, epochs: int | None) -> dict:
+    import torch
+
+    from xlmnist.fulltrain import compile_sheet, dataset_rows
+
+    model = compile_sheet(book, sheet)  # only to read the sheet's settings and initial cell values
+    s = model.settings
+    epochs = int(epochs if epochs is not None else s["epochs"])
+    bs, lr, seed, name = int(s["batch_size"]), float(s["lr"]), int(s["seed"]), s["optimizer"]
+    params = [p.float().clone().requires_grad_(True) for p in model.initial_params()]
+    t0 = time.perf_counter()
+    train = dataset_rows(model, s["dataset"], "train").float().numpy()
+    valid = torch.from_numpy(dataset_rows(model, s["dataset"], "valid").float().numpy())
+    binary = s["dataset"] == "mnist_3v7"
+
+    forward, loss_of = hand_model(sheet, params, binary)
     opt = torch.optim.Adam(params, lr=lr) if name == "adam" else torch.optim.SGD(params, lr=lr)
     gen = torch.Generator().manual_seed(seed)
     linear = str(s.get("lr_schedule") or "constant").strip().lower() == "linear"
