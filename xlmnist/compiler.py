@@ -21,6 +21,7 @@ from xlmnist.reader import XLError, area_name, cell_name
 from xlmnist.sheetxml import CellValues
 
 DATA = -1_000_000  # env slot of the data rows (the ``xlmnist_data`` range)
+TRUSTED = "trusted"  # env key: the data rows passed the generated program's ``check`` (skip its guards)
 
 
 class _Expr:

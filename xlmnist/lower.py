@@ -23,12 +23,10 @@ import numpy as np
 import torch
 
 from xlmnist import parser as P
-from xlmnist.compiler import DATA
+from xlmnist.compiler import DATA, TRUSTED
 from xlmnist.functions import BOOL, EMPTY, NUM, TEXT
 from xlmnist.fuse import fuse_softmax
 from xlmnist.graph import RefUse
-
-TRUSTED = "trusted"  # env key: the data rows passed the program's ``check`` (skip the per-call guards)
 
 
 class Unsupported(Exception):

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import torch
 
-from xlmnist.compiler import DATA, Compiler, parse_areas
+from xlmnist.compiler import DATA, TRUSTED, Compiler, parse_areas
 from xlmnist.errors import FormulaError, WorkbookError, XlmnistError
 from xlmnist.reader import area_name, cell_name, read_workbook
 
@@ -148,7 +148,7 @@ class CompiledModel:
     def objective(self, params, data=None, trusted: bool = False) -> torch.Tensor:
         env = self._env(params, data)
         if trusted and data is not None:
-            env["trusted"] = True
+            env[TRUSTED] = True
         if self._prog is not None:
             return self._prog(env)
         for bid, e in self._obj_steps:
