@@ -33,8 +33,7 @@ def fuse_softmax(L: Lowerer) -> None:
 
     One fused op instead of five (and a stable log) in both the forward and the backward pass."""
 
-    def res(name: str) -> str:
-        return _res(L, name)
+    res = L.resolve
 
     def same(a: str, b: str) -> bool:  # one value, or two identical expressions of the same values
         a, b = res(a), res(b)
@@ -130,22 +129,15 @@ def _one_hot(o: torch.Tensor) -> bool:
     return bool(((o == 0) | (o == 1)).all() and (o.sum(1) == 1).all())
 
 
-def _res(L: Lowerer, name: str) -> str:
-    """The variable behind plain aliases (``b7 = t13``)."""
-    while re.fullmatch(r"[tb]\d+", L.defs.get(name, "")):
-        name = L.defs[name]
-    return name
-
-
 def _label_column(L: Lowerer, name: str):
     """(column, n) where ``name`` is ``IF(label=0..n-1, 1, 0)`` over one data column, else None."""
-    m = re.fullmatch(rf"torch\.where\(({_NAME}), 1\.0, ({_NAME}|0\.0)\)", L.defs.get(_res(L, name), ""))
+    m = re.fullmatch(rf"torch\.where\(({_NAME}), 1\.0, ({_NAME}|0\.0)\)", L.origin(name))
     if not m or not (m.group(2) == "0.0" or _zero_one(L, m.group(2)) and not bool(L.g[m.group(2)].any())):
         return None
-    me = re.fullmatch(rf"torch\.eq\(({_NAME}), (k\d+)\)", L.defs.get(_res(L, m.group(1)), ""))
+    me = re.fullmatch(rf"torch\.eq\(({_NAME}), (k\d+)\)", L.origin(m.group(1)))
     if not me:
         return None
-    mc = re.fullmatch(r"D\[:, (\d+):(\d+)\]", L.defs.get(_res(L, me.group(1)), ""))
+    mc = re.fullmatch(r"D\[:, (\d+):(\d+)\]", L.origin(me.group(1)))
     k = L.g[me.group(2)]
     if not mc or int(mc.group(2)) != int(mc.group(1)) + 1 or k.dim() != 2 or k.shape[0] != 1:
         return None
@@ -169,8 +161,8 @@ def _zero_one(L: Lowerer, name: str) -> bool:
     if expr is None:
         t = L.g.get(name)
         return isinstance(t, torch.Tensor) and bool(((t == 0) | (t == 1)).all())
-    if _res(L, name) != name:
-        return _zero_one(L, _res(L, name))
+    if L.resolve(name) != name:
+        return _zero_one(L, L.resolve(name))
     m = re.fullmatch(rf"torch\.where\(({_NAME}), ([^,]+), ([^,]+)\)", expr)
     if not m or not _no_grad(L, m.group(1)):
         return False

@@ -207,11 +207,15 @@ class Lowerer:
         s = float(torch.nextafter(torch.zeros((), dtype=self.dtype), torch.ones((), dtype=self.dtype)))
         return f"torch.nn.functional.threshold({{}}, {-s!r}, 0.0)"
 
-    def origin(self, name: str) -> str:
-        """The expression that defined a variable, through plain aliases."""
+    def resolve(self, name: str) -> str:
+        """The variable behind plain aliases (``b7 = t13`` -> ``t13``)."""
         while re.fullmatch(r"[tb]\d+", self.defs.get(name, "")):
             name = self.defs[name]
-        return self.defs.get(name, "")
+        return name
+
+    def origin(self, name: str) -> str:
+        """The expression that defined a variable, through plain aliases."""
+        return self.defs.get(self.resolve(name), "")
 
     def stacked_mv(self, cols: list[str]) -> str | None:
         """stack([mv(K, p[0]), mv(K, p[1]), ...], 1) over all rows of p -> mm(K, p.T) (nnet's hidden layer)."""
