@@ -141,7 +141,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="+", choices=list(CASES), default=list(CASES))
     ap.add_argument("--epochs", type=int, help="override the workbook's epochs (quick runs)")
-    ap.add_argument("--rows", type=int, default=100, help="visible rows of the built workbooks")
+    ap.add_argument("--rows", type=int, default=None, help="visible rows of the built workbooks (default: the build default, as users get)")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each, alternating; the fastest counts")
     ap.add_argument("--one", nargs=3, metavar=("KIND", "BOOK", "SHEET"), help=argparse.SUPPRESS)
     args = ap.parse_args()

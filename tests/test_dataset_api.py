@@ -211,3 +211,34 @@ def test_not_row_polymorphic(tmp_path, formulas, cell):
     assert float(ok.objective(ok.initial_params())) == pytest.approx(float(hand), rel=1e-12)
     with pytest.raises(WorkbookError, match=cell):
         compile_workbook(path, sheet="m", objective="m!E1", params="m!A1:C1", data="data!A2:D7")
+
+
+def test_model_reading_the_first_rows_of_a_longer_derived_column(tmp_path):
+    """Issue 10: the data sheet's one-hot columns run over all 40 rows, the model (and its xlmnist_data)
+    only over the first 15: the copied block is split at the data rows' edges, so its first part follows
+    the data rows and the rest stays a constant (was: "a formula over data-aligned rows must use all")."""
+    from xlmnist.build.mlp import mlp_sheet
+
+    x, _ = _images(N, 7)
+    y = np.random.default_rng(8).integers(0, 10, size=N)
+    p = init_params(0)
+    path = tmp_path / "mlp.xlsx"
+    with exact_floats():
+        book = Book()
+        data_sheet(book, x, y, onehot=True)
+        mlp_sheet(book, 15, p["mlp_w1"], p["mlp_w2"])
+        book.write_settings()
+        book.save(path)
+    m = compile_workbook(path, sheet="mlp")
+    assert m.data_ref == "data!A2:ADF16"
+    params = m.initial_params()
+    X = _features(x, y)
+
+    def hand(X):
+        w1, w2 = params
+        h = torch.relu(X[:, :785] @ w1)
+        z = torch.cat([h, torch.ones(len(X), 1, dtype=X.dtype)], 1) @ w2
+        return torch.nn.functional.cross_entropy(z, X[:, 785].long())
+
+    assert float(m.objective(params)) == pytest.approx(float(hand(X[:15])), rel=1e-12)
+    assert float(m.objective(params, data=X)) == pytest.approx(float(hand(X)), rel=1e-12)

@@ -145,6 +145,11 @@ class Compiler:
     def set_data(self, sheet: str, r1: int, c1: int, r2: int, c2: int) -> None:
         """Make the rectangle of data rows an input: ``env[DATA]`` of shape [M, ncols], any M."""
         where = area_name(sheet, r1, c1, r2, c2)
+        # a copied column that runs past the data rows (e.g. one-hot labels over all rows of the data
+        # sheet while the model reads only the first rows) becomes one part per side of each boundary
+        for bid in self.graph.split_rows(sheet, (r1, r2 + 1)):
+            o = self.graph.blocks[bid].out
+            self.src[sheet][o[0] : o[2] + 1, o[1] : o[3] + 1] = bid
         ids = self.graph.blocks_in(sheet, r1, c1, r2, c2)
         for bid in ids:
             b = self.graph.blocks[bid]

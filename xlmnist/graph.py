@@ -166,6 +166,29 @@ class Graph:
             grid = self.grid[b.sheet] = bigger
         grid[r1 : r2 + 1, c1 : c2 + 1] = b.id
 
+    def split_rows(self, sheet: str, bounds: tuple[int, ...]) -> list[int]:
+        """Split every copied block of ``sheet`` whose rows straddle one of ``bounds`` (a block then
+        starts at that row), so a part can be row-aligned with a data range while the rest stays a
+        constant. The cells and their formulas are unchanged; returns the ids of the new blocks."""
+        new: list[int] = []
+        for b in list(self.blocks):
+            if b.sheet != sheet or b.array:
+                continue
+            r1, c1, r2, c2 = b.out
+            cuts = sorted(k for k in set(bounds) if r1 < k <= r2)
+            if not cuts:
+                continue
+            edges = [r1, *cuts, r2 + 1]
+            b.R, b.out = edges[1] - r1, (r1, c1, edges[1] - 1, c2)
+            for a, z in zip(edges[1:-1], edges[2:]):
+                part = Block(len(self.blocks), sheet, a, c1, z - a, b.C, (a, c1, z - 1, c2))
+                self._add(part)
+                new.append(part.id)
+        if new:  # analyses made before the split name the old extents: redo them when needed
+            for b in self.blocks:
+                b.ast, b.refs, b.deps = None, [], []
+        return new
+
     def block_at(self, sheet: str, r: int, c: int) -> Block | None:
         grid = self.grid.get(sheet)
         if grid is None or r >= grid.shape[0] or c >= grid.shape[1]:
