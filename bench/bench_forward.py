@@ -3,7 +3,7 @@
     python bench/bench_forward.py [--rows 1000] [--full 12396] [--threads 1] [--repeat 30]
 
 Sheets: the course titanic.xlsx (linear, nnet, mmult) and MNIST-shaped workbooks generated with the
-real ``xlmnist.build`` sheet writers over random images (linear, simple_net, linear10) at ``--rows``
+real ``xlmnist.lessons`` sheet writers over random images (linear, simple_net, linear10) at ``--rows``
 visible rows, plus the same models over ``--full`` rows through the dataset API (``data=``).
 Prints per sheet: xlmnist us, torch us, ratio (goal <= 1.10). Values are checked to agree (rel 1e-10).
 """
@@ -23,10 +23,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from xlmnist.build import models  # noqa: E402
-from xlmnist.build.common import Book, exact_floats  # noqa: E402
-from xlmnist.build.mnist import data_sheet, init_params  # noqa: E402
-from xlmnist.compiler import compile_workbook  # noqa: E402
+from xlmnist.compile import compile_workbook  # noqa: E402
+from xlmnist.lessons import models  # noqa: E402
+from xlmnist.lessons.mnist import data_sheet, init_params  # noqa: E402
+from xlmnist.xlsx.book import Book, exact_floats  # noqa: E402
 
 COURSE = ROOT.parent / "shared" / "course" / "titanic.xlsx"
 

@@ -49,7 +49,7 @@ def maxrss_mb() -> float:
 
 
 def run_xlmnist(book: str, sheet: str, epochs: int | None) -> dict:
-    from xlmnist.fulltrain import train_book
+    from xlmnist.train.session import train_book
 
     out = str(Path(book).with_name(f"trained-{sheet}.xlsx"))
     t0 = time.perf_counter()
@@ -90,7 +90,8 @@ def hand_model(sheet: str, params: list, binary: bool):
 def run_hand(book: str, sheet: str, epochs: int | None) -> dict:
     import torch
 
-    from xlmnist.fulltrain import compile_sheet, dataset_rows
+    from xlmnist.train.session import compile_sheet
+    from xlmnist.train.settings import dataset_rows
 
     model = compile_sheet(book, sheet)  # only to read the sheet's settings and initial cell values
     s = model.settings
@@ -141,15 +142,20 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="+", choices=list(CASES), default=list(CASES))
     ap.add_argument("--epochs", type=int, help="override the workbook's epochs (quick runs)")
-    ap.add_argument("--rows", type=int, default=None, help="visible rows of the built workbooks (default: the build default, as users get)")
+    ap.add_argument(
+        "--rows",
+        type=int,
+        default=None,
+        help="visible rows of the built workbooks (default: the build default, as users get)",
+    )
     ap.add_argument("--repeat", type=int, default=1, help="runs of each, alternating; the fastest counts")
     ap.add_argument("--one", nargs=3, metavar=("KIND", "BOOK", "SHEET"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         one(*args.one, args.epochs)
         return 0
-    from xlmnist.build import build_all
     from xlmnist.data import mnist_available
+    from xlmnist.lessons import build_all
 
     cases = [c for c in args.only if CASES[c][0] != "mnist.xlsx" or mnist_available()]
     if len(cases) < len(args.only):

@@ -3,7 +3,7 @@
     pip install pycel   # bench-only dependency
     python bench/bench_pycel.py [--rows 2000] [--book path/to/mnist_3v7.xlsx]
 
-Without ``--book`` a workbook is generated with the real ``xlmnist.build`` sheet writers over random
+Without ``--book`` a workbook is generated with the real ``xlmnist.lessons`` sheet writers over random
 images (``--rows`` x 785 data columns). Reports read+compile time and one forward for each tool, the
 ratio, and checks that both give the same loss (rel 1e-9).
 """
@@ -24,10 +24,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_forward import images  # noqa: E402
 
-from xlmnist.build import models  # noqa: E402
-from xlmnist.build.common import Book  # noqa: E402
-from xlmnist.build.mnist import data_sheet, init_params  # noqa: E402
-from xlmnist.compiler import compile_workbook  # noqa: E402
+from xlmnist.compile import compile_workbook  # noqa: E402
+from xlmnist.lessons import models  # noqa: E402
+from xlmnist.lessons.mnist import data_sheet, init_params  # noqa: E402
+from xlmnist.xlsx.book import Book  # noqa: E402
 
 
 def make_book(path: Path, rows: int) -> Path:

@@ -30,8 +30,8 @@ TARGET = SOLVER_LOSS * (1 + 1e-9)
 
 
 def xlmnist_side(book: Path) -> dict:
-    from xlmnist.compiler import compile_workbook
-    from xlmnist.train import train
+    from xlmnist.compile import compile_workbook
+    from xlmnist.train.optim import train
 
     t0 = time.perf_counter()
     model = compile_workbook(book, sheet="linear")
@@ -90,7 +90,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--timeout", type=int, default=300)
     args = ap.parse_args()
-    from xlmnist.writeback import write_values
+    from xlmnist.xlsx.writeback import write_values
 
     with tempfile.TemporaryDirectory() as tmp:
         book = Path(tmp) / "titanic.xlsx"

@@ -28,7 +28,8 @@ from bench_mnist import CASES, hand_model  # noqa: E402
 def measure(book: Path, sheet: str, rounds: int, steps: int) -> tuple[float, float]:
     import torch
 
-    from xlmnist.fulltrain import compile_sheet, dataset_rows
+    from xlmnist.train.session import compile_sheet
+    from xlmnist.train.settings import dataset_rows
 
     model = compile_sheet(book, sheet).recompile(dtype=torch.float32)
     s = model.settings
@@ -75,8 +76,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--steps", type=int, default=100)
     args = ap.parse_args()
-    from xlmnist.build import build_all
     from xlmnist.data import mnist_available
+    from xlmnist.lessons import build_all
 
     cases = [c for c in args.only if CASES[c][0] != "mnist.xlsx" or mnist_available()]
     if len(cases) < len(args.only):

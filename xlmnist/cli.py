@@ -15,16 +15,16 @@ from xlmnist.errors import XlmnistError
 # subcommand -> the module whose ``register(subparsers)`` defines it. Only the module of the command
 # being run is imported (importing torch for ``xlmnist build --help`` would cost seconds).
 COMMANDS = {
-    "build": "xlmnist.build",
+    "build": "xlmnist.lessons",
     "check": "xlmnist.oracle",
     "demo": "xlmnist.demo",
-    "eval": "xlmnist.commands",
-    "train": "xlmnist.commands",
-    "step": "xlmnist.commands",
-    "export": "xlmnist.exportgen",
-    "import": "xlmnist.importer",
-    "addin": "xlmnist.addin",
-    "serve": "xlmnist.server",
+    "eval": "xlmnist.train.commands",
+    "train": "xlmnist.train.commands",
+    "step": "xlmnist.train.commands",
+    "export": "xlmnist.export.codegen",
+    "import": "xlmnist.export.importer",
+    "addin": "xlmnist.excel.addin",
+    "serve": "xlmnist.excel.server",
 }
 
 

@@ -39,10 +39,10 @@ def model_sheets(path) -> list[str]:
 
 def run_demo(out="workbooks", *, quick=False, rows=None, seed=0, log=print) -> tuple[list[dict], list[str]]:
     """Build, train, write back; returns (table rows, error lines)."""
-    from xlmnist.build import build_all
     from xlmnist.data import mnist_available
     from xlmnist.errors import XlmnistError
-    from xlmnist.fulltrain import train_book
+    from xlmnist.lessons import build_all
+    from xlmnist.train.session import train_book
 
     books = ["titanic.xlsx", "mnist_3v7.xlsx"]
     if mnist_available():

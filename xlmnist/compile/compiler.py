@@ -1,0 +1,558 @@
+"""Blocks -> one vectorized torch op each; ``compile_workbook`` -> :class:`CompiledModel`.
+
+Everything that does not depend on a trainable cell is evaluated once at compile time (constant
+folding, strings allowed); only the rest runs in ``objective(params)`` under autograd.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import torch
+
+from xlmnist.compile import functions as F
+from xlmnist.compile.functions import BOOL, EMPTY, ERR, NUM, TEXT, ExcelError, Value
+from xlmnist.errors import FormulaError, WorkbookError
+from xlmnist.formula import parser as P
+from xlmnist.formula.graph import Graph, RefUse, topo_order
+from xlmnist.xlsx.reader import XLError, area_name, cell_name
+from xlmnist.xlsx.sheetxml import CellValues
+
+DATA = -1_000_000  # env slot of the data rows (the ``xlmnist_data`` range)
+TRUSTED = "trusted"  # env key: the data rows passed the generated program's ``check`` (skip its guards)
+
+
+class _Expr:
+    __slots__ = ("const", "fn", "aligned", "info")
+
+    def __init__(self, const: Value | None = None, fn=None, aligned: bool = False, info=None):
+        self.const, self.fn, self.aligned = const, fn, aligned
+        self.info = info  # for areas: how the rectangle is assembled (read by xlmnist.compile.lower)
+
+    def __call__(self, env):
+        return self.const if self.const is not None else self.fn(env)
+
+
+def _scalar(e: _Expr) -> float | None:
+    v = e.const
+    if v is None or v.kind is not None or v.t.numel() != 1:
+        return None
+    return float(v.t.reshape(()))
+
+
+class _Ctx:
+    def __init__(self, dtype, device):
+        self.dtype, self.device = dtype, device
+
+
+def _windows(a, R: int, C: int, h: int, w: int, rrel: bool, crel: bool, unfold):
+    """Footprint [FH, FW] -> per-cell windows [bR, bC, h, w] (views)."""
+    rrel, crel = rrel and (R > 1 or R == -1), crel and C > 1
+    if (not rrel or h == 1) and (not crel or w == 1):  # one reshape does it
+        if crel and not rrel and h > 1:  # one column each: [h, C] -> [1, C, h, 1]
+            return a.transpose(0, 1).reshape(1, C, h, 1)
+        return a.reshape(R if rrel else 1, C if crel else 1, 1 if rrel else h, 1 if crel else w)
+    a = unfold(a, 0, h).swapaxes(1, 2) if rrel else a[None]
+    return unfold(a, 2, w).swapaxes(1, 2) if crel else a[:, None]
+
+
+def _t_unfold(t, dim, size):
+    return t.unfold(dim, size, 1)
+
+
+def _np_unfold(a, dim, size):
+    return np.lib.stride_tricks.sliding_window_view(a, size, axis=dim)
+
+
+class Compiler:
+    def __init__(self, wb, dtype=torch.float64, device="cpu", graph=None):
+        self.wb, self.ctx = wb, _Ctx(dtype, torch.device(device))
+        self.graph = graph if graph is not None else Graph(wb)  # the graph is dtype-free: shareable
+        self.src = {name: g.copy() for name, g in self.graph.grid.items()}
+        self.cnum, self.ckind, self.cstr = {}, {}, {}
+        for name in wb.order:
+            self._const_grid(name)
+        self.params: list[tuple[str, int, int, int, int]] = []
+        self.compiled: dict[int, bool] = {}  # block id -> dynamic?
+        self.steps: list[tuple[int, _Expr]] = []  # dynamic blocks in dependency order
+        self.bad_inputs: dict[int, str] = {}
+        self.data: tuple[str, int, int, int, int] | None = None
+        self.data_default: torch.Tensor | None = None
+        self.in_data: set[int] = set()  # blocks inside the data range: their values come from the data
+        self.aligned: set[int] = {DATA}  # sources whose rows are the data rows (any number of them)
+        self.rows_of: dict[int, tuple[int, int]] = {}
+        self.reads: dict[int, set[int]] = {}  # block -> dynamic blocks it reads
+        self._row_aligned = False
+
+    # ---- constants ----------------------------------------------------------------------------------
+    def _const_grid(self, name: str) -> None:
+        sh = self.wb.sheets[name]
+        shape = self.src[name].shape
+        num = np.zeros(shape)
+        kind = np.full(shape, EMPTY, np.int8)
+        strs = None
+        values = sh.values
+        if isinstance(values, CellValues):  # the dense number grid in one go, then the few other cells
+            h, w = min(shape[0], values.num.shape[0]), min(shape[1], values.num.shape[1])
+            has = values.has[:h, :w]
+            num[:h, :w] = np.where(has, values.num[:h, :w], 0.0)
+            kind[:h, :w][has] = NUM
+            values = values.other
+        for (r, c), v in values.items():
+            if isinstance(v, bool):
+                num[r, c], kind[r, c] = float(v), BOOL
+            elif isinstance(v, float):
+                num[r, c], kind[r, c] = v, NUM
+            elif isinstance(v, XLError):
+                num[r, c], kind[r, c] = math.nan, ERR
+            else:
+                if strs is None:
+                    strs = np.full(shape, None, object)
+                num[r, c], kind[r, c], strs[r, c] = math.nan, TEXT, v
+        self.cnum[name], self.ckind[name], self.cstr[name] = num, kind, strs
+
+    def _grid_slice(self, arr, r1, c1, r2, c2, fill):
+        H, W = arr.shape
+        if r2 < H and c2 < W:
+            return arr[r1 : r2 + 1, c1 : c2 + 1]
+        out = np.full((r2 - r1 + 1, c2 - c1 + 1), fill, dtype=arr.dtype)
+        sub = arr[r1 : min(r2 + 1, H), c1 : min(c2 + 1, W)]
+        out[: sub.shape[0], : sub.shape[1]] = sub
+        return out
+
+    def add_param(self, sheet: str, r1: int, c1: int, r2: int, c2: int) -> None:
+        where = area_name(sheet, r1, c1, r2, c2)
+        if self.graph.blocks_in(sheet, r1, c1, r2, c2):
+            b = self.graph.blocks[self.graph.blocks_in(sheet, r1, c1, r2, c2)[0]]
+            raise WorkbookError(f"{where}: trainable range overlaps the formula cells {b.name}")
+        kind = self._grid_slice(self.ckind[sheet], r1, c1, r2, c2, EMPTY)
+        bad = np.argwhere((kind == TEXT) | (kind == ERR))
+        if len(bad):
+            raise WorkbookError(
+                f"{cell_name(sheet, r1 + bad[0][0], c1 + bad[0][1])}: trainable cell is not a number"
+            )
+        grid = self.src[sheet]
+        if r2 >= grid.shape[0] or c2 >= grid.shape[1]:
+            self._grow(sheet, r2, c2)
+            grid = self.src[sheet]
+        if (grid[r1 : r2 + 1, c1 : c2 + 1] <= -2).any():
+            raise WorkbookError(f"{where}: trainable ranges overlap")
+        grid[r1 : r2 + 1, c1 : c2 + 1] = -(len(self.params) + 2)
+        self.params.append((sheet, r1, c1, r2, c2))
+
+    def set_data(self, sheet: str, r1: int, c1: int, r2: int, c2: int) -> None:
+        """Make the rectangle of data rows an input: ``env[DATA]`` of shape [M, ncols], any M."""
+        where = area_name(sheet, r1, c1, r2, c2)
+        # a copied column that runs past the data rows (e.g. one-hot labels over all rows of the data
+        # sheet while the model reads only the first rows) becomes one part per side of each boundary
+        for bid in self.graph.split_rows(sheet, (r1, r2 + 1)):
+            o = self.graph.blocks[bid].out
+            self.src[sheet][o[0] : o[2] + 1, o[1] : o[3] + 1] = bid
+        ids = self.graph.blocks_in(sheet, r1, c1, r2, c2)
+        for bid in ids:
+            b = self.graph.blocks[bid]
+            o = b.out
+            if not (r1 <= o[0] and o[2] <= r2 and c1 <= o[1] and o[3] <= c2):
+                raise WorkbookError(
+                    f"{b.anchor}: the formula block {b.name} straddles the data range {where}"
+                )
+        self.compile_blocks(ids)  # fold their current values: they are the default data rows
+        for bid in ids:
+            if self.compiled[bid]:
+                b = self.graph.blocks[bid]
+                raise WorkbookError(
+                    f"{b.anchor}: a cell of the data range {where} depends on trainable cells"
+                )
+        self.compiled.clear()
+        self.steps.clear()
+        self.in_data = set(ids)
+        grid = self.src[sheet]
+        if r2 >= grid.shape[0] or c2 >= grid.shape[1]:
+            self._grow(sheet, r2, c2)
+            grid = self.src[sheet]
+        if (grid[r1 : r2 + 1, c1 : c2 + 1] <= -2).any():
+            raise WorkbookError(f"{where}: the data range overlaps the trainable cells")
+        num = self._grid_slice(self.cnum[sheet], r1, c1, r2, c2, 0.0)
+        self.data_default = torch.tensor(num, dtype=self.ctx.dtype, device=self.ctx.device)
+        grid[r1 : r2 + 1, c1 : c2 + 1] = DATA
+        self.data = (sheet, r1, c1, r2, c2)
+        self.rows_of[DATA] = (r1, r2)
+
+    def _src_rect(self, i: int):
+        if i == DATA:
+            return self.data[1:]
+        return self.params[-i - 2][1:] if i <= -2 else self.graph.blocks[i].out
+
+    def _grow(self, sheet, r2, c2):
+        old = self.src[sheet]
+        shape = (max(old.shape[0], r2 + 2), max(old.shape[1], c2 + 2))
+        for store, fill in ((self.src, -1), (self.cnum, 0.0), (self.ckind, EMPTY), (self.cstr, None)):
+            a = store[sheet]
+            if a is None:
+                continue
+            b = np.full(shape, fill, dtype=a.dtype)
+            b[: a.shape[0], : a.shape[1]] = a
+            store[sheet] = b
+
+    def initial_params(self) -> list[torch.Tensor]:
+        out = []
+        for sheet, r1, c1, r2, c2 in self.params:
+            a = np.nan_to_num(self._grid_slice(self.cnum[sheet], r1, c1, r2, c2, 0.0), nan=0.0)
+            out.append(torch.tensor(a, dtype=self.ctx.dtype, device=self.ctx.device))
+        return out
+
+    # ---- areas --------------------------------------------------------------------------------------
+    def area(self, sheet: str, r1: int, c1: int, r2: int, c2: int, owner: int | None = None):
+        """An _Expr for the 2-D tensor of a rectangle, plus its kind/string arrays (None if all numbers)."""
+        ids = np.unique(self._grid_slice(self.src[sheet], r1, c1, r2, c2, -1))
+        dyn = [int(i) for i in ids if i <= -2 or (i >= 0 and self.compiled.get(int(i)))]
+        if owner is not None:
+            self.reads.setdefault(owner, set()).update(i for i in dyn if i >= 0)
+        kind = self._grid_slice(self.ckind[sheet], r1, c1, r2, c2, EMPTY).copy()
+        strs = self.cstr[sheet]
+        strs = None if strs is None else self._grid_slice(strs, r1, c1, r2, c2, None)
+        num = self._grid_slice(self.cnum[sheet], r1, c1, r2, c2, 0.0)
+        pieces = []
+        for i in dyn:
+            s1, sc1, s2, sc2 = self._src_rect(i)
+            a1, b1, a2, b2 = max(r1, s1), max(c1, sc1), min(r2, s2), min(c2, sc2)
+            src = (slice(a1 - s1, a2 - s1 + 1), slice(b1 - sc1, b2 - sc1 + 1))
+            if (a1, b1, a2, b2) == (s1, sc1, s2, sc2):
+                src = ...  # the whole source: no slicing op
+            dst = (slice(a1 - r1, a2 - r1 + 1), slice(b1 - c1, b2 - c1 + 1))
+            if i == DATA:
+                self._check_data_text(kind[dst], a1, b1, owner)
+            kind[dst] = NUM
+            pieces.append((i, src, dst))
+        if any(i in self.aligned for i, _, _ in pieces):
+            return self._aligned_area(sheet, r1, c1, r2, c2, pieces, kind, num, owner)
+        if owner is not None:
+            bad = np.argwhere((kind == TEXT) | (kind == ERR))
+            if len(bad) and owner not in self.bad_inputs:
+                rr, cc = int(bad[0][0]), int(bad[0][1])
+                what = "text" if kind[rr, cc] == TEXT else "an error value"
+                self.bad_inputs[owner] = f"{cell_name(sheet, r1 + rr, c1 + cc)} holds {what}"
+        kind = None if (kind == NUM).all() else kind
+        if strs is not None and not (kind is not None and (kind == TEXT).any()):
+            strs = None
+        base = torch.tensor(num, dtype=self.ctx.dtype, device=self.ctx.device)
+        if not pieces:
+            return _Expr(base), kind, strs
+        H, W = r2 - r1 + 1, c2 - c1 + 1
+        e, kind, strs = self._pieces_expr(pieces, base, H, W), kind, strs
+        e.info = ("pieces", pieces, num, kind)
+        return e, kind, strs
+
+    def _pieces_expr(self, pieces, base, H, W) -> _Expr:
+        if len(pieces) == 1 and pieces[0][2] == (slice(0, H), slice(0, W)):
+            i, src, _ = pieces[0]
+            if src is ...:
+                return _Expr(fn=lambda env: env[i])
+            return _Expr(fn=lambda env: env[i][src])
+
+        strips = sorted(pieces, key=lambda p: p[2][1].start)
+        if (
+            all(p[2][0] == slice(0, H) for p in strips)
+            and [p[2][1].start for p in strips] == [0] + [p[2][1].stop for p in strips[:-1]]
+            and strips[-1][2][1].stop == W
+        ):
+            return _Expr(
+                fn=lambda env: torch.cat([env[i] if src is ... else env[i][src] for i, src, _ in strips], 1)
+            )
+
+        def assemble(env):
+            out = base.clone()
+            for i, src, dst in pieces:
+                out[dst] = env[i] if src is ... else env[i][src]
+            return out
+
+        return _Expr(fn=assemble)
+
+    def _check_data_text(self, kind, r, c, owner) -> None:
+        bad = np.argwhere(kind == TEXT)
+        if len(bad) and owner is not None:
+            b = self.graph.blocks[owner]
+            where = cell_name(self.data[0], r + int(bad[0][0]), c + int(bad[0][1]))
+            raise WorkbookError(
+                f"{b.anchor}: reads {where}, text inside the data range; the data rows must be numbers "
+                "(only number value rows can be replaced)"
+            )
+
+    def _aligned_area(self, sheet, r1, c1, r2, c2, pieces, kind, num, owner):
+        """An area over the data-aligned rows: column strips of aligned sources and row-constant cells."""
+        who = self.graph.blocks[owner].name if owner is not None else area_name(sheet, r1, c1, r2, c2)
+        strips, covered = [], np.zeros(c2 - c1 + 1, bool)
+        for i, src, dst in pieces:
+            s1, _, s2, _ = self._src_rect(i)
+            if i not in self.aligned or (s1, s2) != (r1, r2):
+                what = (
+                    "the data rows"
+                    if i == DATA
+                    else self.graph.blocks[i].name
+                    if i >= 0
+                    else "trainable cells"
+                )
+                raise WorkbookError(
+                    f"{who}: reads rows {r1}..{r2} of {sheet}, but {what} spans rows {s1}..{s2}; a formula "
+                    "over data-aligned rows must use all of them, one row per row (not row-polymorphic)"
+                )
+            csl = slice(None) if src is ... else src[1]
+            strips.append((dst[1].start, i, csl, None))
+            covered[dst[1]] = True
+        free = np.flatnonzero(~covered)
+        if len(free):
+            block = num[:, free]
+            kinds = kind[:, free]
+            bad = np.argwhere((kinds != NUM) | (block != block[:1]))
+            if len(bad):
+                rr, cc = int(bad[0][0]), int(free[bad[0][1]])
+                raise WorkbookError(
+                    f"{who}: {cell_name(sheet, r1 + rr, c1 + cc)} is a constant beside the data-aligned rows "
+                    "but differs from the row above or is not a number; it cannot be extended to other rows"
+                )
+            runs = np.split(free, np.flatnonzero(np.diff(free) != 1) + 1)
+            for run in runs:
+                const = torch.tensor(
+                    num[:1, run[0] : run[-1] + 1], dtype=self.ctx.dtype, device=self.ctx.device
+                )
+                strips.append((int(run[0]), None, None, const))
+        strips.sort(key=lambda s: s[0])
+        if len(strips) == 1:
+            _, i, csl, _ = strips[0]
+            fn = (lambda env: env[i]) if csl == slice(None) else (lambda env: env[i][:, csl])
+            return _Expr(fn=fn, aligned=True, info=("aligned", strips)), None, None
+        first = next(s[1] for s in strips if s[1] is not None)
+
+        def cat(env):
+            m = env[first].shape[0]
+            return torch.cat(
+                [env[i][:, csl] if i is not None else const.expand(m, -1) for _, i, csl, const in strips], 1
+            )
+
+        return _Expr(fn=cat, aligned=True, info=("aligned", strips)), None, None
+
+    # ---- expressions --------------------------------------------------------------------------------
+    def expr(self, node, b) -> _Expr:
+        T = type(node)
+        ctx = self.ctx
+        if T is RefUse:
+            return self._ref(node, b)
+        if T is P.Number:
+            return _Expr(F._num_of(ctx, node.value))
+        if T is P.Bool:
+            return _Expr(F._bool(F._num_of(ctx, float(node.value)).t))
+        if T is P.String:
+            return _Expr(self._text(node.value))
+        if T is P.Error:
+            return _Expr(Value(F._num_of(ctx, math.nan).t, np.full((1, 1, 1, 1), ERR, np.int8)))
+        if T is P.Missing:
+            return _Expr(Value(F._num_of(ctx, 0.0).t, np.full((1, 1, 1, 1), EMPTY, np.int8)))
+        if T is P.Array:
+            return _Expr(self._array(node))
+        if T is P.Unary:
+            return self._op(b, lambda c, a: Value(-a[0].t if node.op == "-" else a[0].t), [node.operand])
+        if T is P.Percent:
+            return self._op(b, lambda c, a: Value(a[0].t / 100.0), [node.operand])
+        if T is P.Binary:
+            op = node.op
+            if op in F.ARITH:
+                fn = F.ARITH[op]
+                left, right = self.expr(node.left, b), self.expr(node.right, b)
+                k = _scalar(right)
+                if k is not None and left.const is None:
+                    if op == "^" and k == 2.0:
+                        return _Expr(fn=lambda env: Value(torch.square(left(env).t)))
+                    return _Expr(fn=lambda env: Value(fn(left(env).t, k)))
+                k = _scalar(left)
+                if k is not None and right.const is None and op in "+*":
+                    return _Expr(fn=lambda env: Value(fn(right(env).t, k)))
+                return self._op(b, lambda c, a: Value(fn(a[0].t, a[1].t)), [left, right])
+            if op in F._CMP:
+                return self._op(b, lambda c, a: F.compare(c, op, a[0], a[1]), [node.left, node.right])
+            if op == "&":
+                return self._op(b, lambda c, a: F.concat(c, a[0], a[1]), [node.left, node.right])
+            raise FormulaError(f"{b.anchor}: the {op!r} reference operator is not supported")
+        if T is P.Call:
+            entry = F.FUNCTIONS.get(node.name)
+            if entry is None:
+                raise FormulaError(f"{b.anchor}: unsupported function {node.name}()")
+            fn, lo, hi = entry
+            if not lo <= len(node.args) <= hi:
+                raise FormulaError(
+                    f"{b.anchor}: {node.name}() takes {lo}..{hi} arguments, got {len(node.args)}"
+                )
+            return self._op(b, fn, list(node.args), node.name)
+        raise FormulaError(f"{b.anchor}: cannot compile {type(node).__name__}")
+
+    def _text(self, s: str) -> Value:
+        return Value(
+            F._num_of(self.ctx, math.nan).t,
+            np.full((1, 1, 1, 1), TEXT, np.int8),
+            np.full((1, 1, 1, 1), s, object),
+        )
+
+    def _array(self, node: P.Array) -> Value:
+        rows = node.rows
+        h, w = len(rows), len(rows[0])
+        num = np.zeros((1, 1, h, w))
+        kind = np.zeros((1, 1, h, w), np.int8)
+        strs = np.full((1, 1, h, w), None, object)
+        for i, row in enumerate(rows):
+            for j, lit in enumerate(row):
+                if isinstance(lit, P.Number):
+                    num[0, 0, i, j] = lit.value
+                elif isinstance(lit, P.Bool):
+                    num[0, 0, i, j], kind[0, 0, i, j] = float(lit.value), BOOL
+                elif isinstance(lit, P.String):
+                    num[0, 0, i, j], kind[0, 0, i, j], strs[0, 0, i, j] = math.nan, TEXT, lit.value
+                else:
+                    num[0, 0, i, j], kind[0, 0, i, j] = math.nan, ERR
+        t = torch.tensor(num, dtype=self.ctx.dtype, device=self.ctx.device)
+        return Value(t, None if (kind == NUM).all() else kind, strs if (kind == TEXT).any() else None)
+
+    def _op(self, b, fn, nodes, name=None) -> _Expr:
+        args = [n if isinstance(n, _Expr) else self.expr(n, b) for n in nodes]
+        ctx = self.ctx
+
+        def call(vals):
+            try:
+                return fn(ctx, vals)
+            except ExcelError as exc:
+                raise FormulaError(f"{b.anchor}: {name or 'operator'}: {exc}") from None
+            except RuntimeError as exc:
+                msg = str(exc).splitlines()[0]
+                raise FormulaError(f"{b.anchor}: {name or 'operator'}: incompatible shapes ({msg})") from None
+
+        if all(a.const is not None for a in args):
+            with torch.no_grad():
+                return _Expr(call([a.const for a in args]))
+        return _Expr(fn=lambda env: call([a(env) for a in args]))
+
+    def _ref(self, use: RefUse, b) -> _Expr:
+        R, C = b.R, b.C
+        h, w = use.r2 - use.r1 + 1, use.c2 - use.c1 + 1
+        fp = use.footprint(R, C)
+        e, kind, strs = self.area(use.sheet, *fp, owner=b.id)
+        rrel, crel = use.rrel, use.crel
+        if e.aligned:
+            if rrel and h != 1:
+                raise WorkbookError(
+                    f"{b.anchor}: a moving window of several data rows is not row-polymorphic"
+                )
+            if rrel:
+                R, self._row_aligned = -1, True
+            else:
+                if b.array and (b.out[0], b.out[2]) == (fp[0], fp[2]):
+                    self._row_aligned = True  # an array formula over the data rows, e.g. MMULT(X, W)
+                h = -1
+
+        def shape_np(a):
+            return None if a is None else _windows(a, R, C, h, w, rrel, crel, _np_unfold)
+
+        k, s = shape_np(kind), shape_np(strs)
+        if e.const is not None:
+            return _Expr(Value(_windows(e.const, R, C, h, w, rrel, crel, _t_unfold).contiguous(), k, s))
+        f = e.fn
+        return _Expr(fn=lambda env: Value(_windows(f(env), R, C, h, w, rrel, crel, _t_unfold), k, s))
+
+    # ---- blocks -------------------------------------------------------------------------------------
+    def compile_blocks(self, roots: list[int]) -> None:
+        for bid in topo_order(self.graph, roots):
+            if bid in self.compiled:
+                continue
+            b = self.graph.blocks[bid]
+            if bid in self.in_data:
+                self.compiled[bid] = False
+                continue
+            self._row_aligned = False
+            e = self.expr(b.ast, b)
+            r1, c1, r2, c2 = b.out
+            H, W = r2 - r1 + 1, c2 - c1 + 1
+            aligned = self._row_aligned
+            if aligned:
+                self.aligned.add(bid)
+                self.rows_of[bid] = (r1, r2)
+
+            def to_out(v: Value, b=b, H=H, W=W, aligned=aligned) -> torch.Tensor:
+                t = v.t
+                if aligned:
+                    if t.shape[2] != 1 or t.shape[3] != 1:
+                        if not b.array:
+                            raise FormulaError(f"{b.anchor}: the formula gives a range, not one value")
+                        t = t[0, 0]
+                        return t if t.shape[1] == W else t.expand(-1, W)
+                    t = t[:, :, 0, 0]
+                    return t if t.shape[1] == W else t.expand(-1, W)
+                if not b.array:
+                    if t.shape[2] != 1 or t.shape[3] != 1:
+                        raise FormulaError(
+                            f"{b.anchor}: the formula gives a {t.shape[2]}x{t.shape[3]} range, not one value "
+                            "(enter it as an array formula)"
+                        )
+                    if t.shape[0] == H and t.shape[1] == W:
+                        return t.view(H, W)
+                    return t[:, :, 0, 0].expand(H, W)
+                t = t[0, 0]
+                if t.shape[0] not in (1, H) or t.shape[1] not in (1, W):
+                    raise FormulaError(f"{b.anchor}: array result {tuple(t.shape)} does not fit {b.name}")
+                return t.expand(H, W)
+
+            if e.const is not None:
+                v = e.const
+                out = to_out(v).detach().cpu().numpy()
+                sl = (slice(r1, r2 + 1), slice(c1, c2 + 1))
+                self.cnum[b.sheet][sl] = out
+                kind = np.where(np.isfinite(out), NUM, ERR).astype(np.int8)
+                if v.kind is not None and not b.array:
+                    kind = np.where(np.isfinite(out), np.broadcast_to(v.kind[:, :, 0, 0], (H, W)), kind)
+                if v.s is not None and not b.array:
+                    if self.cstr[b.sheet] is None:
+                        self.cstr[b.sheet] = np.full(self.cnum[b.sheet].shape, None, object)
+                    self.cstr[b.sheet][sl] = np.broadcast_to(v.s[:, :, 0, 0], (H, W))
+                    kind = np.where(np.broadcast_to(v.s[:, :, 0, 0], (H, W)) != None, TEXT, kind)  # noqa: E711
+                self.ckind[b.sheet][sl] = kind
+                self.compiled[bid] = False
+            else:
+                self.compiled[bid] = True
+                self.steps.append((bid, _Expr(fn=lambda env, e=e, to_out=to_out: to_out(e(env)))))
+
+    def run(self, params, upto: set[int] | None = None) -> dict:
+        if len(params) != len(self.params):
+            raise WorkbookError(f"expected {len(self.params)} parameter tensors, got {len(params)}")
+        env = {-(k + 2): p for k, p in enumerate(params)}
+        env[DATA] = self.data_default
+        for bid, e in self.steps:
+            if upto is None or bid in upto:
+                env[bid] = e(env)
+        return env
+
+
+def parse_areas(wb, text: str, default_sheet: str) -> list[tuple[str, int, int, int, int]]:
+    """``"nnet!AH1"``, ``"'nnet'!R4:AA5,nnet!R7"`` or a defined name -> [(sheet, r1, c1, r2, c2)]."""
+    out = []
+    for part in re.findall(r"(?:'(?:[^']|'')*'|[^,])+", text.strip().lstrip("=")):
+        part = part.strip()
+        try:
+            node = P.operand_ref(part)
+        except ValueError:
+            raise WorkbookError(f"{part!r}: not a cell or range reference") from None
+        if isinstance(node, P.Name):
+            inner = wb.name(node.sheet or default_sheet, node.name)
+            if inner is None:
+                raise WorkbookError(f"{part!r}: no such defined name")
+            out += parse_areas(wb, inner, node.sheet or default_sheet)
+            continue
+        if not isinstance(node, P.Ref):
+            raise WorkbookError(f"{part!r}: not a cell or range reference")
+        sheet = node.sheet or default_sheet
+        if sheet not in wb.sheets:
+            match = [s for s in wb.order if s.lower() == sheet.lower()]
+            if not match:
+                raise WorkbookError(f"{part}: no sheet named {sheet!r}")
+            sheet = match[0]
+        out.append((sheet, node.r1, node.c1, min(node.r2, 1048576), node.c2))
+    if not out:
+        raise WorkbookError(f"{text!r}: no cell reference")
+    return out

@@ -1,0 +1,352 @@
+"""``compile_workbook`` -> :class:`CompiledModel`: the compiled objective, its parameters and data rows."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+import torch
+
+from xlmnist.compile.compiler import DATA, TRUSTED, Compiler, parse_areas
+from xlmnist.errors import FormulaError, WorkbookError, XlmnistError
+from xlmnist.xlsx.reader import area_name, cell_name, read_workbook
+
+SENSES = {"1": "max", "2": "min", "3": "value"}
+
+
+class CompiledModel:
+    """A workbook's objective compiled to torch; see DESIGN.md for the interface."""
+
+    def __init__(self, comp: Compiler, objective: tuple, sense: str, target: float | None, settings: dict):
+        self._c = comp
+        sheet, r, c = objective[0], objective[1], objective[2]
+        self.objective_ref = (
+            cell_name(sheet, r, c).replace("'", "") if "'" not in sheet else cell_name(sheet, r, c)
+        )
+        self.sense, self.target, self.settings = sense, target, settings
+        self.param_refs = [area_name(*p) for p in comp.params]
+        self.dtype, self.device = comp.ctx.dtype, comp.ctx.device
+        blk = comp.graph.block_at(sheet, r, c)
+        if blk is None:
+            raise WorkbookError(f"{self.objective_ref}: the objective cell holds no formula")
+        comp.compile_blocks([blk.id])
+        if not comp.compiled[blk.id]:
+            raise WorkbookError(
+                f"{self.objective_ref}: the objective does not depend on any trainable cell ({', '.join(self.param_refs)})"
+            )
+        self._obj = (blk.id, r - blk.out[0], c - blk.out[1])
+        needed, todo = set(), [blk.id]
+        while todo:  # the blocks the objective reads (through the data range's replacement, if any)
+            bid = todo.pop()
+            if bid not in needed:
+                needed.add(bid)
+                todo += comp.reads.get(bid, ())
+        self._obj_steps = [(bid, e) for bid, e in comp.steps if bid in needed]
+        self.data_ref = None if comp.data is None else area_name(*comp.data)
+        self._ncols = None if comp.data is None else comp.data[4] - comp.data[2] + 1
+        self._prog = None
+        with torch.no_grad():
+            value = self.objective(self.initial_params())
+        if not torch.isfinite(value):
+            self._diagnose()
+        self._prog = self._lowered(value)
+
+    def _lowered(self, value: torch.Tensor):
+        """The objective as one generated straight-line function (xlmnist.compile.lower), if it agrees."""
+        if os.environ.get("XLMNIST_LOWER") == "0":
+            return None
+        from xlmnist.compile.lower import Lowerer
+
+        prog = Lowerer(self._c).program(self._obj_steps, self._obj)
+        with torch.no_grad():
+            got = prog(self._env(self.initial_params(), None))
+        if not torch.isclose(got, value, rtol=1e-9, atol=1e-300):  # a lowering bug: keep the closures
+            if os.environ.get("XLMNIST_DEBUG") == "1":
+                print(f"lowered objective {float(got)!r} != {float(value)!r}; not used\n{prog.source}")
+            return None
+        return prog
+
+    def recompile(self, dtype=None, device=None) -> CompiledModel:
+        """The same sheet compiled again for another dtype/device, reusing the workbook already read and
+        its formula graph (no second read or parse of the file)."""
+        c = self._c
+        return _compile(
+            c.wb, c.graph, *self._recipe[:3], dtype or self.dtype, device or self.device, self._recipe[3]
+        )
+
+    @property
+    def workbook(self):
+        """The parsed workbook (:class:`xlmnist.reader.Workbook`) the model was compiled from."""
+        return self._c.wb
+
+    @property
+    def compiler(self) -> Compiler:
+        """The compile stage behind the model (graph, constant grids, parameter areas), for export."""
+        return self._c
+
+    def dependent_blocks(self) -> list:
+        """The formula blocks of the whole workbook that depend (directly or through other formulas) on the
+        trainable cells: what a write-back must recompute. Blocks the compiler cannot read are left out."""
+        comp = self._c
+        graph = comp.graph
+        direct, readers = set(), {}
+        for b in graph.blocks:
+            try:
+                graph.analyse(b)
+            except XlmnistError:
+                continue  # a formula the compiler cannot read: it keeps its cached value
+            for use in b.refs:
+                u1, v1, u2, v2 = use.footprint(b.R, b.C)
+                for sheet, r1, c1, r2, c2 in comp.params:
+                    if use.sheet == sheet and u1 <= r2 and r1 <= u2 and v1 <= c2 and c1 <= v2:
+                        direct.add(b.id)
+            for dep in b.deps:
+                readers.setdefault(dep, []).append(b.id)
+        seen, todo = set(direct), list(direct)
+        while todo:
+            for nxt in readers.get(todo.pop(), ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return [graph.blocks[i] for i in sorted(seen)]
+
+    def initial_params(self) -> list[torch.Tensor]:
+        return self._c.initial_params()
+
+    def data_rows(self) -> torch.Tensor | None:
+        """The data rows as the sheet holds them ([N, ncols]), or None without a data range."""
+        return self._c.data_default
+
+    def _env(self, params, data) -> dict:
+        c = self._c
+        if len(params) != len(c.params):
+            raise WorkbookError(f"expected {len(c.params)} parameter tensors, got {len(params)}")
+        env = {-(k + 2): p for k, p in enumerate(params)}
+        if data is None:
+            env[DATA] = c.data_default
+            return env
+        if c.data is None:
+            raise WorkbookError(
+                f"{self.objective_ref}: the sheet has no data range (define xlmnist_data or pass data=... "
+                "to compile_workbook)"
+            )
+        if data.dim() != 2 or data.shape[1] != self._ncols or data.shape[0] < 1:
+            raise WorkbookError(
+                f"{self.data_ref}: data must be [rows, {self._ncols}] (one example per row), got {tuple(data.shape)}"
+            )
+        env[DATA] = data if data.dtype == self.dtype else data.to(self.dtype)
+        return env
+
+    def trusts(self, data: torch.Tensor) -> bool:
+        """Whether ``data`` (a whole dataset) passes the conditions the generated objective otherwise checks
+        on every call (e.g. integer labels 0..n-1 behind a one-hot); then ``objective(..., trusted=True)``
+        on any subset of its rows skips them."""
+        check = getattr(self._prog, "check", None)
+        return bool(check is not None and check(data.to(self.dtype)))
+
+    def objective(self, params, data=None, trusted: bool = False) -> torch.Tensor:
+        env = self._env(params, data)
+        if trusted and data is not None:
+            env[TRUSTED] = True
+        if self._prog is not None:
+            return self._prog(env)
+        for bid, e in self._obj_steps:
+            env[bid] = e(env)
+        bid, i, j = self._obj
+        return env[bid][i, j]
+
+    def evaluate(self, refs, params, data=None) -> dict:
+        if isinstance(refs, str):
+            refs = [refs]
+        c = self._c
+        areas, todo = {}, []
+        for ref in refs:
+            (sheet, r1, c1, r2, c2), *more = parse_areas(
+                c.wb, ref, self.objective_ref.split("!")[0].strip("'")
+            )
+            if more:
+                raise WorkbookError(f"{ref}: evaluate takes one rectangle per reference")
+            c.compile_blocks(c.graph.blocks_in(sheet, r1, c1, r2, c2))
+            areas[ref] = c.area(sheet, r1, c1, r2, c2)[0]
+            ids = np.unique(c._grid_slice(c.src[sheet], r1, c1, r2, c2, -1))
+            todo += [int(i) for i in ids if i >= 0 and c.compiled.get(int(i))]  # the dynamic blocks it reads
+        needed: set[int] = set()  # only what the requested ranges depend on
+        while todo:
+            bid = todo.pop()
+            if bid not in needed:
+                needed.add(bid)
+                todo += c.reads.get(bid, ())
+        env = self._env(params, data)
+        prog = self._evaluator(needed, env)
+        if prog is not None:
+            env.update(prog(env))
+        else:
+            for bid, e in c.steps:
+                if bid in needed:
+                    env[bid] = e(env)
+        return {ref: e(env) for ref, e in areas.items()}
+
+    def _evaluator(self, needed: set[int], env: dict):
+        """The blocks ``needed`` as one generated straight-line function (like :meth:`objective`), checked
+        once against the block closures on ``env``; None where lowering is off or disagrees."""
+        key = frozenset(needed)
+        cache = self.__dict__.setdefault("_evaluators", {})
+        if key in cache:
+            return cache[key]
+        prog = None
+        steps = [(bid, e) for bid, e in self._c.steps if bid in needed]
+        if steps and os.environ.get("XLMNIST_LOWER") != "0":
+            from xlmnist.compile.lower import Lowerer
+
+            try:
+                prog = Lowerer(self._c).program(steps, [bid for bid, _ in steps])
+                with torch.no_grad():
+                    check = dict(env)
+                    for bid, e in steps:
+                        check[bid] = e(check)
+                    got = prog(dict(env))
+                rtol, atol = (1e-9, 1e-12) if self.dtype == torch.float64 else (1e-4, 1e-6)
+                for bid, _ in steps:
+                    want, have = check[bid], got[bid]
+                    if have.shape != want.shape or not torch.allclose(
+                        have, want, rtol=rtol, atol=atol, equal_nan=True
+                    ):
+                        prog = None
+                        break
+            except Exception:  # noqa: BLE001 - any lowering problem: the closures are the reference
+                prog = None
+        cache[key] = prog
+        return prog
+
+    def _diagnose(self):
+        c = self._c
+        with torch.no_grad():
+            env = c.run(self.initial_params())
+        for bid, _ in self._obj_steps:
+            bad = (~torch.isfinite(env[bid])).nonzero()
+            if len(bad):
+                b = c.graph.blocks[bid]
+                where = cell_name(b.sheet, b.out[0] + int(bad[0][0]), b.out[1] + int(bad[0][1]))
+                cause = c.bad_inputs.get(bid)
+                why = (
+                    f"{cause} where a number is needed"
+                    if cause
+                    else "#DIV/0! or #NUM! (division by zero or invalid math)"
+                )
+                raise FormulaError(f"{where}: evaluates to an error: {why}")
+        raise FormulaError(f"{self.objective_ref}: the objective evaluates to an error")
+
+    def describe(self) -> str:
+        c = self._c
+        lines = [f"objective {self.objective_ref} ({self.sense}), params {', '.join(self.param_refs)}"]
+        for bid, dyn in c.compiled.items():
+            b = c.graph.blocks[bid]
+            r1, c1, r2, c2 = b.out
+            kind = "trainable-dependent" if dyn else "constant (folded)"
+            ops = sorted(
+                set(
+                    re.findall(r"name='([A-Z0-9.]+)'|op='(.+?)'", str(b.ast))
+                    and [a or o for a, o in re.findall(r"name='([A-Z0-9.]+)'|op='(.+?)'", str(b.ast))]
+                )
+            )
+            text = c.wb.sheets[b.sheet].formula((b.r0, b.c0))
+            lines.append(
+                f"  {b.name:<24} [{r2 - r1 + 1}x{c2 - c1 + 1}] {kind:<20} ops={','.join(ops)}  ={text}"
+            )
+        if self._prog is not None:
+            lines.append("objective program (generated):")
+            lines += ["  " + x for x in self._prog.source.splitlines()]
+        return "\n".join(lines)
+
+
+def _pick_sheet(wb, sheet: str | None) -> str:
+    def has(s):
+        return wb.names.get((s, "XLMNIST_OBJECTIVE")) or wb.names.get((s, "SOLVER_OPT"))
+
+    if sheet is not None:
+        for s in wb.order:
+            if s.lower() == sheet.lower():
+                return s
+        raise WorkbookError(f"{os.path.basename(wb.path)}: no sheet named {sheet!r}")
+    if wb.active and has(wb.active):
+        return wb.active
+    for s in wb.order:
+        if has(s):
+            return s
+    return wb.active or wb.order[0]
+
+
+def read_settings(wb, sheet: str) -> dict:
+    """Rows of the ``settings`` sheet (header sheet | setting | value) for ``sheet``."""
+    st = next((wb.sheets[s] for s in wb.order if s.lower() == "settings"), None)
+    if st is None:
+        return {}
+    header = None
+    out = {}
+    rows: dict[int, dict[int, object]] = {}
+    for (r, c), v in st.values.items():
+        rows.setdefault(r, {})[c] = v
+    for r in sorted(rows):
+        cells = rows[r]
+        if header is None:
+            low = {c: str(v).strip().lower() for c, v in cells.items() if isinstance(v, str)}
+            if {"sheet", "setting", "value"} <= set(low.values()):
+                header = {name: c for c, name in low.items()}
+            continue
+        if str(cells.get(header["sheet"], "")).strip().lower() != sheet.lower():
+            continue
+        key = cells.get(header["setting"])
+        if not isinstance(key, str) or not key.strip():
+            continue
+        val = cells.get(header["value"])
+        if isinstance(val, float) and val.is_integer():
+            val = int(val)
+        out[key.strip()] = "" if val is None else val
+    return out
+
+
+def compile_workbook(
+    path, sheet=None, objective=None, params=None, dtype=torch.float64, device="cpu", data=None
+) -> CompiledModel:
+    """Compile the objective of ``sheet`` (or of the flags) into a :class:`CompiledModel`."""
+    return _compile(read_workbook(path), None, sheet, objective, params, dtype, device, data)
+
+
+def _compile(wb, graph, sheet, objective, params, dtype, device, data) -> CompiledModel:
+    if objective is not None and sheet is None:
+        sheet = parse_areas(wb, objective, wb.active or wb.order[0])[0][0]
+    sheet = _pick_sheet(wb, sheet)
+    name = os.path.basename(wb.path)
+    obj_text = objective or wb.names.get((sheet, "XLMNIST_OBJECTIVE")) or wb.names.get((sheet, "SOLVER_OPT"))
+    par_text = params or wb.names.get((sheet, "XLMNIST_PARAMS")) or wb.names.get((sheet, "SOLVER_ADJ"))
+    if not obj_text or not par_text:
+        raise WorkbookError(
+            f"{name}: sheet {sheet!r} has no objective/trainable cells "
+            "(no Solver settings or xlmnist_objective/xlmnist_params names; pass --objective and --params)"
+        )
+    obj = parse_areas(wb, obj_text, sheet)
+    if len(obj) != 1 or obj[0][1:3] != obj[0][3:5]:
+        raise WorkbookError(f"{obj_text}: the objective must be a single cell")
+    typ = str(wb.names.get((sheet, "SOLVER_TYP"), "2")).strip()
+    sense = SENSES.get(typ.split(".")[0], "min")
+    target = None
+    if sense == "value":
+        try:
+            target = float(wb.names.get((sheet, "SOLVER_VAL"), "0"))
+        except ValueError:
+            raise WorkbookError(f"{name}: sheet {sheet!r}: solver_val is not a number") from None
+    comp = Compiler(wb, dtype=dtype, device=device, graph=graph)
+    for area in parse_areas(wb, par_text, sheet):
+        comp.add_param(*area)
+    data_text = data or wb.names.get((sheet, "XLMNIST_DATA"))
+    if data_text:
+        areas = parse_areas(wb, data_text, sheet)
+        if len(areas) != 1:
+            raise WorkbookError(f"{data_text}: the data range must be one rectangle")
+        comp.set_data(*areas[0])
+    model = CompiledModel(comp, obj[0][:3], sense, target, read_settings(wb, sheet))
+    model._recipe = (sheet, objective, params, data)
+    if os.environ.get("XLMNIST_DEBUG") == "1":
+        print(model.describe())
+    return model

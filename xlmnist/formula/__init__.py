@@ -1,0 +1,1 @@
+"""Formulas: parsing, copied-down blocks and the cell graph."""

@@ -1,0 +1,138 @@
+"""View sheets: weights as 28 x 28 colour-scaled grids, and a playground grid to type a digit into."""
+
+from __future__ import annotations
+
+import numpy as np
+from openpyxl.worksheet.formula import ArrayFormula
+
+from xlmnist.lessons.models import NPIX, ONES, W_FIRST, W_LAST
+from xlmnist.xlsx.book import Book, col, color_scale
+
+SIDE = 28
+
+
+def _pixel_values(img: np.ndarray) -> list[list]:
+    return [[_pix(v) for v in row] for row in img]
+
+
+def _pix(v) -> float | int:
+    v = int(v)
+    return 0 if v == 0 else 1 if v == 255 else v / 255
+
+
+def weights_3v7(book: Book) -> None:
+    """``weights``: linear!A3:ADD3 as a 28 x 28 grid in B3:AC30 (``=linear!A3`` ...)."""
+    ws = book.sheet("weights")
+    ws.append(
+        [
+            book.cell(
+                ws, "linear weights as an image: w for pixel (row, column); red = evidence for a 3", bold=True
+            )
+        ]
+    )
+    ws.append([None] + list(range(SIDE)))
+    for r in range(SIDE):
+        ws.append([r] + [f"=linear!{col(r * SIDE + c + 1)}3" for c in range(SIDE)])
+    color_scale(ws, f"B3:{col(SIDE + 1)}{SIDE + 2}")
+
+
+def _grid_origin(k: int) -> tuple[int, int]:
+    """Top-left (row, column) of digit k's grid on the ten-digit weights sheet (two rows of five)."""
+    return 3 + (k // 5) * (SIDE + 3), 2 + (k % 5) * (SIDE + 2)
+
+
+def weights_10(book: Book) -> None:
+    """``weights``: each digit's 784 weights (a column of linear10) as a 28 x 28 grid; each grid row is one
+    array formula ``{=TRANSPOSE(linear10!B7:B34)}`` (28 blocks per digit instead of 784 one-cell ones)."""
+    ws = book.sheet("weights")
+    cells: dict[tuple[int, int], object] = {
+        (1, 1): book.cell(ws, "linear10 weights per digit (red = evidence for it)", bold=True)
+    }
+    for k in range(10):
+        r0, c0 = _grid_origin(k)
+        cells[(r0 - 1, c0)] = book.cell(ws, f"digit {k}", bold=True)
+        wcol = col(k + 2)
+        for r in range(SIDE):
+            first = W_FIRST + r * SIDE
+            ref = f"{col(c0)}{r0 + r}:{col(c0 + SIDE - 1)}{r0 + r}"
+            cells[(r0 + r, c0)] = ArrayFormula(
+                ref, f"=TRANSPOSE(linear10!{wcol}{first}:{wcol}{first + SIDE - 1})"
+            )
+            for c in range(1, SIDE):
+                cells[(r0 + r, c0 + c)] = None
+        color_scale(ws, f"{col(c0)}{r0}:{col(c0 + SIDE - 1)}{r0 + SIDE - 1}")
+    _write_cells(ws, cells)
+
+
+def _write_cells(ws, cells: dict[tuple[int, int], object]) -> None:
+    nrows = max(r for r, _ in cells)
+    ncols = max(c for _, c in cells)
+    for r in range(1, nrows + 1):
+        row = [cells.get((r, c)) for c in range(1, ncols + 1)]
+        while row and row[-1] is None:
+            row.pop()
+        ws.append(row)
+
+
+def playground_3v7(book: Book, image: np.ndarray) -> None:
+    """A 28 x 28 input grid (B3:AC30, prefilled with a 3) scored by the linear weights."""
+    ws = book.sheet("playground")
+    cells: dict[tuple[int, int], object] = {
+        (1, 1): book.cell(
+            ws, "Type pixel values (0 = white .. 1 = black) into B3:AC30; the linear model answers", bold=True
+        )
+    }
+    _grid(cells, image)
+    grid = f"B3:{col(SIDE + 1)}{SIDE + 2}"
+    pc = SIDE + 3  # AE
+    for i, (label, formula) in enumerate(
+        [
+            ("z", f"=SUMPRODUCT({grid},weights!{grid})+linear!${ONES}$3"),
+            ("P(3)", f"=1/(1+EXP(-{col(pc + 1)}3))"),
+            ("prediction", f'=IF({col(pc + 1)}4>linear!$B$7,"3","7")'),
+        ]
+    ):
+        cells[(3 + i, pc)] = book.cell(ws, label, bold=True)
+        cells[(3 + i, pc + 1)] = formula
+    _write_cells(ws, cells)
+    color_scale(ws, grid, kind="pixels")
+
+
+def playground_10(book: Book, image: np.ndarray) -> None:
+    """A 28 x 28 input grid scored by each digit's weights grid; softmax and the predicted digit."""
+    ws = book.sheet("playground")
+    cells: dict[tuple[int, int], object] = {
+        (1, 1): book.cell(
+            ws, "Type pixel values (0 = white .. 1 = black) into B3:AC30; linear10 answers", bold=True
+        )
+    }
+    _grid(cells, image)
+    grid = f"B3:{col(SIDE + 1)}{SIDE + 2}"
+    pc = SIDE + 3  # AE digit, AF z, AG exp, AH p
+    Z, E, P = col(pc + 1), col(pc + 2), col(pc + 3)
+    for i, h in enumerate(["digit", "z", "exp", "p"]):
+        cells[(3, pc + i)] = book.cell(ws, h, bold=True)
+    for k in range(10):
+        r = 4 + k
+        r0, c0 = _grid_origin(k)
+        wgrid = f"{col(c0)}{r0}:{col(c0 + SIDE - 1)}{r0 + SIDE - 1}"
+        cells[(r, pc)] = k
+        cells[(r, pc + 1)] = f"=SUMPRODUCT({grid},weights!{wgrid})+linear10!{col(k + 2)}{W_LAST}"
+        cells[(r, pc + 2)] = f"=EXP({Z}{r}-MAX(${Z}$4:${Z}$13))"
+        cells[(r, pc + 3)] = f"={E}{r}/SUM(${E}$4:${E}$13)"
+    cells[(15, pc)] = book.cell(ws, "prediction", bold=True)
+    cells[(15, pc + 1)] = f"=MATCH(MAX({P}4:{P}13),{P}4:{P}13,0)-1"
+    _write_cells(ws, cells)
+    color_scale(ws, grid, kind="pixels")
+
+
+def _grid(cells: dict, image: np.ndarray) -> None:
+    for c in range(SIDE):
+        cells[(2, c + 2)] = c
+    for r, row in enumerate(_pixel_values(image)):
+        cells[(3 + r, 1)] = r
+        for c, v in enumerate(row):
+            cells[(3 + r, 2 + c)] = v
+
+
+assert NPIX == SIDE * SIDE

@@ -1,0 +1,159 @@
+"""What the learner sees after training: one atomic write of the results into the workbook.
+
+``write_training_results(path, model, params, gradients=, history=, confusion=)`` writes
+
+* the parameters into ``model.param_refs``;
+* the gradients into the sheet's ``xlmnist_gradients`` areas (same order and shapes as the params);
+* the history (a list of dicts with keys epoch, train_loss, valid_loss, valid_accuracy, seconds) into
+  ``xlmnist_history``: one row per epoch; rows beyond the run are cleared. A run longer than the block
+  is thinned to evenly spaced epochs (always keeping the last one);
+* the K x K confusion matrix into ``xlmnist_confusion``;
+* consistent *cached values* of every formula cell that depends on the parameters (the model sheet's
+  per-row columns, loss, accuracy, and the views on other sheets such as the weight heatmaps), computed
+  by the compiled model from the new parameters, so the file shows the new results in a program that
+  does not recalculate on load (LibreOffice's default for xlsx). Formula cells that cannot be computed
+  here (text results, unsupported functions) keep their old cached value; ``fullCalcOnLoad`` makes Excel
+  recalculate them anyway.
+
+Names the workbook lacks are skipped (the course's titanic.xlsx has none of them: then only the params
+and the cached values are written). Non-finite history entries are written as empty cells.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import numpy as np
+import torch
+
+from xlmnist.errors import WorkbookError, XlmnistError
+from xlmnist.xlsx.writeback import split_ref, write_values
+
+HISTORY_KEYS = ("epoch", "train_loss", "valid_loss", "valid_accuracy", "seconds")
+_MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+_AREA_SPLIT = re.compile(r"(?:'(?:[^']|'')*'|[^,])+")
+
+
+def sheet_names(path, sheet: str) -> dict[str, str]:
+    """The defined names scoped to ``sheet`` (lower-case name -> text), read from xl/workbook.xml."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            root = ET.fromstring(zf.read("xl/workbook.xml"))
+    except (OSError, KeyError, zipfile.BadZipFile, ET.ParseError) as exc:
+        raise WorkbookError(f"{path}: not an xlsx workbook ({exc})") from None
+    order = [s.get("name") for s in root.iter(f"{_MAIN}sheet")]
+    out = {}
+    for dn in root.iter(f"{_MAIN}definedName"):
+        local = dn.get("localSheetId")
+        if local is not None and int(local) < len(order) and order[int(local)] == sheet:
+            out[dn.get("name", "").lower()] = (dn.text or "").strip()
+    return out
+
+
+def areas(text: str) -> list[str]:
+    """``"h!$A$3:$E$202,h!$G$3"`` -> ``["h!$A$3:$E$202", "h!$G$3"]``."""
+    return [a.strip() for a in _AREA_SPLIT.findall(text.lstrip("=")) if a.strip()]
+
+
+def _shape(ref: str) -> tuple[int, int]:
+    _, r1, c1, r2, c2 = split_ref(ref)
+    return r2 - r1 + 1, c2 - c1 + 1
+
+
+def _numpy(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().to("cpu", torch.float64).numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _finite_or_none(a: np.ndarray) -> np.ndarray:
+    out = a.astype(object)
+    out[~np.isfinite(a)] = None
+    return out
+
+
+def history_block(history: list[dict], shape: tuple[int, int]) -> np.ndarray:
+    """The history block's cells: one row per (kept) epoch, ``None`` (cleared) below and for NaN."""
+    rows, cols = shape
+    if len(history) > rows:  # thin to evenly spaced epochs, keeping the first and the last
+        keep = np.unique(np.linspace(0, len(history) - 1, rows).round().astype(int))
+        history = [history[i] for i in keep]
+    block = np.full(shape, None, dtype=object)
+    for i, h in enumerate(history):
+        for j, key in enumerate(HISTORY_KEYS[:cols]):
+            v = h.get(key)
+            if v is not None and np.isfinite(float(v)):
+                block[i, j] = float(v)
+    return block
+
+
+def cached_values(model, params) -> dict[str, np.ndarray]:
+    """``{range: values}`` of every parameter-dependent formula block, evaluated on the sheet's visible
+    rows (non-finite results, e.g. text, as ``None``: left as they are)."""
+    from xlmnist.xlsx.reader import area_name
+
+    refs = [area_name(b.sheet, *b.out) for b in model.dependent_blocks()]
+    if not refs:
+        return {}
+    with torch.no_grad():
+        try:
+            got = model.evaluate(refs, params)
+        except XlmnistError:  # find the blocks the compiler cannot evaluate and leave them out
+            good = []
+            for ref in refs:
+                try:
+                    model.evaluate([ref], params)
+                    good.append(ref)
+                except XlmnistError:
+                    pass
+            got = model.evaluate(good, params) if good else {}
+    return {ref: _finite_or_none(np.broadcast_to(_numpy(t), _shape(ref))) for ref, t in got.items()}
+
+
+def write_training_results(
+    path, model, params, *, gradients=None, history=None, confusion=None, out=None
+) -> Path:
+    """ONE atomic write of params, gradients, history, confusion and consistent cached formula values
+    (see the module docstring). Returns the path written (``out`` if given, else ``path``)."""
+    path = Path(path)
+    params = [_numpy(p) for p in params]
+    if len(params) != len(model.param_refs):
+        raise WorkbookError(f"expected {len(model.param_refs)} parameter arrays, got {len(params)}")
+    values: dict[str, object] = dict(zip(model.param_refs, params))
+    sheet = model.objective_ref.rpartition("!")[0]
+    sheet = sheet[1:-1].replace("''", "'") if sheet.startswith("'") else sheet
+    names = sheet_names(path, sheet)
+    if gradients is not None and "xlmnist_gradients" in names:
+        targets = areas(names["xlmnist_gradients"])
+        if len(targets) != len(gradients):
+            raise WorkbookError(
+                f"{sheet}: xlmnist_gradients has {len(targets)} areas but {len(gradients)} gradients were given"
+            )
+        for ref, g in zip(targets, gradients):
+            values[ref] = _finite_or_none(_numpy(g).reshape(_shape(ref)))
+    if history is not None and "xlmnist_history" in names:
+        ref = areas(names["xlmnist_history"])[0]
+        values[ref] = history_block(list(history), _shape(ref))
+    if confusion is not None and "xlmnist_confusion" in names:
+        ref = areas(names["xlmnist_confusion"])[0]
+        cm = _numpy(confusion)
+        if cm.shape != _shape(ref):
+            raise WorkbookError(f"{ref}: confusion matrix {cm.shape} does not fit {_shape(ref)}")
+        values[ref] = cm
+    calc = model
+    if getattr(model, "dtype", torch.float64) != torch.float64:  # cached values must match Excel's doubles
+        from xlmnist.compile import compile_workbook
+
+        calc = compile_workbook(
+            path,
+            sheet=sheet,
+            objective=model.objective_ref,
+            params=",".join(model.param_refs),
+            dtype=torch.float64,
+        )
+    p64 = [torch.tensor(p, dtype=torch.float64, device=calc.device) for p in params]
+    cached = cached_values(calc, p64)
+    return write_values(path, values, out=out, cached=cached)
