@@ -131,6 +131,7 @@ HAND = [
     ("=ISERROR(LN(A2))*A1+ISERROR(C3)*A2", lambda p: p[0]),
     ("=ROWS(A1:A3)*A1+COLUMNS(C1:E2)*A2", lambda p: 3 * p[0] + 3 * p[1]),
     # empty cells (C4) in formulas: the collaborative-filtering pattern IF(rating="",0,...)
+    ('=IF(C4="",0,A1*2)+IF(C1="",0,A1)', lambda p: p[0]),
     ("=C4*A1+A1", lambda p: p[0]),
 ]
 
@@ -146,6 +147,40 @@ LO_BOOLEANS_ARE_NUMBERS = {
 }
 
 
+# Excel's empty-cell rules (xlmnist.compile.values): C4 is empty inside the used range, Z99 is absent
+# from the sheet's XML, C7 is formatted but empty. (formula, Excel's value; TRUE = 1)
+EMPTY_RULES = [
+    ('=C4=""', 1),  # "" against text
+    ("=C4=0", 1),  # 0 against a number
+    ('=""=C4', 1),
+    ('=C4<>""', 0),
+    ('=C4<"a"', 1),
+    ("=C4=FALSE", 1),  # FALSE against a boolean
+    ('=Z99=""', 1),
+    ("=Z99=0", 1),
+    ('=C7=""', 1),
+    ("=C7=0", 1),
+    ('=IF(C4="",5,6)', 5),
+    ("=C4+1", 1),  # 0 in arithmetic
+    ("=Z99*2+1", 1),
+    ("=IF(C4,1,2)", 2),  # FALSE in logic
+    ("=NOT(C7)", 1),
+    ("=AVERAGE(C3:C4,D1)", 3),  # skipped by the range functions
+    ("=COUNT(C3:C4)", 0),
+    ("=MIN(C3:C4)", 0),
+    ("=MAX(C3:C4,-1)", -1),
+    ("=SUM(C4,Z99)", 0),
+    ("=SUMPRODUCT(C1:C4,D1:D4)", 5),  # 0 in SUMPRODUCT (and text too)
+    ("=ISBLANK(C4)", 1),
+    ("=ISBLANK(Z99)", 1),
+    ("=ISBLANK(C7)", 1),
+    ("=ISBLANK(C3)", 0),
+    ("=COUNTBLANK(C1:C7)", 2),
+    ('=COUNTIF(C1:C7,"")', 2),
+    ('=COUNTIF(C1:C7,"<>")', 5),
+]
+
+
 @pytest.fixture(scope="module")
 def book(tmp_path_factory):
     wb = openpyxl.Workbook()
@@ -158,6 +193,9 @@ def book(tmp_path_factory):
         ws[ref] = v
     for k, (f, _) in enumerate(HAND):
         ws[f"G{k + 1}"] = f
+    for k, (f, _) in enumerate(EMPTY_RULES):
+        ws[f"K{k + 1}"] = f
+    ws["C7"].font = openpyxl.styles.Font(bold=True)  # formatted, no value
     path = tmp_path_factory.mktemp("functions") / "functions.xlsx"
     wb.save(path)
     return path
@@ -208,6 +246,19 @@ def test_values_match_libreoffice(model, libreoffice):
         if not isinstance(lo, (int, float)) or float(got) != pytest.approx(float(lo), rel=1e-12, abs=1e-12):
             bad.append((formula, float(got), lo))
     assert not bad
+
+
+@pytest.mark.parametrize("k", range(len(EMPTY_RULES)), ids=[f for f, _ in EMPTY_RULES])
+def test_empty_cell_rules(model, k):
+    formula, want = EMPTY_RULES[k]
+    got = model.evaluate([f"S!K{k + 1}"], model.initial_params())[f"S!K{k + 1}"]
+    assert float(got.reshape(())) == want, formula
+
+
+@pytest.mark.libreoffice
+def test_empty_cell_rules_match_libreoffice(libreoffice):
+    got = {f: libreoffice.get(f"K{k + 1}") for k, (f, _) in enumerate(EMPTY_RULES)}
+    assert got == {f: want for f, want in EMPTY_RULES}
 
 
 def test_unsupported_function_names_the_cell(tmp_path):

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from xlmnist.compile.values import TEXT, ExcelError, Value, as_bool, order, pyvalues, text
+from xlmnist.compile.values import TEXT, ExcelError, Value, as_bool, blank_like, order, pyvalues, text
 
 ARITH = {
     "+": torch.add,
@@ -29,6 +29,10 @@ CMP = {
 
 def compare_py(op: str, x, y) -> bool:
     """One comparison of Python values by Excel's rules (an empty cell is the other side's blank)."""
+    if x is None:
+        x = blank_like(y)
+    if y is None:
+        y = blank_like(x)
     return bool(CMP[op](order(x), order(y)))
 
 
