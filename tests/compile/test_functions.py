@@ -21,7 +21,7 @@ from xlmnist.errors import FormulaError
 P0 = (0.7, -1.3, 2.2)  # A1:A3
 # C1:C6: a mixed range (number, number, text, empty, boolean, number); D1:D4 numbers; H1:J1 a row
 CONST = {"C1": 1, "C2": 2, "C3": "x", "C5": True, "C6": 4, "D1": 3, "D2": 1, "D3": 4, "D4": 1.5}
-CONST |= {"H1": 1, "I1": 2, "J1": 3, "E1": "apple", "E2": "Banana", "E3": "cherry"}
+CONST |= {"F1": "#N/A", "H1": 1, "I1": 2, "J1": 3, "E1": "apple", "E2": "Banana", "E3": "cherry"}
 D = torch.tensor([3.0, 1.0, 4.0], dtype=torch.float64)  # D1:D3
 
 
@@ -181,6 +181,40 @@ EMPTY_RULES = [
 ]
 
 
+ERROR = "error"
+# Errors and types (F1 holds #N/A): a range function over an error cell is the error (COUNT, COUNTA
+# and IFERROR look at it); a boolean is not a number to a comparison (Excel: "=TRUE=1" is FALSE,
+# booleans sort after numbers and text). (formula, Excel's value)
+TYPE_RULES = [
+    ("=SUM(C1:C2,F1)", ERROR),
+    ("=AVERAGE(F1:F2)", ERROR),
+    ("=MAX(C1,F1)", ERROR),
+    ("=SUMPRODUCT(C1:C2,F1:F2)", ERROR),
+    ("=COUNT(C1:C2,F1)", 2),
+    ("=COUNTA(F1:F2)", 1),
+    ("=IFERROR(SUM(F1),7)", 7),
+    ("=ISERROR(F1)", 1),
+    ("=SUMXMY2(C1:C4,D1:D4)", 5),  # pairs with an empty or text cell are skipped
+    ("=SUMX2MY2(C1:C4,D1:D4)", -5),
+    ("=TRUE=1", 0),
+    ("=C5=1", 0),
+    ("=C5>100", 1),
+    ("=C5=TRUE", 1),
+    ("=(A1>0)=TRUE", 1),
+    ("=(A1>0)=1", 0),
+]
+# Where LibreOffice differs from Excel's documented result: it has no boolean type (TRUE is the number
+# 1), so it answers TRUE to these comparisons; its SUMXMY2 (not SUMX2MY2) gives #VALUE! for a text cell
+# where Excel's documentation says "text, logical values, or empty cells ... are ignored".
+LO_DIFFERS = {
+    "=TRUE=1": 1,
+    "=C5=1": 1,
+    "=C5>100": 0,
+    "=(A1>0)=1": 1,
+    "=SUMXMY2(C1:C4,D1:D4)": ERROR,
+}
+
+
 @pytest.fixture(scope="module")
 def book(tmp_path_factory):
     wb = openpyxl.Workbook()
@@ -195,7 +229,10 @@ def book(tmp_path_factory):
         ws[f"G{k + 1}"] = f
     for k, (f, _) in enumerate(EMPTY_RULES):
         ws[f"K{k + 1}"] = f
+    for k, (f, _) in enumerate(TYPE_RULES):
+        ws[f"M{k + 1}"] = f
     ws["C7"].font = openpyxl.styles.Font(bold=True)  # formatted, no value
+    _collaborative_filtering(wb.create_sheet("CF"))
     path = tmp_path_factory.mktemp("functions") / "functions.xlsx"
     wb.save(path)
     return path
@@ -207,8 +244,13 @@ def model(book):
 
 
 @pytest.fixture(scope="module")
-def libreoffice(book):
-    return oracle.recalc(book)["S"]
+def recalculated(book):
+    return oracle.recalc(book)
+
+
+@pytest.fixture(scope="module")
+def libreoffice(recalculated):
+    return recalculated["S"]
 
 
 def _compiled(model, ref):
@@ -259,6 +301,74 @@ def test_empty_cell_rules(model, k):
 def test_empty_cell_rules_match_libreoffice(libreoffice):
     got = {f: libreoffice.get(f"K{k + 1}") for k, (f, _) in enumerate(EMPTY_RULES)}
     assert got == {f: want for f, want in EMPTY_RULES}
+
+
+# The course's collaborative-filtering sheet: user factors A4:B6, movie factors D1:G2, ratings D4:G6
+# with missing ones (E4 empty, D5 formatted but empty, G5 and F6 absent), the squared errors of the
+# rated cells IF(rating="",0,...) and the RMSE.
+USERS = [[0.5, -0.2], [0.1, 0.9], [-0.7, 0.4]]
+MOVIES = [[0.3, -1.1, 0.8, 0.2], [1.2, 0.6, -0.4, 0.9]]
+RATINGS = [[3, None, 5, 1], [None, 4, 2, None], [1, 5, None, 3]]
+
+
+def _collaborative_filtering(ws):
+    for i, row in enumerate(MOVIES):
+        for j, x in enumerate(row):
+            ws.cell(i + 1, j + 4, x)
+    for i, (u, r) in enumerate(zip(USERS, RATINGS)):
+        ws.cell(i + 4, 1, u[0]), ws.cell(i + 4, 2, u[1])
+        for j, x in enumerate(r):
+            if x is not None:
+                ws.cell(i + 4, j + 4, x)
+            col, err = "DEFG"[j], "IJKL"[j]
+            ws[f"{err}{i + 4}"] = (
+                f'=IF({col}{i + 4}="",0,(MMULT($A{i + 4}:$B{i + 4},{col}$1:{col}$2)-{col}{i + 4})^2)'
+            )
+    ws["D5"].font = openpyxl.styles.Font(italic=True)
+    ws["H1"] = "=SQRT(SUM(I4:L6)/COUNT(D4:G6))"
+
+
+def test_collaborative_filtering_skips_missing_ratings(book):
+    m = compile_workbook(book, objective="CF!H1", params="CF!A4:B6,CF!D1:G2")
+    ps = [p.detach().clone().requires_grad_() for p in m.initial_params()]
+    loss = m.objective(ps)
+    grads = torch.autograd.grad(loss, ps)
+    u = torch.tensor(USERS, dtype=torch.float64, requires_grad=True)
+    v = torch.tensor(MOVIES, dtype=torch.float64, requires_grad=True)
+    r = torch.tensor([[math.nan if x is None else x for x in row] for row in RATINGS], dtype=torch.float64)
+    rated = ~torch.isnan(r)
+    err = torch.where(rated, (u @ v - torch.nan_to_num(r)) ** 2, 0.0)
+    want = torch.sqrt(err.sum() / rated.sum())
+    assert loss.item() == pytest.approx(want.item(), rel=1e-12)
+    for g, w in zip(grads, torch.autograd.grad(want, [u, v])):
+        torch.testing.assert_close(g.reshape(w.shape), w, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.libreoffice
+def test_collaborative_filtering_matches_libreoffice(book, recalculated):
+    m = compile_workbook(book, objective="CF!H1", params="CF!A4:B6,CF!D1:G2")
+    assert float(m.objective(m.initial_params())) == pytest.approx(recalculated["CF"]["H1"], rel=1e-12)
+
+
+def _value(x):
+    return ERROR if not math.isfinite(float(x.reshape(()))) else float(x.reshape(()))
+
+
+@pytest.mark.parametrize("k", range(len(TYPE_RULES)), ids=[f for f, _ in TYPE_RULES])
+def test_errors_and_types(model, k):
+    formula, want = TYPE_RULES[k]
+    got = model.evaluate([f"S!M{k + 1}"], model.initial_params())[f"S!M{k + 1}"]
+    assert _value(got) == want, formula
+
+
+@pytest.mark.libreoffice
+def test_errors_and_types_match_libreoffice(libreoffice):
+    got, want = {}, {}
+    for k, (f, w) in enumerate(TYPE_RULES):
+        lo = libreoffice.get(f"M{k + 1}")
+        got[f] = ERROR if isinstance(lo, oracle.CellError) else lo
+        want[f] = LO_DIFFERS.get(f, w)
+    assert got == want
 
 
 def test_unsupported_function_names_the_cell(tmp_path):

@@ -1,5 +1,5 @@
 """Matrix functions: SUMPRODUCT, MMULT (one matmul where the shapes allow), TRANSPOSE, SUMXMY2,
-SUMX2MY2, ROWS, COLUMNS. Empty cells and text read as 0 here (SUMPRODUCT, MMULT)."""
+SUMX2MY2, ROWS, COLUMNS. SUMPRODUCT and MMULT read empty cells and text as 0."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import torch
 
-from xlmnist.compile.values import ExcelError, Value, num_of, numbers
+from xlmnist.compile.values import ERR, NUM, ExcelError, Value, num_of, numbers, where_kind
 
 _PLANS: dict = {}
 
@@ -85,16 +85,25 @@ def f_mmult(ctx, args):
     return Value(einsum([a, b], ["abik", "abkj"], "abij"))
 
 
+def _pairs(args, term):
+    """SUMXMY2/SUMX2MY2: ``term(x, y)`` summed over the pairs where both cells hold numbers (Excel skips
+    a pair with an empty, text or boolean cell; an error cell gives the error)."""
+    a, b = args
+    _same_size(a.t, b.t)
+    x, y = a.t, b.t
+    ok = [m for m in (where_kind(v, (NUM, ERR)) for v in (a, b)) if m is not None]
+    if ok:  # zero both sides of a skipped pair first: no NaN of a text cell reaches the gradient
+        ok = ok[0] if len(ok) == 1 else ok[0] & ok[1]
+        x, y = torch.where(ok, x, torch.zeros_like(x)), torch.where(ok, y, torch.zeros_like(y))
+    return Value(term(x, y).sum((2, 3), keepdim=True))
+
+
 def f_sumxmy2(ctx, args):
-    a, b = (numbers(x) for x in args)
-    _same_size(a, b)
-    return Value(((a - b) ** 2).sum((2, 3), keepdim=True))
+    return _pairs(args, lambda x, y: (x - y) ** 2)
 
 
 def f_sumx2my2(ctx, args):
-    a, b = (numbers(x) for x in args)
-    _same_size(a, b)
-    return Value((a**2 - b**2).sum((2, 3), keepdim=True))
+    return _pairs(args, lambda x, y: x**2 - y**2)
 
 
 def f_transpose(ctx, args):

@@ -1,6 +1,6 @@
 """Aggregates over ranges: SUM, SUMSQ, PRODUCT, COUNT, COUNTA, COUNTBLANK, AVERAGE, AVERAGEA, MIN, MAX,
 LARGE, SMALL, MEDIAN and the variances and standard deviations. In a range they read the numbers and
-skip empty cells, text and booleans (:func:`xlmnist.compile.values.numbers_mask`); AVERAGEA reads text
+skip empty cells, text and booleans (:func:`xlmnist.compile.values.numbers`); AVERAGEA reads text
 as 0 and booleans as 0/1. Each reduces over the range dims and keeps the block dims."""
 
 from __future__ import annotations
@@ -28,15 +28,15 @@ from xlmnist.compile.values import (
 
 def flat(args, codes=(NUM,), fill: float = 0.0, text_as=None):
     """All arguments' cells side by side: values ``[bR, bC, n]`` (skipped cells = ``fill``) and the mask
-    of the cells read (None: all of them)."""
+    of the cells of kinds ``codes``, the ones counted (None: all of them)."""
     xs, ms = [], []
     for a in args:
         m = where_kind(a, codes)
         x = a.t
         if text_as is not None and a.kind is not None:
             x = torch.where(where_kind(a, (TEXT,)), torch.full_like(x, text_as), x)
-        if m is not None:
-            x = torch.where(m, x, torch.full_like(x, fill))
+        if m is not None:  # error cells stay NaN: the result is the error
+            x = torch.where(m | where_kind(a, (ERR,)), x, torch.full_like(x, fill))
         xs.append(x)
         ms.append(m)
     shape = torch.broadcast_shapes(*[(x.shape[0], x.shape[1]) for x in xs])
@@ -93,6 +93,8 @@ def f_countblank(ctx, args):
 
 
 def f_average(ctx, args):
+    if len(args) == 1 and args[0].kind is None:
+        return Value(args[0].t.mean((2, 3), keepdim=True))
     x, m = flat(args)
     return _cell(x.sum(-1) / _count_of(x, m))  # 0/0 -> NaN: #DIV/0!
 
@@ -103,10 +105,17 @@ def f_averagea(ctx, args):
 
 
 def _extreme(big: float):
+    """MAX/MIN: per argument over its range, then across arguments (``MAX(0, x)``: one
+    ``torch.maximum``; a tie splits the gradient); no numbers at all gives 0."""
+    pick = torch.maximum if big < 0 else torch.minimum
+
     def build(ctx, args):
-        x, m = flat(args, fill=big)
-        out = x.amax(-1) if big < 0 else x.amin(-1)
-        return _cell(out if m is None else torch.where(m.any(-1), out, torch.zeros_like(out)))
+        out = None
+        for a in args:
+            x = numbers(a, big)
+            x = x.amax((2, 3), keepdim=True) if big < 0 else x.amin((2, 3), keepdim=True)
+            out = x if out is None else pick(out, x)
+        return Value(torch.where(out == big, torch.zeros_like(out), out))
 
     return build
 

@@ -7,7 +7,19 @@ import math
 import numpy as np
 import torch
 
-from xlmnist.compile.values import TEXT, ExcelError, Value, as_bool, blank_like, order, pyvalues, text
+from xlmnist.compile.values import (
+    BOOL,
+    EMPTY,
+    TEXT,
+    ExcelError,
+    Value,
+    as_bool,
+    blank_like,
+    kinds,
+    order,
+    pyvalues,
+    text,
+)
 
 ARITH = {
     "+": torch.add,
@@ -36,6 +48,17 @@ def compare_py(op: str, x, y) -> bool:
     return bool(CMP[op](order(x), order(y)))
 
 
+def _ranks(a: Value, b: Value):
+    """Excel's type order of each side (number 0 < boolean 2; an empty cell takes the other side's), or
+    None where no boolean meets a number (the tensors alone decide)."""
+    if not any(v.kind is not None and (np.asarray(v.kind) == BOOL).any() for v in (a, b)):
+        return None
+    ka, kb = np.broadcast_arrays(kinds(a), kinds(b))
+    ra, rb = np.where(ka == BOOL, 2, 0), np.where(kb == BOOL, 2, 0)
+    ra, rb = np.where(ka == EMPTY, rb, ra), np.where(kb == EMPTY, ra, rb)
+    return None if (ra == rb).all() else (ra, rb)
+
+
 def compare(ctx, op: str, a: Value, b: Value) -> Value:
     fn = CMP[op]
     if a.s is None and b.s is None:  # numbers, booleans and empty cells (0): the tensors compare
@@ -43,6 +66,11 @@ def compare(ctx, op: str, a: Value, b: Value) -> Value:
             res = fn(a.t, float(b.t.reshape(())))
         else:
             res = fn(a.t, b.t)
+        ranks = _ranks(a, b)
+        if ranks is not None:  # a boolean against a number: the type order decides (TRUE=1 is FALSE)
+            ra, rb = ranks
+            by_type = torch.from_numpy(np.ascontiguousarray(fn(ra, rb))).to(res.device)
+            res = torch.where(torch.from_numpy(np.ascontiguousarray(ra == rb)).to(res.device), res, by_type)
         out = as_bool(res.to(a.t.dtype))
         out.b = res
         return out

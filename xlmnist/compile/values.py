@@ -12,7 +12,8 @@ Excel's rules for an empty cell (absent from the sheet's XML, or formatted but e
 - comparisons read it as the other side's blank: ``""`` against text, FALSE against a boolean, 0
   against a number (:func:`blank_like`), so ``A1=""`` and ``A1=0`` are both TRUE,
 - SUM, AVERAGE, COUNT, MIN, MAX, the statistics and the ``*IF(S)`` functions skip it in a range, as
-  they skip text and booleans there (:func:`numbers_mask`); SUMPRODUCT and MMULT read it as 0,
+  they skip text and booleans there (:func:`numbers`; an error cell is not skipped: the result is the
+  error); SUMPRODUCT and MMULT read it (and text) as 0,
 - ISBLANK and COUNTBLANK see it (kind :data:`EMPTY`).
 """
 
@@ -64,14 +65,10 @@ def where_kind(v: Value, codes) -> torch.Tensor | None:
     return torch.from_numpy(np.isin(np.broadcast_to(v.kind, v.t.shape), codes)).to(v.t.device)
 
 
-def numbers_mask(v: Value) -> torch.Tensor | None:
-    """The cells a range function reads: plain numbers (empty, text and booleans are skipped); None: all."""
-    return where_kind(v, (NUM,))
-
-
 def numbers(v: Value, fill: float = 0.0) -> torch.Tensor:
-    """``v``'s numbers with the cells a range function skips set to ``fill`` (0: SUMPRODUCT, MMULT)."""
-    m = numbers_mask(v)
+    """``v``'s numbers with the cells a range function skips set to ``fill`` (0: SUMPRODUCT, MMULT); an
+    error cell stays NaN, so the result is the error, as in Excel."""
+    m = where_kind(v, (NUM, ERR))
     return v.t if m is None else torch.where(m, v.t, torch.full_like(v.t, fill))
 
 
