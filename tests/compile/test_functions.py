@@ -231,6 +231,8 @@ def book(tmp_path_factory):
         ws[f"K{k + 1}"] = f
     for k, (f, _) in enumerate(TYPE_RULES):
         ws[f"M{k + 1}"] = f
+    for r in (1, 2, 3):  # copied down: a criterion per row
+        ws[f"O{r}"] = f'=SUMIF($D$1:$D$3,">"&D{r},$A$1:$A$3)+COUNTIF($D$1:$D$4,D{r})*A{r}'
     ws["C7"].font = openpyxl.styles.Font(bold=True)  # formatted, no value
     _collaborative_filtering(wb.create_sheet("CF"))
     path = tmp_path_factory.mktemp("functions") / "functions.xlsx"
@@ -348,6 +350,19 @@ def test_collaborative_filtering_skips_missing_ratings(book):
 def test_collaborative_filtering_matches_libreoffice(book, recalculated):
     m = compile_workbook(book, objective="CF!H1", params="CF!A4:B6,CF!D1:G2")
     assert float(m.objective(m.initial_params())) == pytest.approx(recalculated["CF"]["H1"], rel=1e-12)
+
+
+def test_criterion_per_row(model, libreoffice):
+    (p0,) = model.initial_params()
+    p = p0.detach().clone().requires_grad_()
+    got = model.evaluate(["S!O1:O3"], [p])["S!O1:O3"].reshape(-1)
+    a, b, c = torch.tensor(P0, dtype=torch.float64, requires_grad=True).unbind()
+    # D1:D3 = 3, 1, 4: the A values where D is above 3 / 1 / 4, plus the row's own A (one match each)
+    want = torch.stack([c + a, a + c + b, c])
+    torch.testing.assert_close(got.detach(), want.detach(), rtol=1e-12, atol=1e-12)
+    g = torch.autograd.grad(got.sum(), p)[0].reshape(-1)
+    torch.testing.assert_close(g, torch.tensor([2.0, 1.0, 3.0], dtype=torch.float64))
+    assert [libreoffice[f"O{r}"] for r in (1, 2, 3)] == pytest.approx(want.tolist(), rel=1e-12)
 
 
 def _value(x):

@@ -62,15 +62,39 @@ def _equal_text(rng: Value, s: str) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(hit)).to(rng.t.device)
 
 
+def _numeric(rng: Value) -> torch.Tensor:
+    """The number cells of ``rng`` (not errors): what a numeric criterion looks at."""
+    num = where_kind(rng, (NUM,))
+    return torch.isfinite(rng.t) if num is None else num & torch.isfinite(rng.t)
+
+
 def match(rng: Value, crit: Value) -> torch.Tensor:
     """Where the cells of ``rng`` meet ``crit`` (bool, ``[bR, bC, h, w]``)."""
-    num = where_kind(rng, (NUM,))
-    num = torch.isfinite(rng.t) if num is None else num & torch.isfinite(rng.t)
+    num = _numeric(rng)
     if crit.s is None and (crit.kind is None or bool(np.all(np.asarray(crit.kind) == NUM))):
         return num & (rng.t == crit.t)  # a number, possibly one per cell of the block
     if crit.t.numel() != 1:
-        raise ExcelError("a criterion that varies from cell to cell must be a number")
-    op, x = _parse(pyvalues(crit).reshape(-1)[0])
+        return _per_cell(rng, crit)
+    return _match_one(rng, pyvalues(crit).reshape(-1)[0], num)
+
+
+def _per_cell(rng: Value, crit: Value) -> torch.Tensor:
+    """A criterion that varies over the block (``">"&D1`` copied down): one match per distinct one."""
+    if crit.t.requires_grad or crit.t.shape[2:] != (1, 1):
+        raise ExcelError("a criterion that varies from cell to cell must be a constant, one per cell")
+    vals = pyvalues(crit)
+    keys = np.frompyfunc(lambda v: (type(v).__name__, v), 1, 1)(vals)
+    num = _numeric(rng)
+    out = None
+    for key in dict.fromkeys(keys.reshape(-1)):
+        hit = _match_one(rng, key[1], num)
+        sel = torch.from_numpy(np.frompyfunc(lambda k, key=key: k == key, 1, 1)(keys).astype(bool))
+        out = hit & sel.to(hit.device) if out is None else torch.where(sel.to(hit.device), hit, out)
+    return out
+
+
+def _match_one(rng: Value, criterion, num: torch.Tensor) -> torch.Tensor:
+    op, x = _parse(criterion)
     neg = op == "<>"
     if neg:
         op = "="
