@@ -235,6 +235,7 @@ def book(tmp_path_factory):
         ws[f"O{r}"] = f'=SUMIF($D$1:$D$3,">"&D{r},$A$1:$A$3)+COUNTIF($D$1:$D$4,D{r})*A{r}'
     ws["C7"].font = openpyxl.styles.Font(bold=True)  # formatted, no value
     _collaborative_filtering(wb.create_sheet("CF"))
+    _blocks(wb.create_sheet("B"))
     path = tmp_path_factory.mktemp("functions") / "functions.xlsx"
     wb.save(path)
     return path
@@ -363,6 +364,52 @@ def test_criterion_per_row(model, libreoffice):
     g = torch.autograd.grad(got.sum(), p)[0].reshape(-1)
     torch.testing.assert_close(g, torch.tensor([2.0, 1.0, 3.0], dtype=torch.float64))
     assert [libreoffice[f"O{r}"] for r in (1, 2, 3)] == pytest.approx(want.tolist(), rel=1e-12)
+
+
+# Copied-down blocks: each row reduces its own window H:K = X * a (a = S!A1), X a 4 x 4 grid.
+X = [[1.0, -2.0, 3.5, 0.5], [4.0, 4.0, -1.0, 2.0], [-3.0, 0.0, 2.5, -0.5], [0.25, 1.5, -2.0, 3.0]]
+BLOCKS = [
+    ("MEDIAN", lambda w: torch.quantile(w, 0.5, dim=-1)),  # the mean of the middle two
+    ("LARGE({},2)", lambda w: torch.sort(w, -1).values[:, -2]),
+    ("SMALL({},3)", lambda w: torch.sort(w, -1).values[:, 2]),
+    ("_xlfn.STDEV.S", lambda w: w.std(-1)),
+    ("_xlfn.VAR.P", lambda w: w.var(-1, correction=0)),
+    ("AVERAGE", lambda w: w.mean(-1)),
+    ("MAX", lambda w: w.amax(-1)),
+    ("PRODUCT", lambda w: w.prod(-1)),
+    ('SUMIF({},">0")', lambda w: torch.where(w > 0, w, 0.0).sum(-1)),
+    ('COUNTIF({},">0")', lambda w: (w > 0).sum(-1).double()),
+    ("SUMSQ", lambda w: (w**2).sum(-1)),
+]
+
+
+def _blocks(ws):
+    for i, row in enumerate(X):
+        for j, x in enumerate(row):
+            ws.cell(i + 1, j + 1, x)
+            ws.cell(i + 1, j + 8, f"={'ABCD'[j]}{i + 1}*S!$A$1")
+        for k, (f, _) in enumerate(BLOCKS):
+            rng = f"H{i + 1}:K{i + 1}"
+            ws.cell(i + 1, 13 + k, "=" + (f.format(rng) if "{}" in f else f"{f}({rng})"))
+
+
+def test_functions_copied_down(book, recalculated):
+    m = compile_workbook(book, objective="S!B1", params="S!A1:A3")
+    (p0,) = m.initial_params()
+    p = p0.detach().clone().requires_grad_()
+    a = torch.tensor(P0[0], dtype=torch.float64, requires_grad=True)
+    for k, (f, fn) in enumerate(BLOCKS):
+        w = torch.tensor(X, dtype=torch.float64) * a
+        col = openpyxl.utils.get_column_letter(13 + k)
+        got = m.evaluate([f"B!{col}1:{col}4"], [p])[f"B!{col}1:{col}4"].reshape(-1)
+        want = fn(w)
+        torch.testing.assert_close(got.detach(), want.detach(), rtol=1e-12, atol=1e-12, msg=f)
+        g = torch.autograd.grad(got.sum(), p, allow_unused=True)[0] if got.requires_grad else None
+        gw = torch.autograd.grad(want.sum(), a, allow_unused=True)[0] if want.requires_grad else None
+        g = 0.0 if g is None else float(g.reshape(-1)[0])
+        assert g == pytest.approx(0.0 if gw is None else float(gw), rel=1e-10, abs=1e-12), f
+        lo = [recalculated["B"][f"{col}{r}"] for r in range(1, 5)]
+        assert lo == pytest.approx(want.tolist(), rel=1e-12, abs=1e-12), f
 
 
 def _value(x):
