@@ -1,5 +1,5 @@
 """Matrix functions: SUMPRODUCT, MMULT (one matmul where the shapes allow), TRANSPOSE, SUMXMY2,
-SUMX2MY2, ROWS, COLUMNS. SUMPRODUCT and MMULT read empty cells and text as 0."""
+SUMX2MY2, ROWS, COLUMNS. SUMPRODUCT reads empty cells and text as 0; MMULT makes them #VALUE!."""
 
 from __future__ import annotations
 
@@ -79,10 +79,20 @@ def f_sumproduct(ctx, args):
 
 
 def f_mmult(ctx, args):
+    """MMULT; an empty, text or boolean cell in either matrix makes the whole result #VALUE! (NaN), as
+    Excel documents and LibreOffice does."""
     a, b = (numbers(x) for x in args)
     if a.shape[3] != b.shape[2]:
         raise ExcelError(f"MMULT of {a.shape[2]}x{a.shape[3]} by {b.shape[2]}x{b.shape[3]} (#VALUE!)")
-    return Value(einsum([a, b], ["abik", "abkj"], "abij"))
+    out = einsum([a, b], ["abik", "abkj"], "abij")
+    bad = [~m.all(3, keepdim=True).all(2, keepdim=True) for m in map(_numeric, args) if m is not None]
+    for m in bad:
+        out = torch.where(m, torch.full_like(out, math.nan), out)
+    return Value(out)
+
+
+def _numeric(v: Value) -> torch.Tensor | None:
+    return where_kind(v, (NUM, ERR))
 
 
 def _pairs(args, term):

@@ -13,7 +13,7 @@ Excel's rules for an empty cell (absent from the sheet's XML, or formatted but e
   against a number (:func:`blank_like`), so ``A1=""`` and ``A1=0`` are both TRUE,
 - SUM, AVERAGE, COUNT, MIN, MAX, the statistics and the ``*IF(S)`` functions skip it in a range, as
   they skip text and booleans there (:func:`numbers`; an error cell is not skipped: the result is the
-  error); SUMPRODUCT and MMULT read it (and text) as 0,
+  error); SUMPRODUCT reads it (and text) as 0; MMULT over it is #VALUE!, as Excel documents,
 - ISBLANK and COUNTBLANK see it (kind :data:`EMPTY`).
 """
 
@@ -66,7 +66,7 @@ def where_kind(v: Value, codes) -> torch.Tensor | None:
 
 
 def numbers(v: Value, fill: float = 0.0) -> torch.Tensor:
-    """``v``'s numbers with the cells a range function skips set to ``fill`` (0: SUMPRODUCT, MMULT); an
+    """``v``'s numbers with the cells a range function skips set to ``fill`` (0: SUMPRODUCT); an
     error cell stays NaN, so the result is the error, as in Excel."""
     m = where_kind(v, (NUM, ERR))
     return v.t if m is None else torch.where(m, v.t, torch.full_like(v.t, fill))
