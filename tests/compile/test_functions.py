@@ -9,6 +9,7 @@ formula's value as torch code over ``p = [a, b, c]``; the compiled cell's gradie
 from __future__ import annotations
 
 import math
+import re
 
 import openpyxl
 import pytest
@@ -53,6 +54,9 @@ HAND = [
     ('=COUNTIF(E1:E3,"*an*")', lambda p: torch.tensor(1.0)),  # wildcards
     ('=COUNTIF(C1:C6,"<>2")', lambda p: torch.tensor(5.0)),  # "<>" counts empty and text cells
     ("=COUNTIF(D1:D4,1)*A1", lambda p: 1 * p[0]),
+    ('=COUNTIF(E1:E3,">b")*A1', lambda p: 2 * p[0]),  # text order, case-insensitive: Banana, cherry
+    ('=SUMIF(E1:E3,"a*",A1:A3)', lambda p: p[0]),
+    ('=SUMIF(E1:E3,"<>banana",A1:A3)', lambda p: p[0] + p[2]),
     ('=COUNTIFS(A1:A3,">0",D1:D3,">2")', lambda p: torch.tensor(2.0)),
     ('=SUMIF(A1:A3,">0")', lambda p: p[0] + p[2]),
     ('=SUMIF(D1:D3,">2",A1:A3)', lambda p: p[0] + p[2]),
@@ -433,6 +437,23 @@ def test_errors_and_types_match_libreoffice(libreoffice):
         got[f] = ERROR if isinstance(lo, oracle.CellError) else lo
         want[f] = LO_DIFFERS.get(f, w)
     assert got == want
+
+
+# issue #12's list; ROW and COLUMN need the cell's position, which the compiler has and the builders
+# do not (see the report of that change)
+LISTED = """SUM SUMSQ SUMPRODUCT SUMX2MY2 SUMXMY2 PRODUCT AVERAGE AVERAGEA COUNT COUNTA COUNTBLANK COUNTIF
+COUNTIFS SUMIF SUMIFS AVERAGEIF AVERAGEIFS MIN MAX MINIFS MAXIFS LARGE SMALL MEDIAN VAR.P VAR.S VAR STDEV.P
+STDEV.S STDEV ABS SIGN SQRT EXP LN LOG LOG10 POWER MOD ROUND ROUNDUP ROUNDDOWN INT TRUNC FLOOR CEILING PI
+IF IFS IFERROR IFNA AND OR NOT XOR SWITCH CHOOSE ISBLANK ISNUMBER ISERROR ROWS COLUMNS TRANSPOSE TANH SINH
+COSH""".split()
+
+
+def test_listed_functions_are_in_the_table_and_tested():
+    from xlmnist.compile.functions import FUNCTIONS
+
+    assert [f for f in LISTED if f not in FUNCTIONS] == []
+    formulas = " ".join([f for f, _ in HAND] + [f if "(" in f else f + "()" for f, _ in BLOCKS])
+    assert [f for f in LISTED if not re.search(rf"(?<![A-Z]){re.escape(f)}\(", formulas)] == []
 
 
 def test_unsupported_function_names_the_cell(tmp_path):
