@@ -133,6 +133,7 @@ HAND = [
     ("=ISBLANK(C4)*A1+ISBLANK(C3)*A2", lambda p: p[0]),
     ("=ISNUMBER(C3)*A1+ISNUMBER(A3)*A2", lambda p: p[1]),
     ("=ISERROR(LN(A2))*A1+ISERROR(C3)*A2", lambda p: p[0]),
+    ("=ISTEXT(C3)*A1+ISTEXT(C1)*A2+ISLOGICAL(C5)*A3+ISLOGICAL(A1>0)*A1", lambda p: 2 * p[0] + p[2]),
     ("=ROWS(A1:A3)*A1+COLUMNS(C1:E2)*A2", lambda p: 3 * p[0] + 3 * p[1]),
     # empty cells (C4) in formulas: the collaborative-filtering pattern IF(rating="",0,...)
     ('=IF(C4="",0,A1*2)+IF(C1="",0,A1)', lambda p: p[0]),
