@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import COURSE_TITANIC as TITANIC
 
 from xlmnist.compile import compile_workbook
 from xlmnist.errors import TrainingError
 from xlmnist.train.optim import choose_optimizer, random_params, resolve_device, train
 
-TITANIC = Path(__file__).resolve().parents[2].parent / "shared" / "course" / "titanic.xlsx"
 SOLVER = {"linear": 0.14422714930851466, "nnet": 0.14315209641714463, "mmult": 0.14315209641014892}
 LSTSQ_OPTIMUM = 0.1442271493073191
 
 
 @pytest.fixture(scope="module")
-def course():
+def course(course_titanic):
     return {s: compile_workbook(TITANIC, sheet=s) for s in SOLVER}
 
 
