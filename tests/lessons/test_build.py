@@ -126,7 +126,7 @@ def _col(n: int) -> str:
 
 @pytest.fixture(scope="session")
 def mnist_inputs(consts, mnist_dir):
-    d3 = data.load_3v7()
+    d3 = data.load_3v7("mnist", mnist_dir)  # what `built` read ("auto": the full MNIST in XLMNIST_DATA)
     i3 = match_rows(consts["mnist_3v7.xlsx"]["data"], d3["train_x"], d3["train_y"], ROWS, 786)
     da = data.load_mnist_all(path=mnist_dir, download=False)
     i10 = match_rows(consts["mnist.xlsx"]["data"], da["train_x"], da["train_y"], ROWS, 786)
@@ -245,12 +245,12 @@ def test_titanic_data_and_features(consts, lo):
 
 
 @pytest.mark.libreoffice
-def test_playgrounds_and_weight_views(consts, lo):
+def test_playgrounds_and_weight_views(consts, lo, mnist_dir):
     w = rect(consts["mnist_3v7.xlsx"]["linear"], "A3:ADE3")[0]
     g = lo["mnist_3v7.xlsx"]
     close(rect(g["weights"], "B3:AC30"), w[:784].reshape(28, 28))
     img = rect(consts["mnist_3v7.xlsx"]["playground"], "B3:AC30")
-    d3 = data.load_3v7()
+    d3 = data.load_3v7("mnist", mnist_dir)  # what `built` read ("auto": the full MNIST in XLMNIST_DATA)
     np.testing.assert_array_equal(img, d3["valid_x"][np.flatnonzero(d3["valid_y"] == 1)[0]] / 255)
     z = (img * w[:784].reshape(28, 28)).sum() + w[784]
     close([g["playground"]["AF3"], g["playground"]["AF4"]], [z, sigmoid(z)])
