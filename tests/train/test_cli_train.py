@@ -17,7 +17,7 @@ import openpyxl
 import pytest
 import torch
 from conftest import COURSE_TITANIC as TITANIC
-from conftest import needs_course
+from conftest import HAVE_COURSE, needs_course
 from openpyxl.workbook.defined_name import DefinedName
 
 from xlmnist import cli, oracle
@@ -53,12 +53,14 @@ def members(path) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def titanic(tmp_path, course_titanic) -> Path:
+def titanic(tmp_path, request) -> Path:
+    """A copy of the course workbook; without ../shared the tests' course-style one (other weights)."""
     dst = tmp_path / "titanic.xlsx"
-    shutil.copyfile(TITANIC, dst)
+    shutil.copyfile(TITANIC if HAVE_COURSE else request.getfixturevalue("coursebook"), dst)
     return dst
 
 
+@needs_course
 def test_eval_json(titanic):
     before = titanic.read_bytes()
     out = json.loads(xlmnist("eval", titanic, "--sheet", "nnet", "--json").stdout)
@@ -72,6 +74,7 @@ def test_eval_json(titanic):
 
 @pytest.mark.libreoffice
 @pytest.mark.slow
+@needs_course
 def test_train_course_sheets_from_scratch_libreoffice_agrees(titanic):
     """Re-initialised, each course sheet trains to Solver's loss or lower; LibreOffice recalculates it."""
     runs = {}
@@ -97,6 +100,7 @@ def test_train_course_sheets_from_scratch_libreoffice_agrees(titanic):
     assert wb["nnet"]["AH1"].value == "=AVERAGE(AH4:AH715)"
 
 
+@needs_course
 def test_train_out_copy_only_param_cells_change(titanic, tmp_path):
     before = titanic.read_bytes()
     out = tmp_path / "trained.xlsx"
