@@ -21,6 +21,7 @@ os.environ.setdefault("XLWINGS_LICENSE_KEY", "noncommercial")
 
 import xlwings as xw  # noqa: E402
 from conftest import COURSE_TITANIC as COURSE  # noqa: E402
+from conftest import HAVE_COURSE  # noqa: E402
 from xlbook import make_payload  # noqa: E402
 
 from xlmnist import excel, oracle  # noqa: E402
@@ -34,9 +35,10 @@ SHEETS = ["mmult", "nnet", "linear", "all_rows"]
 
 
 @pytest.fixture(scope="module")
-def course(tmp_path_factory, course_titanic):
+def course(tmp_path_factory, request):
+    """The course workbook; without ../shared the tests' course-style one."""
     path = tmp_path_factory.mktemp("course") / "titanic.xlsx"
-    shutil.copyfile(COURSE, path)
+    shutil.copyfile(COURSE if HAVE_COURSE else request.getfixturevalue("coursebook"), path)
     return path, oracle.recalc(path)
 
 

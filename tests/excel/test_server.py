@@ -13,6 +13,7 @@ import torch
 os.environ.setdefault("XLWINGS_LICENSE_KEY", "noncommercial")
 
 from conftest import COURSE_TITANIC as COURSE  # noqa: E402
+from conftest import HAVE_COURSE  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from xlbook import make_payload  # noqa: E402
 
@@ -23,10 +24,11 @@ from xlmnist.train.optim import train  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, course_titanic):
+def served(tmp_path_factory, request):
+    """The course workbook on the server; without ../shared the tests' course-style one."""
     folder = tmp_path_factory.mktemp("books")
     path = folder / "titanic.xlsx"
-    shutil.copyfile(COURSE, path)
+    shutil.copyfile(COURSE if HAVE_COURSE else request.getfixturevalue("coursebook"), path)
     path.chmod(0o644)
     values = oracle.recalc(path)
     old = os.environ.get("XLMNIST_SERVER_BOOKS")
