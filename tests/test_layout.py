@@ -162,3 +162,74 @@ def test_help_lists_the_commands(args):
     commands = readme_commands()
     assert len(commands) >= 10 and "train" in commands
     assert sorted(listed) == sorted(commands), proc.stdout
+
+
+# ------------------------------------------------------------------ the tests themselves
+TESTS = ROOT / "tests"
+STARTS_LIBREOFFICE = {"recalc", "recalc_file", "soffice_binary"}  # oracle.<these> run soffice
+
+
+def _starts_libreoffice(fn: ast.FunctionDef) -> bool:
+    for n in ast.walk(fn):
+        if isinstance(n, ast.Attribute) and n.attr in STARTS_LIBREOFFICE and ast.unparse(n.value) == "oracle":
+            return True
+        if isinstance(n, ast.Constant) and n.value in ("soffice", "check"):  # soffice itself, `xlmnist check`
+            return True
+    return False
+
+
+def unmarked_libreoffice_tests(source: str) -> list[str]:
+    """Test functions that start LibreOffice (directly, or through a helper or fixture of their module)
+    without the ``libreoffice`` mark (on the function or the module's ``pytestmark``)."""
+    tree = ast.parse(source)
+    funcs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    module_marked = any(
+        isinstance(n, ast.Assign) and "pytestmark" in ast.unparse(n) and "libreoffice" in ast.unparse(n)
+        for n in tree.body
+    )
+    uses = {
+        name: ({n.id for n in ast.walk(fn) if isinstance(n, ast.Name)} | {a.arg for a in fn.args.args})
+        & set(funcs)
+        for name, fn in funcs.items()
+    }
+    lo = {name for name, fn in funcs.items() if _starts_libreoffice(fn)}
+    while grown := {name for name in funcs if name not in lo and uses[name] & lo}:
+        lo |= grown
+    return [
+        name
+        for name in sorted(lo)
+        if name.startswith("test_")
+        and not module_marked
+        and not any("libreoffice" in ast.unparse(d) for d in funcs[name].decorator_list)
+    ]
+
+
+def test_the_marker_audit_sees_helpers_and_fixtures():
+    src = (
+        "import pytest\nfrom xlmnist import oracle\n"
+        "@pytest.fixture\ndef values(tmp_path):\n    return oracle.recalc(tmp_path)\n"
+        "def helper(p):\n    return run('check', p)\n"
+        "def test_a(values):\n    pass\n"
+        "def test_b():\n    helper(1)\n"
+        "@pytest.mark.libreoffice\ndef test_c(values):\n    pass\n"
+        "def test_d():\n    oracle.read_values('x')\n"
+    )
+    assert unmarked_libreoffice_tests(src) == ["test_a", "test_b"]
+    assert unmarked_libreoffice_tests("import pytest\npytestmark = pytest.mark.libreoffice\n" + src) == []
+
+
+@pytest.mark.parametrize("path", sorted(p.relative_to(TESTS).as_posix() for p in TESTS.rglob("test_*.py")))
+def test_libreoffice_tests_are_marked(path):
+    if path == "test_layout.py":
+        return  # names "soffice" and "check" as data, starts nothing
+    assert unmarked_libreoffice_tests((TESTS / path).read_text(encoding="utf-8")) == []
+
+
+@pytest.mark.parametrize("path", sorted(p.relative_to(TESTS).as_posix() for p in TESTS.rglob("*.py")))
+def test_shared_is_reached_only_through_conftest(path):
+    """``../shared`` may be missing (a clone, ``.ci/run``'s second pass): only conftest names it, and its
+    fixtures and marks skip with the reason."""
+    if path == "conftest.py":
+        return
+    text = (TESTS / path).read_text(encoding="utf-8")
+    assert not re.search(r"""["']shared["']|parent\s*/\s*["']shared""", text), path
