@@ -34,11 +34,14 @@ BOOKS = {"mnist_3v7.xlsx": (("linear", 2), ("simple_net", 2)), "mnist.xlsx": (("
 
 @pytest.fixture(scope="module")
 def books(tmp_path_factory, mnist_dir):
-    os.environ.setdefault("XLMNIST_DATA", str(mnist_dir))
-    out = tmp_path_factory.mktemp("learn")
-    mnist.build_3v7(out / "mnist_3v7.xlsx", rows=ROWS, seed=0)
-    mnist.build_mnist(out / "mnist.xlsx", rows=ROWS, seed=0)
-    return out
+    # XLMNIST_DATA for this module's tests only: the tiny set (where full MNIST is missing) must not
+    # become the "full MNIST" that later modules' 3-vs-7 data would be taken from
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XLMNIST_DATA", os.environ.get("XLMNIST_DATA") or str(mnist_dir))
+        out = tmp_path_factory.mktemp("learn")
+        mnist.build_3v7(out / "mnist_3v7.xlsx", rows=ROWS, seed=0)
+        mnist.build_mnist(out / "mnist.xlsx", rows=ROWS, seed=0)
+        yield out
 
 
 def lo_default(path: Path) -> dict:
