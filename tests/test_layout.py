@@ -11,6 +11,7 @@ The import graph is read with ``ast`` from ``xlmnist/**/*.py``, imports inside f
 from __future__ import annotations
 
 import ast
+import os
 import re
 import subprocess
 import sys
@@ -233,3 +234,23 @@ def test_shared_is_reached_only_through_conftest(path):
         return
     text = (TESTS / path).read_text(encoding="utf-8")
     assert not re.search(r"""["']shared["']|parent\s*/\s*["']shared""", text), path
+
+
+@pytest.mark.parametrize("require", ["", "1"], ids=["skips", "required-fails"])
+def test_libreoffice_tests_without_soffice(tmp_path, require):
+    """With no soffice on PATH a ``libreoffice`` test skips and says why; with XLMNIST_REQUIRE_SOFFICE=1
+    (CI) it runs, and fails."""
+    env = {k: v for k, v in os.environ.items() if k != "XLMNIST_REQUIRE_SOFFICE"}
+    env["PATH"] = str(tmp_path)  # nothing in it: no soffice, no libreoffice
+    env["XLMNIST_REQUIRE_SOFFICE"] = require
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+         "tests/test_oracle.py::test_error_cells_are_reported"],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
+    )  # fmt: skip
+    if require:
+        assert proc.returncode == 1 and "1 failed" in proc.stdout, proc.stdout
+        assert "LibreOffice (soffice) is not installed" in proc.stdout
+    else:
+        assert proc.returncode == 0 and "1 skipped" in proc.stdout, proc.stdout
+        assert "LibreOffice is not installed (no soffice on PATH)" in proc.stdout
