@@ -1,13 +1,20 @@
 """Shared paths and fixtures.
 
 ``../shared`` (the course workbook, full MNIST) is what CI has beside the clone; a person who clones the
-repository has neither it nor a network. Tests that need it use the ``course_titanic`` / ``full_mnist``
-fixtures, which skip with a reason naming what is missing.
+repository has neither it nor a network. Every test reaches ``../shared`` only through this file: the
+``course_titanic`` / ``full_mnist`` fixtures, or the constants with the ``needs_course`` / ``needs_mnist``
+marks; both skip with a reason naming what is missing. ``XLMNIST_SHARED`` points elsewhere (``.ci/run``
+sets it to a folder that does not exist, to run the suite as a clean clone sees it).
+
+Tests marked ``libreoffice`` start LibreOffice (``xlmnist.oracle``, ``soffice``, ``xlmnist check``); they
+skip with a reason when ``soffice`` is not installed.
 """
 
 from __future__ import annotations
 
 import gzip
+import os
+import shutil
 import struct
 from pathlib import Path
 
@@ -15,23 +22,64 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+SHARED = Path(os.environ.get("XLMNIST_SHARED") or ROOT.parent / "shared")
 COURSE_TITANIC = SHARED / "course" / "titanic.xlsx"
 MNIST_DIR = SHARED / "data" / "mnist"
+HAVE_COURSE = COURSE_TITANIC.is_file()
+HAVE_MNIST = all(
+    (MNIST_DIR / f"{s}-{k}.idx{d}-ubyte.gz").is_file()
+    for s in ("train", "t10k")
+    for k, d in (("images", 3), ("labels", 1))
+)
+NO_COURSE = f"the course workbook is not here ({COURSE_TITANIC} is missing)"
+NO_MNIST = f"full MNIST is not here ({MNIST_DIR} is missing)"
+NO_SOFFICE = "LibreOffice is not installed (no soffice on PATH): apt-get install -y libreoffice-calc-nogui"
+
+needs_course = pytest.mark.skipif(not HAVE_COURSE, reason=NO_COURSE)
+needs_mnist = pytest.mark.skipif(not HAVE_MNIST, reason=NO_MNIST)
+
+
+def have_soffice() -> bool:
+    return any(shutil.which(name) for name in ("soffice", "libreoffice"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """``libreoffice`` tests skip (with the reason) where LibreOffice is not installed, unless
+    ``XLMNIST_REQUIRE_SOFFICE=1`` (CI, whose install.sh installs it: there a missing soffice fails)."""
+    if have_soffice() or os.environ.get("XLMNIST_REQUIRE_SOFFICE") == "1":
+        return
+    skip = pytest.mark.skip(reason=NO_SOFFICE)
+    for item in items:
+        if "libreoffice" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
 def course_titanic() -> Path:
-    if not COURSE_TITANIC.is_file():
-        pytest.skip(f"the course workbook is not here ({COURSE_TITANIC} is missing)")
+    if not HAVE_COURSE:
+        pytest.skip(NO_COURSE)
     return COURSE_TITANIC
 
 
 @pytest.fixture(scope="session")
 def full_mnist() -> Path:
-    if not (MNIST_DIR / "train-images.idx3-ubyte.gz").is_file():
-        pytest.skip(f"full MNIST is not here ({MNIST_DIR} is missing)")
+    if not HAVE_MNIST:
+        pytest.skip(NO_MNIST)
     return MNIST_DIR
+
+
+@pytest.fixture(scope="session")
+def coursebook(tmp_path_factory) -> Path:
+    """The course-style titanic.xlsx built by the tests (:mod:`coursebook`), all 712 rows; copy before writing."""
+    from coursebook import build_course_titanic
+
+    return build_course_titanic(tmp_path_factory.mktemp("coursebook") / "titanic.xlsx")
+
+
+@pytest.fixture(scope="session")
+def mnist_dir(tmp_path_factory) -> Path:
+    """Full MNIST where it is here, else the tiny ten-digit set: for tests that need *an* MNIST."""
+    return MNIST_DIR if HAVE_MNIST else make_tiny_mnist(tmp_path_factory.mktemp("tiny-mnist-for-full"))
 
 
 def write_idx(path: Path, arr: np.ndarray) -> None:

@@ -15,15 +15,14 @@ from pathlib import Path
 import numpy as np
 import openpyxl
 import pytest
+from conftest import COURSE_TITANIC as COURSE_XLSX
+from conftest import MNIST_DIR, needs_course, needs_mnist
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xlmnist import data
 from xlmnist.errors import DataError
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-MNIST_DIR = SHARED / "data" / "mnist"
-COURSE_XLSX = SHARED / "course" / "titanic.xlsx"
 SHARED_NAMES = {  # canonical (mirror) name -> the file name in ../shared/data/mnist
     "train-images-idx3-ubyte": "train-images.idx3-ubyte.gz",
     "train-labels-idx1-ubyte": "train-labels.idx1-ubyte.gz",
@@ -83,6 +82,7 @@ def course_linear_rows():
     return header, rows
 
 
+@needs_course
 def test_titanic_table_columns_match_course_sheet():
     header, rows = course_linear_rows()
     assert list(header) == data.TITANIC_COLUMNS
@@ -90,6 +90,7 @@ def test_titanic_table_columns_match_course_sheet():
     assert rows[712] == (None,) * 16  # the course table ends at row 715: 712 rows
 
 
+@needs_course
 @pytest.mark.parametrize("column", data.TITANIC_COLUMNS)
 def test_titanic_table_equals_course_sheet(column):
     header, rows = course_linear_rows()
@@ -122,6 +123,7 @@ def test_titanic_bad_csv_is_a_data_error(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------- IDX reader
+@needs_mnist
 @pytest.mark.parametrize("canonical", list(SHARED_NAMES))
 def test_read_idx_real_files(canonical):
     path = MNIST_DIR / SHARED_NAMES[canonical]
@@ -132,6 +134,7 @@ def test_read_idx_real_files(canonical):
     assert arr.shape == ((n, 28, 28) if "images" in canonical else (n,))
 
 
+@needs_mnist
 def test_read_idx_raw_equals_gz(tmp_path):
     src = MNIST_DIR / "t10k-labels.idx1-ubyte.gz"
     raw = tmp_path / "t10k-labels-idx1-ubyte"
@@ -222,6 +225,7 @@ def test_incomplete_folder_is_skipped_and_no_download(tmp_path):
         data.load_mnist("valid", download=False)
 
 
+@needs_mnist
 def test_mnist_available_on_shared_data(monkeypatch):
     assert data.mnist_available(MNIST_DIR)
     assert not data.mnist_available()
@@ -255,7 +259,7 @@ class Mirror:
 
 
 @pytest.fixture(scope="module")
-def www(tmp_path_factory):
+def www(tmp_path_factory, full_mnist):
     """good/: the mirror file names; bad/: the test split with bytes flipped (right gzip, wrong md5)."""
     root = tmp_path_factory.mktemp("www")
     (root / "good").mkdir()
@@ -371,6 +375,7 @@ def test_shipped_sample_counts_and_load_time():
     assert sample["train_y"][:6131].all() and not sample["train_y"][6131:].any()  # threes first
 
 
+@needs_mnist
 def test_sample_equals_full_mnist_selection():
     sample, full = data.load_3v7("sample"), full_3v7()
     for key in sample:
@@ -380,6 +385,7 @@ def test_sample_equals_full_mnist_selection():
     np.testing.assert_array_equal(full["valid_x"][1010:], mn["valid_x"][mn["valid_y"] == 7])
 
 
+@needs_mnist
 def test_auto_prefers_full_mnist(monkeypatch):
     monkeypatch.setenv("XLMNIST_DATA", str(MNIST_DIR))
     auto = data.load_3v7("auto")
@@ -388,6 +394,7 @@ def test_auto_prefers_full_mnist(monkeypatch):
         data.load_3v7("kaggle")
 
 
+@needs_mnist
 def test_make_3v7_sample_reproduces_shipped_file(tmp_path):
     out = data.make_3v7_sample(MNIST_DIR, tmp_path / "s.npz")
     with np.load(out) as made, np.load(data.SAMPLE_3V7) as shipped:
@@ -402,9 +409,9 @@ def test_make_3v7_sample_reproduces_shipped_file(tmp_path):
     "name, split, shape, labels",
     [
         ("titanic", "train", (712, 10), {0.0, 1.0}),
-        ("mnist_3v7", "train", (12396, 784), {0.0, 1.0}),
-        ("mnist_3v7", "valid", (2038, 784), {0.0, 1.0}),
-        ("mnist", "valid", (10000, 784), set(map(float, range(10)))),
+        pytest.param("mnist_3v7", "train", (12396, 784), {0.0, 1.0}, marks=needs_mnist),
+        pytest.param("mnist_3v7", "valid", (2038, 784), {0.0, 1.0}, marks=needs_mnist),
+        pytest.param("mnist", "valid", (10000, 784), set(map(float, range(10))), marks=needs_mnist),
     ],
 )
 def test_dataset_arrays(monkeypatch, name, split, shape, labels):

@@ -54,6 +54,7 @@ def pct(cell: str) -> float:
     return float(cell.split("%")[0]) / 100
 
 
+@pytest.mark.libreoffice
 @pytest.mark.slow
 def test_demo_offline_trains_3v7_on_the_shipped_data(tmp_path):
     proc, out = demo(tmp_path, None, "--quick", "--rows", "40")

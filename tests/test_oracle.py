@@ -2,20 +2,20 @@
 
 import math
 import shutil
-from pathlib import Path
 
 import numpy as np
 import openpyxl
 import pytest
+from conftest import COURSE_TITANIC as COURSE
+from conftest import needs_course
 
 from xlmnist import oracle
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-COURSE = SHARED / "course" / "titanic.xlsx"
+pytestmark = pytest.mark.libreoffice
 
 
 @pytest.fixture(scope="module")
-def course_values():
+def course_values(course_titanic):
     return oracle.recalc(COURSE)
 
 
@@ -41,6 +41,7 @@ def test_no_error_cells_in_course_workbook(course_values):
     assert oracle.error_cells(course_values) == []
 
 
+@needs_course
 def test_recalc_is_a_real_recalculation(tmp_path):
     """Change the linear weights; the loss LibreOffice reports must be the numpy loss, not the cache."""
     book = tmp_path / "t.xlsx"

@@ -11,6 +11,7 @@ import numpy as np
 import openpyxl
 import pytest
 import torch
+from conftest import COURSE_TITANIC as COURSE
 from openpyxl.worksheet.formula import ArrayFormula
 
 from xlmnist import oracle
@@ -18,8 +19,6 @@ from xlmnist.compile import compile_workbook
 from xlmnist.errors import FormulaError, WorkbookError
 from xlmnist.xlsx.reader import read_workbook
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-COURSE = SHARED / "course" / "titanic.xlsx"
 SAVED = {"linear": 0.14422714930851466, "nnet": 0.14315209641714463, "mmult": 0.14315209641014892}
 # intermediate columns Excel saved, per sheet
 COLUMNS = {
@@ -30,12 +29,12 @@ COLUMNS = {
 
 
 @pytest.fixture(scope="module")
-def course():
+def course(course_titanic):
     return read_workbook(COURSE)
 
 
 @pytest.fixture(scope="module")
-def models():
+def models(course_titanic):
     return {s: compile_workbook(COURSE, sheet=s) for s in SAVED}
 
 
@@ -159,6 +158,7 @@ def _set_values(src: Path, dst: Path, changes: dict[str, dict[str, float]]):
                 zout.writestr(item, data)
 
 
+@pytest.mark.libreoffice
 def test_matches_libreoffice_after_changing_params(models, tmp_path):
     rng = np.random.default_rng(1)
     changes, new = {}, {}
@@ -258,6 +258,7 @@ FUNCTION_CASES = [
 ]
 
 
+@pytest.mark.libreoffice
 def test_function_table(tmp_path):
     cells = {"A1": 2, "B1": "=A1*1", "C1": 1, "C2": 2, "C3": "x", "D1": 1, "E1": 2, "D2": 3, "E2": 4}
     for k, (f, _) in enumerate(FUNCTION_CASES):

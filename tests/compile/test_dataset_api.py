@@ -8,6 +8,8 @@ import numpy as np
 import openpyxl
 import pytest
 import torch
+from conftest import COURSE_TITANIC as COURSE
+from conftest import needs_course
 
 from xlmnist.compile import compile_workbook
 from xlmnist.errors import WorkbookError
@@ -15,8 +17,6 @@ from xlmnist.lessons import models
 from xlmnist.lessons.mnist import data_sheet, init_params
 from xlmnist.xlsx.book import Book, exact_floats
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-COURSE = SHARED / "course" / "titanic.xlsx"
 N = 40  # visible rows of the generated sheets
 
 
@@ -147,6 +147,7 @@ def test_bad_data_shape(book3v7):
         m.objective(m.initial_params(), data=torch.zeros(5, 10, dtype=torch.float64))
 
 
+@needs_course
 def test_titanic_linear_with_data_range():
     """The course sheet has no xlmnist_data; data= names its rows (features included, as values)."""
     m = compile_workbook(COURSE, sheet="linear", data="linear!A4:P715")

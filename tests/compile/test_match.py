@@ -34,6 +34,7 @@ def book(tmp_path_factory):
     return path, x
 
 
+@pytest.mark.libreoffice
 def test_argmax_per_row_matches_numpy_and_libreoffice(book):
     path, x = book
     model = compile_workbook(path)

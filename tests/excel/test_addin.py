@@ -128,6 +128,7 @@ def test_install_on_linux_says_excel_is_not_here():
     assert proc.stderr.count("\n") == 1 and "Excel is not available" in proc.stderr
 
 
+@pytest.mark.libreoffice
 def test_libreoffice_reads_the_vba_project(xlam, tmp_path):
     """An independent OLE2 + MS-OVBA reader: LibreOffice imports our module from the built add-in."""
     book = tmp_path / "addin.xlsm"  # LibreOffice opens macro workbooks, not add-ins: same parts, other type

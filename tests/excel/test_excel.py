@@ -20,6 +20,8 @@ import torch
 os.environ.setdefault("XLWINGS_LICENSE_KEY", "noncommercial")
 
 import xlwings as xw  # noqa: E402
+from conftest import COURSE_TITANIC as COURSE  # noqa: E402
+from conftest import HAVE_COURSE  # noqa: E402
 from xlbook import make_payload  # noqa: E402
 
 from xlmnist import excel, oracle  # noqa: E402
@@ -29,14 +31,14 @@ from xlmnist.train.optim import random_params  # noqa: E402
 from xlmnist.train.optim import train as train_model  # noqa: E402
 from xlmnist.xlsx import writeback  # noqa: E402
 
-COURSE = Path(__file__).resolve().parents[2].parent / "shared" / "course" / "titanic.xlsx"
 SHEETS = ["mmult", "nnet", "linear", "all_rows"]
 
 
 @pytest.fixture(scope="module")
-def course(tmp_path_factory):
+def course(tmp_path_factory, request):
+    """The course workbook; without ../shared the tests' course-style one."""
     path = tmp_path_factory.mktemp("course") / "titanic.xlsx"
-    shutil.copyfile(COURSE, path)
+    shutil.copyfile(COURSE if HAVE_COURSE else request.getfixturevalue("coursebook"), path)
     return path, oracle.recalc(path)
 
 
@@ -62,6 +64,7 @@ def start_values(path, sheet, fill):
     return {ref: np.full(tuple(p.shape), fill) for ref, p in zip(model.param_refs, model.initial_params())}
 
 
+@pytest.mark.libreoffice
 @pytest.mark.parametrize(
     "sheet, fill, options",
     [
@@ -104,6 +107,7 @@ def test_train_matches_trainer_and_cli(course, tmp_path, sheet, fill, options):
         np.testing.assert_allclose(got, want.numpy(), rtol=0, atol=1e-12)
 
 
+@pytest.mark.libreoffice
 def test_step_is_one_iteration_and_reset_is_seeded(course):
     path, _ = course
     live = start_values(path, "linear", 0.3)
@@ -122,6 +126,7 @@ def test_step_is_one_iteration_and_reset_is_seeded(course):
         assert res["objective"] == pytest.approx(float(model.objective([torch.tensor(want)])))
 
 
+@pytest.mark.libreoffice
 def test_book_name_alone_with_path_option(course):
     path, _ = course
     book = open_book(course, "linear", start_values(path, "linear", 0.1), name="titanic.xlsx")
@@ -137,6 +142,7 @@ def test_book_name_alone_with_path_option(course):
     assert res["ok"] and res["steps"] <= 2
 
 
+@pytest.mark.libreoffice
 def test_large_blocks_are_written_in_chunks(course, monkeypatch):
     path, _ = course
     monkeypatch.setattr(excel, "CHUNK_CELLS", 4)  # nnet!R4:AA5 = 2 x 10 -> one row per call
@@ -151,6 +157,7 @@ def test_large_blocks_are_written_in_chunks(course, monkeypatch):
     np.testing.assert_array_equal(block, res["values"]["nnet!R4:AA5"][:1])
 
 
+@pytest.mark.libreoffice
 def test_cancel_keeps_best_values_and_says_so(course):
     path, _ = course
     live = start_values(path, "linear", 0.1)
@@ -175,6 +182,7 @@ def _protect(src: Path, dest: Path, sheet_xml: str) -> Path:
     return dest
 
 
+@pytest.mark.libreoffice
 @pytest.mark.parametrize(
     "case, active, needle",
     [
@@ -202,6 +210,7 @@ def test_bad_input_alerts_and_writes_nothing(course, tmp_path, case, active, nee
     assert not actions(book, "setValues")
 
 
+@pytest.mark.libreoffice
 def test_run_dispatches_actions_on_a_given_book(course):
     path, _ = course
     book = open_book(course, "linear", start_values(path, "linear", 0.1))
@@ -210,6 +219,7 @@ def test_run_dispatches_actions_on_a_given_book(course):
         excel.run("solve", book)
 
 
+@pytest.mark.libreoffice
 def test_workbook_gone_mid_run_is_an_alert_and_nothing_half_written(course):
     """The user deletes the model sheet (or closes the book) while training runs: the write fails, the
     user is told in one line, and no parameter block is written."""

@@ -12,6 +12,8 @@ import torch
 
 os.environ.setdefault("XLWINGS_LICENSE_KEY", "noncommercial")
 
+from conftest import COURSE_TITANIC as COURSE  # noqa: E402
+from conftest import HAVE_COURSE  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from xlbook import make_payload  # noqa: E402
 
@@ -20,14 +22,13 @@ from xlmnist.compile import compile_workbook  # noqa: E402
 from xlmnist.excel import server  # noqa: E402
 from xlmnist.train.optim import train  # noqa: E402
 
-COURSE = Path(__file__).resolve().parents[2].parent / "shared" / "course" / "titanic.xlsx"
-
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, request):
+    """The course workbook on the server; without ../shared the tests' course-style one."""
     folder = tmp_path_factory.mktemp("books")
     path = folder / "titanic.xlsx"
-    shutil.copyfile(COURSE, path)
+    shutil.copyfile(COURSE if HAVE_COURSE else request.getfixturevalue("coursebook"), path)
     path.chmod(0o644)
     values = oracle.recalc(path)
     old = os.environ.get("XLMNIST_SERVER_BOOKS")
@@ -43,6 +44,7 @@ def _set_values(response: dict) -> list[dict]:
     return [a for a in response["actions"] if a["func"] == "setValues"]
 
 
+@pytest.mark.libreoffice
 def test_train_returns_the_trained_parameters_as_actions(served):
     client, path, values = served
     before = path.read_bytes()
@@ -63,18 +65,21 @@ def test_train_returns_the_trained_parameters_as_actions(served):
     assert path.read_bytes() == before  # the server's file is not modified: results go back to Excel
 
 
+@pytest.mark.libreoffice
 def test_unknown_action_is_404(served):
     client, _, values = served
     r = client.post("/xlmnist/solve", json=make_payload(values, "titanic.xlsx", "linear"))
     assert r.status_code == 404 and "unknown action" in r.json()["detail"]
 
 
+@pytest.mark.libreoffice
 def test_malformed_payload_is_400(served):
     client, _, _ = served
     r = client.post("/xlmnist/train", json={"hello": 1})
     assert r.status_code == 400
 
 
+@pytest.mark.libreoffice
 def test_workbook_not_on_the_server_is_an_alert_and_no_writes(served):
     client, _, values = served
     r = client.post("/xlmnist/train", json=make_payload(values, "../../etc/other.xlsx", "linear"))
@@ -84,6 +89,7 @@ def test_workbook_not_on_the_server_is_an_alert_and_no_writes(served):
     assert any(a["func"] == "alert" for a in body["actions"])
 
 
+@pytest.mark.libreoffice
 def test_sheet_without_objective_is_an_alert_and_no_writes(served):
     client, _, values = served
     r = client.post(
@@ -103,6 +109,7 @@ def test_health_and_default_bind_address():
     assert args.host == "127.0.0.1"
 
 
+@pytest.mark.libreoffice
 def test_export_writes_a_pytorch_module_beside_the_server_copy(served):
     client, path, values = served
     r = client.post(

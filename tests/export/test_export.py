@@ -13,6 +13,7 @@ import numpy as np
 import openpyxl
 import pytest
 import torch
+from conftest import COURSE_TITANIC as COURSE
 from openpyxl.workbook.defined_name import DefinedName
 from torch import nn
 
@@ -21,7 +22,6 @@ from xlmnist.compile import compile_workbook
 from xlmnist.xlsx.reader import parse_area
 
 ROOT = Path(__file__).resolve().parents[2]
-COURSE = ROOT.parent / "shared" / "course" / "titanic.xlsx"
 LESSONS = [("titanic.xlsx", "linear"), ("titanic.xlsx", "nnet"), ("titanic.xlsx", "mmult"),
            ("mnist_3v7.xlsx", "linear"), ("mnist_3v7.xlsx", "simple_net"), ("mnist.xlsx", "linear10")]  # fmt: skip
 BOOKS = ("titanic.xlsx", "mnist_3v7.xlsx", "mnist.xlsx")
@@ -84,13 +84,14 @@ def check_sheet(book: Path, sheet: str, tmp: Path, lo_values: dict):
 
 
 @pytest.fixture(scope="module")
-def course(tmp_path_factory):
+def course(tmp_path_factory, course_titanic):
     tmp = tmp_path_factory.mktemp("course")
     book = tmp / "titanic.xlsx"
     shutil.copy(COURSE, book)
     return book, oracle.recalc(book)
 
 
+@pytest.mark.libreoffice
 @pytest.mark.parametrize("sheet,layer_code", [
     ("linear", "nn.Linear(9, 1"), ("nnet", "nn.Linear(9, 2"), ("mmult", "nn.Linear(9, 2"),
 ])  # fmt: skip
@@ -109,16 +110,17 @@ def test_course_sheets_export(course, tmp_path, sheet, layer_code):
 
 
 @pytest.fixture(scope="module")
-def lessons(tmp_path_factory):
-    if not (ROOT / "xlmnist" / "build").is_dir():
+def lessons(tmp_path_factory, mnist_dir):
+    if not (ROOT / "xlmnist" / "lessons").is_dir():
         pytest.skip("xlmnist build is not part of this tree yet")
     out = tmp_path_factory.mktemp("lessons")
-    env = dict(os.environ, XLMNIST_DATA=str(ROOT.parent / "shared" / "data" / "mnist"))
+    env = dict(os.environ, XLMNIST_DATA=str(mnist_dir))
     r = xlmnist("build", "--out", out, "--rows", 30, "--only", *BOOKS, env=env)
     assert r.returncode == 0, r.stderr
     return out, {name: oracle.recalc(out / name) for name in BOOKS}
 
 
+@pytest.mark.libreoffice
 @pytest.mark.slow
 @pytest.mark.parametrize("name,sheet", LESSONS)
 def test_lesson_workbooks_export(lessons, tmp_path, name, sheet):
@@ -140,6 +142,7 @@ def torch_models():
     return {"simple": simple, "soft": soft, "titan": titan}
 
 
+@pytest.mark.libreoffice
 @pytest.mark.parametrize("kind,how", [("simple", "module"), ("soft", "state"), ("titan", "csv")])
 def test_import_recalculates_to_torch(tmp_path, kind, how):
     from xlmnist import data
@@ -188,6 +191,7 @@ def test_import_recalculates_to_torch(tmp_path, kind, how):
     close(float(cm.objective(cm.initial_params())), float(loss), 1e-12)
 
 
+@pytest.mark.libreoffice
 def test_round_trip_workbook_export_import(course, tmp_path):
     """course linear -> model.py -> Model() -> import over the same rows -> LibreOffice: same predictions."""
     book, lo = course
@@ -241,6 +245,7 @@ def test_bad_inputs_one_line_errors(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "m.py").exists()
 
 
+@pytest.mark.libreoffice
 def test_exported_module_trains_like_torch(course, tmp_path):
     """The exported module is a real nn.Module: gradients flow into its Linear layers."""
     book, _ = course

@@ -18,6 +18,7 @@ from xml.etree import ElementTree as ET
 
 import numpy as np
 import pytest
+from conftest import COURSE_TITANIC, MNIST_DIR, needs_course
 from openpyxl.formula.translate import Translator
 from openpyxl.utils.cell import coordinate_from_string, range_boundaries
 
@@ -25,11 +26,10 @@ from xlmnist import data, oracle
 from xlmnist.xlsx.book import SOLVER_OPTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = ROOT.parent / "shared"
 ROWS = 200
 BOOKS = ("titanic.xlsx", "mnist_3v7.xlsx", "mnist.xlsx")
 NS = {"m": "http://schemas.openxmlformats.org/spreadsheetml/2006/main"}
-ENV = {**os.environ, "XLMNIST_DATA": str(SHARED / "data" / "mnist")}
+ENV = {**os.environ, "XLMNIST_DATA": str(MNIST_DIR)}  # the tiny set where full MNIST is missing (`built`)
 
 
 def run_build(*args: str) -> subprocess.CompletedProcess:
@@ -38,7 +38,8 @@ def run_build(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="session")
-def built(tmp_path_factory) -> Path:
+def built(tmp_path_factory, mnist_dir) -> Path:
+    ENV["XLMNIST_DATA"] = str(mnist_dir)
     out = tmp_path_factory.mktemp("books")
     proc = run_build("--out", str(out), "--rows", str(ROWS))
     assert proc.returncode == 0, proc.stderr
@@ -124,10 +125,10 @@ def _col(n: int) -> str:
 
 
 @pytest.fixture(scope="session")
-def mnist_inputs(consts):
-    d3 = data.load_3v7()
+def mnist_inputs(consts, mnist_dir):
+    d3 = data.load_3v7("mnist", mnist_dir)  # what `built` read ("auto": the full MNIST in XLMNIST_DATA)
     i3 = match_rows(consts["mnist_3v7.xlsx"]["data"], d3["train_x"], d3["train_y"], ROWS, 786)
-    da = data.load_mnist_all(path=SHARED / "data" / "mnist", download=False)
+    da = data.load_mnist_all(path=mnist_dir, download=False)
     i10 = match_rows(consts["mnist.xlsx"]["data"], da["train_x"], da["train_y"], ROWS, 786)
     x3 = np.c_[d3["train_x"][i3].reshape(ROWS, -1) / 255, np.ones(ROWS)]
     x10 = np.c_[da["train_x"][i10].reshape(ROWS, -1) / 255, np.ones(ROWS)]
@@ -209,6 +210,7 @@ def expected(book: str, sheet: str, params: list[np.ndarray], inputs) -> dict:
     return mnist_model(sheet, params, inputs)
 
 
+@pytest.mark.libreoffice
 @pytest.mark.parametrize("book,sheet", list(MODELS))
 def test_sheet_matches_numpy(book, sheet, consts, lo, request):
     refs, obj, acc, preds = MODELS[(book, sheet)]
@@ -230,6 +232,7 @@ def test_sheet_matches_numpy(book, sheet, consts, lo, request):
         close(rect(got, f"{MLP['p'][0]}6:{MLP['p'][1]}{ROWS + 5}"), want["p"])
 
 
+@pytest.mark.libreoffice
 def test_titanic_data_and_features(consts, lo):
     x, y = titanic_features(ROWS)
     t = data.titanic_table().head(ROWS)
@@ -241,12 +244,13 @@ def test_titanic_data_and_features(consts, lo):
         close(rect(lo["titanic.xlsx"][sheet], f"G4:P{ROWS + 3}"), x)
 
 
-def test_playgrounds_and_weight_views(consts, lo):
+@pytest.mark.libreoffice
+def test_playgrounds_and_weight_views(consts, lo, mnist_dir):
     w = rect(consts["mnist_3v7.xlsx"]["linear"], "A3:ADE3")[0]
     g = lo["mnist_3v7.xlsx"]
     close(rect(g["weights"], "B3:AC30"), w[:784].reshape(28, 28))
     img = rect(consts["mnist_3v7.xlsx"]["playground"], "B3:AC30")
-    d3 = data.load_3v7()
+    d3 = data.load_3v7("mnist", mnist_dir)  # what `built` read ("auto": the full MNIST in XLMNIST_DATA)
     np.testing.assert_array_equal(img, d3["valid_x"][np.flatnonzero(d3["valid_y"] == 1)[0]] / 255)
     z = (img * w[:784].reshape(28, 28)).sum() + w[784]
     close([g["playground"]["AF3"], g["playground"]["AF4"]], [z, sigmoid(z)])
@@ -261,6 +265,7 @@ def test_playgrounds_and_weight_views(consts, lo):
     assert m["playground"]["AF15"] == p.argmax()
 
 
+@pytest.mark.libreoffice
 def test_no_error_cells(lo):
     for book in BOOKS:
         assert oracle.error_cells(lo[book]) == [], book
@@ -363,8 +368,9 @@ def test_titanic_trains_on_its_visible_rows(consts):
     assert all(rows.get((sheet, "dataset")) in (None, "") for sheet in ("linear", "nnet", "mmult"))
 
 
+@needs_course
 def test_course_solver_options_are_copied():
-    course = sheet_names(SHARED / "course" / "titanic.xlsx")["linear"]
+    course = sheet_names(COURSE_TITANIC)["linear"]
     assert {k: v[0] for k, v in course.items() if k in SOLVER_OPTIONS} == SOLVER_OPTIONS
 
 
@@ -456,6 +462,7 @@ EDITS = [  # book, sheet, cell edits
 ]
 
 
+@pytest.mark.libreoffice
 @pytest.mark.parametrize("book,sheet,edits", EDITS)
 def test_edit_a_weight_moves_the_loss(built, consts, mnist_inputs, tmp_path, book, sheet, edits):
     copy = tmp_path / book
@@ -510,6 +517,7 @@ def test_bad_arguments_fail_with_one_line(tmp_path, capsys, args):
     assert not out.exists()
 
 
+@pytest.mark.libreoffice
 def test_full_titanic_matches_the_course_preprocessing(tmp_path):
     """Default size: all 712 rows; the feature formulas reproduce data.titanic_table()'s columns."""
     from xlmnist.lessons import build_all

@@ -16,12 +16,13 @@ from pathlib import Path
 import openpyxl
 import pytest
 import torch
+from conftest import COURSE_TITANIC as TITANIC
+from conftest import HAVE_COURSE, needs_course
 from openpyxl.workbook.defined_name import DefinedName
 
 from xlmnist import cli, oracle
 
 ROOT = Path(__file__).resolve().parents[2]
-TITANIC = ROOT.parent / "shared" / "course" / "titanic.xlsx"
 SOLVER = {"linear": 0.14422714930851466, "nnet": 0.14315209641714463, "mmult": 0.14315209641014892}
 CELL = {"linear": "AA7", "nnet": "AH1", "mmult": "AA1"}
 LSTSQ_OPTIMUM = 0.1442271493073191
@@ -52,12 +53,14 @@ def members(path) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def titanic(tmp_path) -> Path:
+def titanic(tmp_path, request) -> Path:
+    """A copy of the course workbook; without ../shared the tests' course-style one (other weights)."""
     dst = tmp_path / "titanic.xlsx"
-    shutil.copyfile(TITANIC, dst)
+    shutil.copyfile(TITANIC if HAVE_COURSE else request.getfixturevalue("coursebook"), dst)
     return dst
 
 
+@needs_course
 def test_eval_json(titanic):
     before = titanic.read_bytes()
     out = json.loads(xlmnist("eval", titanic, "--sheet", "nnet", "--json").stdout)
@@ -69,7 +72,9 @@ def test_eval_json(titanic):
     assert titanic.read_bytes() == before
 
 
+@pytest.mark.libreoffice
 @pytest.mark.slow
+@needs_course
 def test_train_course_sheets_from_scratch_libreoffice_agrees(titanic):
     """Re-initialised, each course sheet trains to Solver's loss or lower; LibreOffice recalculates it."""
     runs = {}
@@ -95,6 +100,7 @@ def test_train_course_sheets_from_scratch_libreoffice_agrees(titanic):
     assert wb["nnet"]["AH1"].value == "=AVERAGE(AH4:AH715)"
 
 
+@needs_course
 def test_train_out_copy_only_param_cells_change(titanic, tmp_path):
     before = titanic.read_bytes()
     out = tmp_path / "trained.xlsx"
@@ -112,15 +118,31 @@ def test_train_out_copy_only_param_cells_change(titanic, tmp_path):
     "make, args, message",
     [
         (lambda d: (d / "notes.xlsx", b"just text"), [], "not an xlsx file"),
-        (lambda d: (d / "broken.xlsx", TITANIC.read_bytes()[:50000]), [], "not an xlsx file"),
+        pytest.param(
+            lambda d: (d / "broken.xlsx", TITANIC.read_bytes()[:50000]),
+            [],
+            "not an xlsx file",
+            marks=needs_course,
+        ),
         (lambda d: (d / "missing.xlsx", None), [], "no such workbook"),
-        (lambda d: (d / "t.xlsx", TITANIC.read_bytes()), ["--device", "cuda"], "CUDA is not available"),
-        (
+        pytest.param(
+            lambda d: (d / "t.xlsx", TITANIC.read_bytes()),
+            ["--device", "cuda"],
+            "CUDA is not available",
+            marks=needs_course,
+        ),
+        pytest.param(
             lambda d: (d / "t.xlsx", TITANIC.read_bytes()),
             ["--sheet", "linear", "--optimizer", "sgd", "--lr", "1e6"],
             r"step \d+: the objective became inf",
+            marks=needs_course,
         ),
-        (lambda d: (d / "t.xlsx", TITANIC.read_bytes()), ["--sheet", "nosuch"], "no sheet named 'nosuch'"),
+        pytest.param(
+            lambda d: (d / "t.xlsx", TITANIC.read_bytes()),
+            ["--sheet", "nosuch"],
+            "no sheet named 'nosuch'",
+            marks=needs_course,
+        ),
     ],
 )
 def test_bad_input_one_line_error_file_unchanged(tmp_path, make, args, message):
@@ -174,6 +196,7 @@ def toy_book(path: Path, sense: str = "2", target: float | None = None, settings
     return path
 
 
+@pytest.mark.libreoffice
 @pytest.mark.parametrize(
     "sense, target, expect",
     [("2", None, 0.05714285714285714), ("1", None, -0.05714285714285714), ("3", 0.25, 0.25)],

@@ -50,6 +50,7 @@ def cells(values: dict, ref: str) -> np.ndarray:
     )
 
 
+@pytest.mark.libreoffice
 @pytest.mark.slow
 @pytest.mark.parametrize("sheet, epochs, min_valid_acc", [("linear", 2, 0.96), ("simple_net", 1, 0.9)])
 def test_full_data_path_is_the_sheet_libreoffice_agrees(capsys, book, sheet, epochs, min_valid_acc):

@@ -17,6 +17,7 @@ import numpy as np
 import openpyxl
 import pytest
 import torch
+from conftest import COURSE_TITANIC, needs_course
 
 from xlmnist import oracle
 from xlmnist.compile import compile_workbook
@@ -27,18 +28,20 @@ from xlmnist.xlsx.reader import area_name
 from xlmnist.xlsx.writeback import split_ref, write_values
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = ROOT.parent / "shared"
 ROWS = 60
 BOOKS = {"mnist_3v7.xlsx": (("linear", 2), ("simple_net", 2)), "mnist.xlsx": (("linear10", 10), ("mlp", 10))}
 
 
 @pytest.fixture(scope="module")
-def books(tmp_path_factory):
-    os.environ.setdefault("XLMNIST_DATA", str(SHARED / "data" / "mnist"))
-    out = tmp_path_factory.mktemp("learn")
-    mnist.build_3v7(out / "mnist_3v7.xlsx", rows=ROWS, seed=0)
-    mnist.build_mnist(out / "mnist.xlsx", rows=ROWS, seed=0)
-    return out
+def books(tmp_path_factory, mnist_dir):
+    # XLMNIST_DATA for this module's tests only: the tiny set (where full MNIST is missing) must not
+    # become the "full MNIST" that later modules' 3-vs-7 data would be taken from
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XLMNIST_DATA", os.environ.get("XLMNIST_DATA") or str(mnist_dir))
+        out = tmp_path_factory.mktemp("learn")
+        mnist.build_3v7(out / "mnist_3v7.xlsx", rows=ROWS, seed=0)
+        mnist.build_mnist(out / "mnist.xlsx", rows=ROWS, seed=0)
+        yield out
 
 
 def lo_default(path: Path) -> dict:
@@ -117,6 +120,7 @@ def written(books, tmp_path_factory):
     return result
 
 
+@pytest.mark.libreoffice
 @pytest.mark.parametrize("book", list(BOOKS))
 def test_results_written_and_shown_without_recalculation(books, written, book):
     path, info = written[book]
@@ -208,12 +212,14 @@ def test_bad_gradients_leave_file_unchanged(written, tmp_path):
     assert dst.read_bytes() == before
 
 
+@pytest.mark.libreoffice
+@needs_course
 def test_course_titanic_params_and_cached_values_only(tmp_path):
     """The course workbook has no xlmnist names: params + cached <v> of dependent formula cells change,
     nothing else; LibreOffice's default view shows the new loss; a values-only write would not."""
     import re
 
-    src = SHARED / "course" / "titanic.xlsx"
+    src = COURSE_TITANIC
     path, control = tmp_path / "titanic.xlsx", tmp_path / "control.xlsx"
     shutil.copyfile(src, path)
     model = compile_workbook(path, sheet="nnet")

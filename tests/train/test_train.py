@@ -3,24 +3,26 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import COURSE_TITANIC as TITANIC
+from conftest import HAVE_COURSE, needs_course
 
 from xlmnist.compile import compile_workbook
 from xlmnist.errors import TrainingError
 from xlmnist.train.optim import choose_optimizer, random_params, resolve_device, train
 
-TITANIC = Path(__file__).resolve().parents[2].parent / "shared" / "course" / "titanic.xlsx"
 SOLVER = {"linear": 0.14422714930851466, "nnet": 0.14315209641714463, "mmult": 0.14315209641014892}
 LSTSQ_OPTIMUM = 0.1442271493073191
 
 
 @pytest.fixture(scope="module")
-def course():
-    return {s: compile_workbook(TITANIC, sheet=s) for s in SOLVER}
+def course(request):
+    """The course's sheets; without ../shared the tests' course-style copy (same data, other weights)."""
+    book = TITANIC if HAVE_COURSE else request.getfixturevalue("coursebook")
+    return {s: compile_workbook(book, sheet=s) for s in SOLVER}
 
 
 class Quadratic:
@@ -66,6 +68,7 @@ def test_net_from_random_init_reaches_solver_loss(course, sheet, seed, scale):
     )
 
 
+@needs_course
 @pytest.mark.parametrize("sheet", ["nnet", "mmult"])
 def test_net_from_solver_values_stays_at_solver_minimum(course, sheet):
     """Solver's saved weights are a local minimum: training from them keeps the loss (rel 1e-6)."""
@@ -117,6 +120,7 @@ def test_senses(sense, target, sign, expect_obj):
         assert torch.allclose(r.params[0], model.c, atol=1e-6)
 
 
+@needs_course
 def test_divergence_raises_names_step_keeps_best(course):
     model = course["linear"]
     with pytest.raises(

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import time
 import zipfile
-from pathlib import Path
 
 import pytest
+from conftest import COURSE_TITANIC as COURSE
+from conftest import needs_course
 
 from xlmnist.errors import WorkbookError
 from xlmnist.xlsx.reader import XLError, read_workbook
 
-COURSE = Path(__file__).resolve().parents[2].parent / "shared" / "course" / "titanic.xlsx"
 
-
+@needs_course
 def test_course_workbook_fast_and_complete():
     t = time.perf_counter()
     wb = read_workbook(COURSE)
