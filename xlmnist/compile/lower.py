@@ -26,6 +26,7 @@ from xlmnist.compile.compiler import DATA, TRUSTED
 from xlmnist.compile.functions import BOOL, EMPTY, NUM, TEXT
 from xlmnist.compile.fuse import fuse_softmax
 from xlmnist.formula import parser as P
+from xlmnist.formula import patterns
 from xlmnist.formula.graph import RefUse
 
 
@@ -49,10 +50,6 @@ def _bc(a: int, b: int) -> int:
     if b == 1 or a == b:
         return a
     raise Unsupported("shapes")
-
-
-def _sl(a: int, b: int, n: int) -> str:
-    return ":" if (a, b) == (0, n) else f"{a}:{b}"
 
 
 _CMP = {
@@ -200,10 +197,12 @@ class Lowerer:
         self.g[name] = t
         return name
 
-    def relu(self) -> str:
-        """``IF(x<0,0,x)`` as ``threshold(x, -s, 0)``, ``s`` the smallest subnormal of the dtype: the same
-        values as the sheet and the same gradient (1 at x = 0, as the formula takes its x branch there), with
-        torch's cheap ReLU backward (``clamp_min``'s backward costs three times as much)."""
+    def relu(self, g0: float) -> str:
+        """A ReLU whose gradient at 0 is ``g0`` (1 or 0) as ``threshold(x, t, 0)``: ``t = 0`` for 0 and,
+        for 1, ``-s``, ``s`` the smallest subnormal of the dtype: the same values as the sheet and its
+        gradient, with torch's cheap ReLU backward (``clamp_min``'s backward costs three times as much)."""
+        if g0 == 0:
+            return "torch.nn.functional.threshold({}, 0.0, 0.0)"
         s = float(torch.nextafter(torch.zeros((), dtype=self.dtype), torch.ones((), dtype=self.dtype)))
         return f"torch.nn.functional.threshold({{}}, {-s!r}, 0.0)"
 
@@ -351,19 +350,9 @@ class Lowerer:
 
     def binary(self, node: P.Binary, b) -> N:
         op = node.op
-        if op == "/" and _is_one(node.left):  # 1/(1+EXP(-x)) -> sigmoid(x)
-            d = node.right
-            if isinstance(d, P.Binary) and d.op == "+":
-                for one, ex in ((d.left, d.right), (d.right, d.left)):
-                    if (
-                        _is_one(one)
-                        and isinstance(ex, P.Call)
-                        and ex.name == "EXP"
-                        and len(ex.args) == 1
-                        and isinstance(ex.args[0], P.Unary)
-                        and ex.args[0].op == "-"
-                    ):
-                        return self.op("torch.sigmoid({})", [self.expr(ex.args[0].operand, b)])
+        x = patterns.sigmoid_arg(node)
+        if x is not None:
+            return self.op("torch.sigmoid({})", [self.expr(x, b)])
         if op == "+" and _adjacent(node.left, node.right):  # A1+B1 of two columns: one sum (same bits)
             mark = len(self.lines)
             u, v = node.left, node.right
@@ -387,7 +376,7 @@ class Lowerer:
         if name in _UNARY and len(args) == 1:
             return self.op(_UNARY[name] + "({})", [self.expr(args[0], b)])
         if name == "IF" and len(args) == 3:
-            return self.if_(args, b)
+            return self.if_(node, b)
         if name in ("SUMPRODUCT", "MMULT") and len(args) == 2:
             return self.dot(name, [self.expr(a, b) for a in args], b)
         if name in _REDUCE:
@@ -406,13 +395,12 @@ class Lowerer:
                 return self.op("(" + " + ".join(["{}"] * len(vals)) + ")", vals)
         raise Unsupported(name)
 
-    def if_(self, args, b) -> N:
-        cond, yes, no = args
-        if isinstance(cond, P.Binary) and cond.op in ("<", ">=") and _is_zero(cond.right):
-            x = cond.left  # IF(x<0,0,x) and IF(x>=0,x,0): a ReLU, with the same gradient at 0
-            zero, keep = (yes, no) if cond.op == "<" else (no, yes)
-            if _is_zero(zero) and keep == x:
-                return self.op(self.relu(), [self.expr(x, b)])
+    def if_(self, node: P.Call, b) -> N:
+        relu = patterns.relu(node)
+        if relu is not None:  # its own gradient at 0: IF(x<0,0,x) the x branch (1), IF(x<=0,0,x) 0
+            x, g0 = relu
+            return self.op(self.relu(g0), [self.expr(x, b)])
+        cond, yes, no = node.args
         c = self.mask(self.expr(cond, b))
         y, n = self.expr(yes, b), self.expr(no, b)
         if y.k is not None and n.k is not None and y.k.size == 1 and n.k.size == 1:
@@ -583,11 +571,3 @@ def _dead_code(lines: list[str], ret: str) -> list[str]:
         used.update(re.findall(r"\b[tb]\d+\b", rhs))
         keep.append(line)
     return keep[::-1]
-
-
-def _is_one(node) -> bool:
-    return isinstance(node, P.Number) and node.value == 1
-
-
-def _is_zero(node) -> bool:
-    return isinstance(node, P.Number) and node.value == 0
