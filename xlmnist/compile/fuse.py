@@ -69,6 +69,7 @@ def fuse_softmax(L: Lowerer) -> None:
         elif mm:
             continue  # shifted by another row's max: leave it
         setline(name, f"torch.softmax({z}, 1)")
+        L.note(f"softmax: {name} = EXP/SUM of {z} -> torch.softmax({z}, 1)")
         soft[name] = z
     negs = {}  # log line -> the line that negates it (the sheet's -LN(...))
     for name, expr in L.defs.items():
@@ -114,6 +115,7 @@ def fuse_softmax(L: Lowerer) -> None:
                         setline(mean, f"({fused} if {guard} else (-{sheet}).mean())")
             else:
                 setline(name, f"((-{ce}) if {guard} else {sheet})")
+            L.note(f"cross-entropy: -LN(SUMPRODUCT({o}, softmax({z}))) -> cross_entropy, guarded by {guard}")
             break
 
 

@@ -169,7 +169,7 @@ class Lowerer:
     def __init__(self, comp):
         self.comp = comp
         self.dtype, self.device = comp.ctx.dtype, comp.ctx.device
-        self.g = {"torch": torch, "DT": self.dtype}
+        self.g = {"torch": torch, "DT": self.dtype, "RELU_T": _relu_t(self.dtype)}
         self.lines: list[str] = []
         self.n = 0
         self.lay: dict[int, tuple[str, int, int]] = {}  # block -> (layout, rows, cols) of its variable
@@ -177,6 +177,7 @@ class Lowerer:
         self.guards: list[str] = []  # conditions on the data rows alone (checkable once per dataset)
         self.consts: dict = {}
         self.defs: dict[str, str] = {}
+        self.notes: list[str] = []  # every rewrite applied and every fallback (XLMNIST_DEBUG=3)
 
     # ---- emission -----------------------------------------------------------------------------------
     def tmp(self, expr: str) -> str:
@@ -185,6 +186,9 @@ class Lowerer:
         self.lines.append(f"{name} = {expr}")
         self.defs[name] = expr
         return name
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
 
     def const(self, a, dtype=None) -> str:
         a = np.ascontiguousarray(a)
@@ -203,8 +207,7 @@ class Lowerer:
         gradient, with torch's cheap ReLU backward (``clamp_min``'s backward costs three times as much)."""
         if g0 == 0:
             return "torch.nn.functional.threshold({}, 0.0, 0.0)"
-        s = float(torch.nextafter(torch.zeros((), dtype=self.dtype), torch.ones((), dtype=self.dtype)))
-        return f"torch.nn.functional.threshold({{}}, {-s!r}, 0.0)"
+        return "torch.nn.functional.threshold({}, RELU_T, 0.0)"  # RELU_T: per dtype (retarget)
 
     def resolve(self, name: str) -> str:
         """The variable behind plain aliases (``b7 = t13`` -> ``t13``)."""
@@ -230,6 +233,7 @@ class Lowerer:
         rows = self.comp.params[int(p[1:])]
         if len(ks) != 1 or ps != [(p, i) for i in range(len(cols))] or rows[3] - rows[1] + 1 != len(cols):
             return None
+        self.note(f"stacked mv: {len(cols)} torch.mv of the rows of {p} -> one torch.mm")
         return self.tmp(f"torch.mm({ks.pop()}, {p}.T)")
 
     def source(self, i: int) -> tuple[str, str, int, int]:
@@ -490,9 +494,11 @@ class Lowerer:
             self.defs[f"b{b.id}"] = n.code
             self.lay[b.id] = (n.lay, H, W)
             return
-        except Unsupported:
+        except Unsupported as exc:
             del self.lines[mark:]
-        self.fallback.add(b.id)
+            reason = str(exc)
+        self.fallback[b.id] = reason
+        self.note(f"fallback: {b.name} runs its compiled closure ({reason})")
         self.lines.append(f"b{b.id} = env[{b.id}] = S{b.id}(env)")
         self.lay[b.id] = ("2d", H, W)
 
@@ -500,7 +506,7 @@ class Lowerer:
         """``steps``: [(block id, closure)] in dependency order; ``obj``: (block id, row, col), or a list of
         block ids: then the function returns ``{block id: its 2-D tensor}`` (what ``env`` holds)."""
         comp = self.comp
-        self.fallback: set[int] = set()
+        self.fallback: dict[int, str] = {}  # block -> why it runs its closure
         for bid, e in steps:
             self.g[f"S{bid}"] = e
             self.block(comp.graph.blocks[bid])
@@ -540,13 +546,36 @@ class Lowerer:
         src = "def program(env):\n" + "".join(f"    {x}\n" for x in head + body + [f"return {ret}"])
         if self.guards:  # the same conditions over a whole dataset, checked once by the training loop
             src += "\n\ndef check(D):\n    return " + " and ".join(sorted(set(self.guards))) + "\n"
-        ns = dict(self.g)
-        exec(compile(src, "<xlmnist objective>", "exec"), ns)  # our own generated code, not formula text
-        fn = ns["program"]
-        fn.source = src
-        fn.fallback = sorted(self.fallback)
-        fn.check = ns.get("check")
-        return fn
+        return _make(src, self.g, sorted(self.fallback), list(self.notes))
+
+
+def _make(src: str, g: dict, fallback: list[int], notes: list[str]):
+    ns = dict(g)
+    exec(compile(src, "<xlmnist objective>", "exec"), ns)  # our own generated code, not formula text
+    fn = ns["program"]
+    fn.source, fn.namespace, fn.fallback, fn.notes = src, g, fallback, notes
+    fn.check = ns.get("check")
+    return fn
+
+
+def retarget(prog, dtype, device, steps):
+    """The same program (the same source) for another dtype/device: its constants converted, ``steps``
+    ([(block id, closure)] of the target model) for the blocks that run their closures."""
+    g = {}
+    for k, v in prog.namespace.items():
+        if isinstance(v, torch.Tensor):
+            v = v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype)
+        g[k] = v
+    g["DT"], g["RELU_T"] = dtype, _relu_t(dtype)
+    for bid, e in steps:
+        if f"S{bid}" in g:
+            g[f"S{bid}"] = e
+    return _make(prog.source, g, prog.fallback, prog.notes)
+
+
+def _relu_t(dtype) -> float:
+    """``-s``, ``s`` the smallest subnormal of ``dtype``: ``threshold(x, -s, 0)`` keeps x = 0 (gradient 1)."""
+    return -float(torch.nextafter(torch.zeros((), dtype=dtype), torch.ones((), dtype=dtype)))
 
 
 def _adjacent(u, v) -> bool:
