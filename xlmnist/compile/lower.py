@@ -22,7 +22,7 @@ import re
 import numpy as np
 import torch
 
-from xlmnist.compile.compiler import DATA, TRUSTED
+from xlmnist.compile.areas import DATA, TRUSTED
 from xlmnist.compile.functions import BOOL, EMPTY, NUM, TEXT
 from xlmnist.compile.fuse import fuse_softmax
 from xlmnist.formula import parser as P

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from xlmnist.compile import debug
-from xlmnist.compile.compiler import DATA, TRUSTED, Compiler, parse_areas
+from xlmnist.compile.areas import DATA, TRUSTED, parse_areas
+from xlmnist.compile.compiler import Compiler
 from xlmnist.errors import FormulaError, WorkbookError, XlmnistError
 from xlmnist.xlsx.reader import area_name, cell_name, read_workbook
 
