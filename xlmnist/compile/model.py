@@ -11,6 +11,7 @@ import torch
 from xlmnist.compile import debug
 from xlmnist.compile.areas import DATA, TRUSTED, parse_areas
 from xlmnist.compile.compiler import Compiler
+from xlmnist.compile.program import lower_program, retarget
 from xlmnist.errors import FormulaError, WorkbookError, XlmnistError
 from xlmnist.xlsx.reader import area_name, cell_name, read_workbook
 
@@ -80,8 +81,6 @@ class CompiledModel:
         if os.environ.get("XLMNIST_LOWER") == "0":
             self.fallback_reason = "XLMNIST_LOWER=0"
             return None
-        from xlmnist.compile.lower import Lowerer, retarget  # deferred: only models that lower need it
-
         if self.dtype != torch.float64 or self.device.type != "cpu":
             if twin is None:
                 c = self._c
@@ -101,7 +100,7 @@ class CompiledModel:
                 return None
             return prog
         try:
-            prog = Lowerer(self._c).program(self._obj_steps, self._obj)
+            prog = lower_program(self._c, self._obj_steps, self._obj)
         except Exception as exc:  # noqa: BLE001 - a lowering bug: the closures are the reference
             self.fallback_reason = f"lowering failed: {type(exc).__name__}: {exc}"
             return None
@@ -249,10 +248,8 @@ class CompiledModel:
         prog = None
         steps = [(bid, e) for bid, e in self._c.steps if bid in needed]
         if steps and os.environ.get("XLMNIST_LOWER") != "0":
-            from xlmnist.compile.lower import Lowerer
-
             try:
-                prog = Lowerer(self._c).program(steps, [bid for bid, _ in steps])
+                prog = lower_program(self._c, steps, [bid for bid, _ in steps])
                 with torch.no_grad():
                     check = dict(env)
                     for bid, e in steps:
