@@ -50,7 +50,9 @@ def test_float32_softmax_uses_the_program_checked_in_float64(lesson_books):
     assert m32._twin is not None and m32._twin.dtype == torch.float64
     params = m32.initial_params()
     with torch.no_grad():
-        assert float(m32.objective(params)) == pytest.approx(float(m32._twin.objective([p.double() for p in params])), rel=1e-5)
+        assert float(m32.objective(params)) == pytest.approx(
+            float(m32._twin.objective([p.double() for p in params])), rel=1e-5
+        )
 
 
 def test_closures_say_why(lesson_books, monkeypatch):

@@ -21,7 +21,7 @@ import torch
 from xlmnist.compile.areas import DATA
 from xlmnist.compile.functions import BOOL, EMPTY, NUM, TEXT
 from xlmnist.compile.ir import Op, Stmt
-from xlmnist.compile.sources import Area, N, Unsupported
+from xlmnist.compile.sources import Area, N, Unsupported, relu_t
 from xlmnist.formula import parser as P
 from xlmnist.formula import patterns
 from xlmnist.formula.graph import RefUse
@@ -396,8 +396,3 @@ def _adjacent(u, v) -> bool:
         and u.c1 == u.c2
         and v.c1 == v.c2 == u.c1 + 1
     )
-
-
-def relu_t(dtype) -> float:
-    """``-s``, ``s`` the smallest subnormal of ``dtype``: ``threshold(x, -s, 0)`` keeps x = 0 (gradient 1)."""
-    return -float(torch.nextafter(torch.zeros((), dtype=dtype), torch.ones((), dtype=dtype)))

@@ -11,7 +11,7 @@ import torch
 from xlmnist.compile import debug
 from xlmnist.compile.areas import DATA, TRUSTED, parse_areas
 from xlmnist.compile.compiler import Compiler
-from xlmnist.compile.program import lower_program, retarget
+from xlmnist.compile.program import checked_evaluator, lower_program, retarget
 from xlmnist.errors import FormulaError, WorkbookError, XlmnistError
 from xlmnist.xlsx.reader import area_name, cell_name, read_workbook
 
@@ -245,26 +245,10 @@ class CompiledModel:
         cache = self.__dict__.setdefault("_evaluators", {})
         if key in cache:
             return cache[key]
-        prog = None
         steps = [(bid, e) for bid, e in self._c.steps if bid in needed]
+        prog = None
         if steps and os.environ.get("XLMNIST_LOWER") != "0":
-            try:
-                prog = lower_program(self._c, steps, [bid for bid, _ in steps])
-                with torch.no_grad():
-                    check = dict(env)
-                    for bid, e in steps:
-                        check[bid] = e(check)
-                    got = prog(dict(env))
-                rtol, atol = (1e-9, 1e-12) if self.dtype == torch.float64 else (1e-4, 1e-6)
-                for bid, _ in steps:
-                    want, have = check[bid], got[bid]
-                    if have.shape != want.shape or not torch.allclose(
-                        have, want, rtol=rtol, atol=atol, equal_nan=True
-                    ):
-                        prog = None
-                        break
-            except Exception:  # noqa: BLE001 - any lowering problem: the closures are the reference
-                prog = None
+            prog = checked_evaluator(self._c, steps, env)
         cache[key] = prog
         return prog
 

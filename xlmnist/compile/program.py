@@ -12,7 +12,8 @@ import torch
 from xlmnist.compile.areas import DATA
 from xlmnist.compile.fuse import fuse_softmax
 from xlmnist.compile.ir import Op, Stmt, names, render
-from xlmnist.compile.lower import Lowerer, relu_t
+from xlmnist.compile.lower import Lowerer
+from xlmnist.compile.sources import relu_t
 
 _TB = re.compile(r"[tb]\d+")  # temporaries and block variables (names of our own program)
 _TWO_D = {"2d": lambda v: v, "col": lambda v: Op("unsqueeze", v), "0": lambda v: Op("as11", v)}
@@ -54,6 +55,26 @@ def lower_program(comp, steps, obj):
         head.append(Stmt(("TR",), Op("trusted")))
     src = render(head, body, ret, L.guards)
     return _make(src, L.g, sorted(L.fallback), list(L.notes))
+
+
+def checked_evaluator(comp, steps, env: dict):
+    """The blocks of ``steps`` as one program returning ``{block id: 2-D tensor}``, checked once against
+    the block closures on ``env``; None where it disagrees or cannot be built."""
+    try:
+        prog = lower_program(comp, steps, [bid for bid, _ in steps])
+        with torch.no_grad():
+            check = dict(env)
+            for bid, e in steps:
+                check[bid] = e(check)
+            got = prog(dict(env))
+    except Exception:  # noqa: BLE001 - any lowering problem: the closures are the reference
+        return None
+    rtol, atol = (1e-9, 1e-12) if comp.ctx.dtype == torch.float64 else (1e-4, 1e-6)
+    for bid, _ in steps:
+        want, have = check[bid], got[bid]
+        if have.shape != want.shape or not torch.allclose(have, want, rtol=rtol, atol=atol, equal_nan=True):
+            return None
+    return prog
 
 
 def dead_code(body: list[Stmt], ret) -> list[Stmt]:

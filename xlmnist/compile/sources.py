@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
 from xlmnist.compile.functions import BOOL, EMPTY, NUM
 from xlmnist.compile.ir import Op
@@ -125,3 +126,8 @@ class Area:
             else:
                 cols.append(self._var(part, False)[0])
         return N(L.tmp(Op("cat", *cols)), self.fh, self.fw, "2d")
+
+
+def relu_t(dtype) -> float:
+    """``-s``, ``s`` the smallest subnormal of ``dtype``: ``threshold(x, -s, 0)`` keeps x = 0 (gradient 1)."""
+    return -float(torch.nextafter(torch.zeros((), dtype=dtype), torch.ones((), dtype=dtype)))
