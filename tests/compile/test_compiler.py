@@ -490,19 +490,27 @@ def test_softmax_cross_entropy_fused_with_the_sheets_values(tmp_path, monkeypatc
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_relu_forms_lowered_like_the_closures_at_zero(tmp_path, monkeypatch, dtype):
     """IF(x<0,0,x) and IF(x>=0,x,0) lower to a ReLU with the formula's own gradient at x = 0 (the x branch:
-    1); MAX(0,x) as the closures (torch.maximum: a tie splits the gradient, 0.5). Same values and gradients
-    as the block closures, in float64 and float32."""
-    cells = {"A1": -1.0, "A2": 0.0, "A3": 2.0, "A4": -3.0, "E1": "=SUM(B1:D4)"}
+    1), IF(x<=0,0,x) and IF(x>0,x,0) to one with gradient 0 there (the 0 branch); MAX(0,x) as the closures
+    (torch.maximum: a tie splits the gradient, 0.5). Same values and gradients as the block closures, in
+    float64 and float32."""
+    cells = {"A1": -1.0, "A2": 0.0, "A3": 2.0, "A4": -3.0, "H1": "=SUM(B1:F4)"}
     for r in range(1, 5):
         cells.update(
-            {f"B{r}": f"=IF(A{r}<0,0,A{r})", f"C{r}": f"=IF(A{r}>=0,A{r},0)", f"D{r}": f"=MAX(0,A{r})"}
+            {
+                f"B{r}": f"=IF(A{r}<0,0,A{r})",
+                f"C{r}": f"=IF(A{r}>=0,A{r},0)",
+                f"D{r}": f"=MAX(0,A{r})",
+                f"E{r}": f"=IF(A{r}<=0,0,A{r})",
+                f"F{r}": f"=IF(A{r}>0,A{r},0)",
+            }
         )
-    path = _book(tmp_path, cells, solver=("Sheet!$E$1", "Sheet!$A$1:$A$4"))
+    path = _book(tmp_path, cells, solver=("Sheet!$H$1", "Sheet!$A$1:$A$4"))
     fast = compile_workbook(path, dtype=dtype)
     monkeypatch.setenv("XLMNIST_LOWER", "0")
     slow = compile_workbook(path, dtype=dtype)
-    assert fast._prog is not None and "threshold" in fast._prog.source and slow._prog is None
+    assert fast._prog is not None and fast._prog.source.count("threshold") == 4 and slow._prog is None
+    assert fast._prog.fallback == [], fast._prog.source
     (v1, g1), (v2, g2) = _value_and_grads(fast), _value_and_grads(slow)
-    assert v1 == v2 == 6.0
+    assert v1 == v2 == 10.0
     assert g1[0].flatten().tolist() == g2[0].flatten().tolist()
-    assert g1[0].flatten().tolist() == [0.0, 2.5, 3.0, 0.0]
+    assert g1[0].flatten().tolist() == [0.0, 2.5, 5.0, 0.0]

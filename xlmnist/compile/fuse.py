@@ -16,14 +16,36 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from xlmnist.compile.ir import Op, names, substitute
+
 if TYPE_CHECKING:
     from xlmnist.compile.lower import Lowerer
 
-_NAME = r"[tbk]\d+|p\d+|D"
+_TB = re.compile(r"[tb]\d+")  # temporaries and block variables (names of our own program)
+_INPUT = re.compile(r"[tbk]\d+|D")  # what a data-only value may be computed from
+
+
+def _is(x, kind: str, n: int | None = None) -> bool:
+    """Whether ``x`` is an Op of ``kind`` (with ``n`` operands, all variable names, when given)."""
+    return (
+        isinstance(x, Op)
+        and x.kind == kind
+        and (n is None or (len(x.args) == n and all(isinstance(a, str) for a in x.args)))
+    )
+
+
+def _data_cols(x) -> tuple[int, int] | None:
+    """(a, b) where ``x`` is ``D[:, a:b]`` (columns of the data rows), else None."""
+    if not (_is(x, "index") and x.args[0] == "D" and isinstance(x.args[1], tuple) and len(x.args[1]) == 2):
+        return None
+    rows, cols = x.args[1]
+    if rows != slice(None) or not isinstance(cols, slice):
+        return None
+    return cols.start, cols.stop
 
 
 def fuse_softmax(L: Lowerer) -> None:
-    """Rewrite ``L.lines`` in place (the sheet's spelled-out formulas; the same values):
+    """Rewrite the ops of ``L`` in place (the sheet's spelled-out formulas; the same values):
 
     * ``EXP(z-MAX(z))/SUM(...)`` over a row (or ``EXP(z)/SUM(EXP(z))``) -> ``torch.softmax(z, 1)``;
     * ``-LN(SUMPRODUCT(onehot, softmax))`` -> ``cross_entropy(z, label)`` where the one-hot is
@@ -35,85 +57,89 @@ def fuse_softmax(L: Lowerer) -> None:
 
     res = L.resolve
 
-    def same(a: str, b: str) -> bool:  # one value, or two identical expressions of the same values
+    def same(a: str, b: str) -> bool:  # one value, or two identical ops of the same values
         a, b = res(a), res(b)
         return a == b or (a in L.defs and L.defs[a] == L.defs.get(b))
 
-    def setline(name: str, expr: str) -> None:
-        for k, line in enumerate(L.lines):
-            if line.startswith(name + " = "):
-                L.lines[k] = f"{name} = {expr}"
-                L.defs[name] = expr
+    def setop(name: str, op: Op) -> None:
+        for s in L.stmts:
+            if s.targets == (name,):
+                s.op = L.defs[name] = op
                 return
 
     soft = {}  # softmax variable -> its logits
-    for name, expr in list(L.defs.items()):
-        m = re.fullmatch(rf"\(({_NAME}) / ({_NAME})\)", expr)
-        if not m:
+    for name, e in list(L.defs.items()):
+        if not _is(e, "div", 2):
             continue
-        x, u = res(m.group(1)), res(m.group(2))
-        ue = L.defs.get(u, "")
-        mu = re.fullmatch(rf"({_NAME})\.unsqueeze\(1\)", ue)
-        sv = res(mu.group(1)) if mu else u
-        ms = re.fullmatch(rf"({_NAME})\.sum\(1(, keepdim=True)?\)", L.defs.get(sv, ""))
-        if not ms or bool(mu) == bool(ms.group(2)) or res(ms.group(1)) != x:
+        x, u = res(e.args[0]), res(e.args[1])
+        ue = L.defs.get(u)
+        mu = _is(ue, "unsqueeze", 1)
+        sv = res(ue.args[0]) if mu else u
+        ms = L.defs.get(sv)
+        if not (_is(ms, "reduce", 1) and ms.attrs.get("fn") == "sum" and ms.attrs.get("dim") == 1):
             continue
-        me = re.fullmatch(rf"torch\.exp\(({_NAME})\)", L.defs.get(x, ""))
-        if not me:
+        if mu == bool(ms.attrs.get("keep")) or res(ms.args[0]) != x:
             continue
-        z = res(me.group(1))
-        mz = re.fullmatch(rf"\(({_NAME}) - ({_NAME})\)", L.defs.get(z, ""))
-        mm = mz and re.fullmatch(rf"({_NAME})\.amax\(1, keepdim=True\)", L.defs.get(res(mz.group(2)), ""))
-        if mm and same(mm.group(1), mz.group(1)):
-            z = res(mz.group(1))  # softmax is the same for any per-row shift; the sheet's is the row max
-        elif mm:
+        me = L.defs.get(x)
+        if not _is(me, "exp", 1):
+            continue
+        z = res(me.args[0])
+        mz = L.defs.get(z)
+        mm = L.defs.get(res(mz.args[1])) if _is(mz, "sub", 2) else None
+        is_max = _is(mm, "reduce", 1) and mm.attrs == {"fn": "amax", "dim": 1, "keep": True}
+        if is_max and same(mm.args[0], mz.args[0]):
+            z = res(mz.args[0])  # softmax is the same for any per-row shift; the sheet's is the row max
+        elif is_max:
             continue  # shifted by another row's max: leave it
-        setline(name, f"torch.softmax({z}, 1)")
+        setop(name, Op("softmax", z))
+        L.note(f"softmax: {name} = EXP/SUM of {z} -> torch.softmax({z}, 1)")
         soft[name] = z
-    negs = {}  # log line -> the line that negates it (the sheet's -LN(...))
-    for name, expr in L.defs.items():
-        m = re.fullmatch(rf"\(-({_NAME})\)", expr)
-        if m:
-            negs.setdefault(res(m.group(1)), name)
-    for name, expr in list(L.defs.items()):
-        m = re.fullmatch(rf"torch\.log\(({_NAME})\)", expr)
-        ml = m and re.fullmatch(rf"\(({_NAME}) \* ({_NAME})\)\.sum\(1\)", L.defs.get(res(m.group(1)), ""))
-        if not ml:
+    negs = {}  # log variable -> the variable that negates it (the sheet's -LN(...))
+    for name, e in L.defs.items():
+        if _is(e, "neg", 1):
+            negs.setdefault(res(e.args[0]), name)
+    for name, e in list(L.defs.items()):
+        ml = L.defs.get(res(e.args[0])) if _is(e, "log", 1) else None
+        if not _is(ml, "rowdot", 2):
             continue
-        a, b = res(ml.group(1)), res(ml.group(2))
+        a, b = res(ml.args[0]), res(ml.args[1])
         for o, p in ((a, b), (b, a)):
             if p not in soft:
                 continue
             z, lab = soft[p], _label_column(L, o) if _zero_one(L, o) else None
-            cols = re.fullmatch(r"D\[:, \d+:\d+\]", L.defs.get(o, ""))
+            cols = _data_cols(L.defs.get(o))
             if lab is None and not cols and not _zero_one(L, o):
                 continue
+            target = o
             if cols:  # one-hot columns of the data rows: checked, like labels, once per dataset
-                ce = f'torch.nn.functional.cross_entropy({z}, {o}, reduction="none")'
-                guard = f"(TR or _one_hot({L.defs[o]}))"
-                L.guards.append(f"_one_hot({L.defs[o]})")
+                check = Op("call", "_one_hot", L.defs[o])
+                guard = Op("or", "TR", check)
+                L.guards.append(check)
                 L.g["_one_hot"] = _one_hot
             elif lab is not None:  # one-hot of an integer label column: the label itself is the target
                 col, n = lab
-                ce = f'torch.nn.functional.cross_entropy({z}, D[:, {col}].long(), reduction="none")'
-                guard = f"(TR or _int_labels(D[:, {col}], {n}))"
-                L.guards.append(f"_int_labels(D[:, {col}], {n})")
+                y = Op("index", "D", (slice(None), col))
+                target = Op("long", y)
+                check = Op("call", "_int_labels", y, n)
+                guard = Op("or", "TR", check)
+                L.guards.append(check)
                 o = _inline(L, o)  # the one-hot only where the labels are not 0..n-1
                 L.g["_int_labels"] = _int_labels
             else:  # soft targets: -(o * log_softmax(z)).sum(1)
-                ce = f'torch.nn.functional.cross_entropy({z}, {o}, reduction="none")'
-                guard = f"bool(({o}.sum(1) == 1).all())"
-            sheet = f"torch.log(({o} * torch.softmax({z}, 1)).sum(1))"
+                guard = Op("bool", Op("all", Op("eq", Op("reduce", o, fn="sum", dim=1), 1.0)))
+            ce = Op("cross_entropy", z, target, reduction="none")
+            sheet = Op("log", Op("rowdot", o, Op("softmax", z)))
             if name in negs:
                 line = negs[name]
-                setline(line, f"({ce} if {guard} else (-{sheet}))")
-                for mean, e in list(L.defs.items()):  # AVERAGE of the loss column: the fused mean
-                    mm = re.fullmatch(rf"({_NAME})\.mean\(\)", e)
-                    if mm and res(mm.group(1)) == line:
-                        fused = ce.replace('reduction="none"', 'reduction="mean"')
-                        setline(mean, f"({fused} if {guard} else (-{sheet}).mean())")
+                setop(line, Op("ifelse", guard, ce, Op("neg", sheet)))
+                for mean, m in list(L.defs.items()):  # AVERAGE of the loss column: the fused mean
+                    if _is(m, "reduce", 1) and m.attrs == {"fn": "mean"} and res(m.args[0]) == line:
+                        fused = Op("cross_entropy", z, target, reduction="mean")
+                        setop(mean, Op("ifelse", guard, fused, Op("reduce", Op("neg", sheet), fn="mean")))
+                        L.note(f"cross-entropy mean: {mean} = AVERAGE of {line} -> one fused mean")
             else:
-                setline(name, f"((-{ce}) if {guard} else {sheet})")
+                setop(name, Op("ifelse", guard, Op("neg", ce), sheet))
+            L.note(f"cross-entropy: {name} = LN(SUMPRODUCT({a}, {b})) -> cross_entropy({z}, ...), guarded")
             break
 
 
@@ -131,49 +157,52 @@ def _one_hot(o: torch.Tensor) -> bool:
 
 def _label_column(L: Lowerer, name: str):
     """(column, n) where ``name`` is ``IF(label=0..n-1, 1, 0)`` over one data column, else None."""
-    m = re.fullmatch(rf"torch\.where\(({_NAME}), 1\.0, ({_NAME}|0\.0)\)", L.origin(name))
-    if not m or not (m.group(2) == "0.0" or _zero_one(L, m.group(2)) and not bool(L.g[m.group(2)].any())):
+    m = L.origin(name)
+    if not (_is(m, "where") and isinstance(m.args[0], str) and m.args[1] == 1.0):
         return None
-    me = re.fullmatch(rf"torch\.eq\(({_NAME}), (k\d+)\)", L.origin(m.group(1)))
-    if not me:
+    no = m.args[2]
+    if not (no == 0.0 or isinstance(no, str) and _zero_one(L, no) and not bool(L.g[no].any())):
         return None
-    mc = re.fullmatch(r"D\[:, (\d+):(\d+)\]", L.origin(me.group(1)))
-    k = L.g[me.group(2)]
-    if not mc or int(mc.group(2)) != int(mc.group(1)) + 1 or k.dim() != 2 or k.shape[0] != 1:
+    me = L.origin(m.args[0])
+    if not (_is(me, "eq", 2) and me.args[1].startswith("k")):
+        return None
+    mc = _data_cols(L.origin(me.args[0]))
+    k = L.g[me.args[1]]
+    if not mc or mc[1] != mc[0] + 1 or k.dim() != 2 or k.shape[0] != 1:
         return None
     n = k.shape[1]
     if not torch.equal(k[0], torch.arange(n, dtype=k.dtype, device=k.device)):
         return None
-    return int(mc.group(1)), n
+    return mc[0], n
 
 
-def _inline(L: Lowerer, name: str, depth: int = 0) -> str:
-    """The expression of a temporary with the temporaries it reads written out (for a rarely taken branch)."""
-    expr = L.defs.get(name)
-    if expr is None or depth > 20:
+def _inline(L: Lowerer, name: str, depth: int = 0):
+    """The op of a temporary with the temporaries it reads written out (for a rarely taken branch)."""
+    op = L.defs.get(name)
+    if op is None or depth > 20:
         return name
-    return "(" + re.sub(r"\b[tb]\d+\b", lambda m: _inline(L, m.group(0), depth + 1), expr) + ")"
+    return substitute(op, lambda v: _inline(L, v, depth + 1) if _TB.fullmatch(v) else v)
 
 
 def _zero_one(L: Lowerer, name: str) -> bool:
     """Whether ``name`` can only hold 0s and 1s and needs no gradient (data or constants only)."""
-    expr = L.defs.get(name)
-    if expr is None:
+    op = L.defs.get(name)
+    if op is None:
         t = L.g.get(name)
         return isinstance(t, torch.Tensor) and bool(((t == 0) | (t == 1)).all())
     if L.resolve(name) != name:
         return _zero_one(L, L.resolve(name))
-    m = re.fullmatch(rf"torch\.where\(({_NAME}), ([^,]+), ([^,]+)\)", expr)
-    if not m or not _no_grad(L, m.group(1)):
+    if not (_is(op, "where") and isinstance(op.args[0], str) and _no_grad(L, op.args[0])):
         return False
-    return all(v in ("1.0", "0.0") or _zero_one(L, v) for v in (m.group(2), m.group(3)))
+    return all(v in (1.0, 0.0) if not isinstance(v, str) else _zero_one(L, v) for v in op.args[1:])
 
 
 def _no_grad(L: Lowerer, name: str) -> bool:
     """Whether ``name`` is computed from the data rows and constants only (no parameter, no closure)."""
-    expr = L.defs.get(name)
-    if expr is None:
+    op = L.defs.get(name)
+    if op is None:
         return name == "D" or name.startswith("k")
-    if "env" in expr or re.search(r"\bp\d+\b", expr):
+    used = names(op)
+    if "env" in used or any(re.fullmatch(r"p\d+", v) for v in used):
         return False
-    return all(_no_grad(L, v) for v in re.findall(r"\b[tbk]\d+\b|\bD\b", expr) if v != name)
+    return all(_no_grad(L, v) for v in used if _INPUT.fullmatch(v) and v != name)

@@ -1,46 +1,30 @@
-"""The objective's trainable-dependent blocks lowered to one straight-line torch function.
+"""The objective's trainable-dependent blocks lowered to one straight-line torch program.
 
 compiler.py compiles each block to closures over ``[bR, bC, h, w]`` Values: general, but every formula
 costs reshapes a hand-written model does not do. Here the blocks the objective needs are lowered, when
-their formulas use the common patterns, to 2-D torch code as one would write it by hand: one ``mv`` /
-``mm`` per SUMPRODUCT/MMULT block over data laid out once at compile time, ``torch.sigmoid`` for
-``1/(1+EXP(-x))``, ``threshold`` (a ReLU) for ``IF(x<0,0,x)`` / ``MAX(0,x)``, masks of data-only conditions
-precomputed, reductions without intermediate shapes. The result is the Python source of one function,
-generated from this module's own op table (formula text is never evaluated) and compiled once. A block
-it cannot lower runs its compiled closure inside the same function.
-
-Values (:class:`N`) stand for a logical 2-D ``[r, c]`` broadcastable to the block (``r == -1``: the
-data rows, any number of them) in one of three layouts: ``"0"`` (a 0-d tensor or a Python float),
-``"col"`` (``[r]``, for ``c == 1``) or ``"2d"``.
+their formulas use the common patterns (:mod:`xlmnist.formula.patterns`), to 2-D torch ops as one would
+write them by hand: one ``mv`` / ``mm`` per SUMPRODUCT/MMULT block over data laid out once at compile
+time, ``torch.sigmoid`` for ``1/(1+EXP(-x))``, ``threshold`` (a ReLU) for ``IF(x<0,0,x)``, masks of
+data-only conditions precomputed, reductions without intermediate shapes. The lowering builds
+:mod:`xlmnist.compile.ir` ops (formula text is never evaluated); :mod:`xlmnist.compile.program` applies
+the rewrites and renders the program once. A block it cannot lower runs its compiled closure inside the
+same program.
 """
 
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 import torch
 
-from xlmnist.compile.compiler import DATA, TRUSTED
+from xlmnist.compile.areas import DATA
 from xlmnist.compile.functions import BOOL, EMPTY, NUM, TEXT
-from xlmnist.compile.fuse import fuse_softmax
+from xlmnist.compile.ir import Op, Stmt
+from xlmnist.compile.sources import Area, N, Unsupported, relu_t
 from xlmnist.formula import parser as P
+from xlmnist.formula import patterns
 from xlmnist.formula.graph import RefUse
-
-
-class Unsupported(Exception):
-    """The block uses something this lowering does not handle: it runs its compiled closure instead."""
-
-
-class N:
-    __slots__ = ("code", "r", "c", "lay", "k", "b", "win")
-
-    def __init__(self, code=None, r=1, c=1, lay="2d", k=None, b=False, win=None):
-        self.code, self.r, self.c, self.lay = code, r, c, lay
-        self.k = k  # constant: 2-D float64 numpy array [r, c]
-        self.b = b  # a bool tensor (a comparison)
-        self.win = win  # a range: (area, h, w, rrel, crel)
 
 
 def _bc(a: int, b: int) -> int:
@@ -51,143 +35,44 @@ def _bc(a: int, b: int) -> int:
     raise Unsupported("shapes")
 
 
-def _sl(a: int, b: int, n: int) -> str:
-    return ":" if (a, b) == (0, n) else f"{a}:{b}"
-
-
-_CMP = {
-    "=": "torch.eq",
-    "<>": "torch.ne",
-    "<": "torch.lt",
-    "<=": "torch.le",
-    ">": "torch.gt",
-    ">=": "torch.ge",
-}
+_CMP = {"=": "eq", "<>": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "ge"}
+_ARITH = {"+": "add", "-": "sub", "*": "mul", "/": "div", "^": "pow"}
 _UNARY = {
-    "EXP": "torch.exp",
-    "LN": "torch.log",
-    "LOG10": "torch.log10",
-    "ABS": "torch.abs",
-    "SQRT": "torch.sqrt",
-    "TANH": "torch.tanh",
-    "SIGN": "torch.sign",
+    "EXP": "exp",
+    "LN": "log",
+    "LOG10": "log10",
+    "ABS": "abs",
+    "SQRT": "sqrt",
+    "TANH": "tanh",
+    "SIGN": "sign",
 }
 _REDUCE = {"SUM": "sum", "AVERAGE": "mean", "MAX": "amax", "MIN": "amin"}
-
-
-class Area:
-    """A rectangle the formula reads: a constant, or column strips of sources (params, data, blocks)."""
-
-    def __init__(self, L: Lowerer, e, fh: int, fw: int):
-        self.L, self.fh, self.fw = L, fh, fw
-        self.k = None
-        self.parts = []  # (col0, col1, ("var", name, lay, sr, sc, rs, cs) | ("const", numpy [fh|1, k]))
-        if e.const is not None:
-            self.k = e.const.detach().cpu().numpy().astype(np.float64)
-            return
-        if e.info is None:
-            raise Unsupported("area")
-        if e.info[0] == "aligned":
-            self.fh = -1
-            for start, i, csl, const in e.info[1]:
-                if i is None:
-                    k = const.detach().cpu().numpy()
-                    self.parts.append((start, start + k.shape[1], ("const", k)))
-                    continue
-                name, lay, sr, sc = L.source(i)
-                a, b = (0, sc) if csl == slice(None) else (csl.start, csl.stop)
-                self.parts.append((start, start + b - a, ("var", name, lay, sr, sc, (0, sr), (a, b))))
-            self.parts.sort(key=lambda p: p[0])
-            return
-        _, pieces, num, kind = e.info
-        covered = np.zeros((fh, fw), bool)
-        for i, src, dst in pieces:
-            name, lay, sr, sc = L.source(i)
-            if src is ...:
-                rs, cs = (0, sr), (0, sc)
-            else:
-                rs, cs = (src[0].start, src[0].stop), (src[1].start, src[1].stop)
-            if (dst[0].start, dst[0].stop) != (0, fh):
-                raise Unsupported("not full-height strips")
-            covered[:, dst[1]] = True
-            self.parts.append((dst[1].start, dst[1].stop, ("var", name, lay, sr, sc, rs, cs)))
-        free = np.flatnonzero(~covered[0])
-        if len(free):
-            if kind is not None and not np.isin(kind[:, free], (NUM, BOOL, EMPTY)).all():
-                raise Unsupported("text beside dynamic cells")
-            for run in np.split(free, np.flatnonzero(np.diff(free) != 1) + 1):
-                k = num[:, run[0] : run[-1] + 1].astype(np.float64)
-                self.parts.append((int(run[0]), int(run[-1]) + 1, ("const", k)))
-        self.parts.sort(key=lambda p: p[0])
-
-    def _var(self, part, one_d: bool) -> tuple[str, str]:
-        """Code and layout of one source strip; 1-D (a row or a column) where asked and possible."""
-        _, name, lay, sr, sc, (ra, rb), (ca, cb) = part
-        full_r, full_c = (ra, rb) == (0, sr), (ca, cb) == (0, sc)
-        if lay == "0":
-            return name, "0"
-        if lay == "col":
-            code = name if full_r else self.L.tmp(f"{name}[{ra}:{rb}]")
-            return (code, "col") if one_d else (self.L.tmp(f"{code}.unsqueeze(1)"), "2d")
-        if full_r and full_c:
-            if one_d and sc == 1:
-                return self.L.tmp(f"{name}[:, 0]"), "col"
-            if one_d and sr == 1:
-                return self.L.tmp(f"{name}[0]"), "col"
-            return name, "2d"
-        rows = ":" if full_r else f"{ra}:{rb}"
-        if one_d and cb - ca == 1:
-            return self.L.tmp(f"{name}[{rows}, {ca}]"), "col"
-        if one_d and rb - ra == 1 and sr != -1:
-            return self.L.tmp(f"{name}[{ra}]" if full_c else f"{name}[{ra}, {ca}:{cb}]"), "col"
-        return self.L.tmp(f"{name}[{rows}, {ca}:{cb}]"), "2d"
-
-    def node(self, one_d: bool = False) -> N:
-        """The whole area as a value (1-D where ``one_d`` and it is one row or one column)."""
-        if self.k is not None:
-            return N(r=self.fh, c=self.fw, k=self.k)
-        one_d = one_d and (self.fw == 1 or self.fh == 1)
-        if len(self.parts) == 1:
-            code, lay = self._var(self.parts[0][2], one_d)
-            return N(code, self.fh, self.fw, lay)
-        L = self.L
-        if all(p[2][0] == "var" for p in self.parts) and all(p[1] - p[0] == 1 for p in self.parts):
-            cols = [self._var(p[2], True)[0] for p in self.parts]
-            code = L.stacked_mv(cols) or L.tmp(f"torch.stack([{', '.join(cols)}], 1)")
-            return N(code, self.fh, self.fw, "2d")
-        cols = []
-        for _, _, part in self.parts:
-            if part[0] == "const":
-                k = part[1]
-                if self.fh == -1:
-                    cols.append(f"{L.const(k)}.expand(M, -1)")
-                else:
-                    cols.append(L.const(np.broadcast_to(k, (self.fh, k.shape[1]))))
-            else:
-                cols.append(self._var(part, False)[0])
-        return N(L.tmp(f"torch.cat([{', '.join(cols)}], 1)"), self.fh, self.fw, "2d")
 
 
 class Lowerer:
     def __init__(self, comp):
         self.comp = comp
         self.dtype, self.device = comp.ctx.dtype, comp.ctx.device
-        self.g = {"torch": torch, "DT": self.dtype}
-        self.lines: list[str] = []
+        self.g = {"torch": torch, "DT": self.dtype, "RELU_T": relu_t(self.dtype)}
+        self.stmts: list[Stmt] = []
         self.n = 0
         self.lay: dict[int, tuple[str, int, int]] = {}  # block -> (layout, rows, cols) of its variable
-        self.uses_m = False
-        self.guards: list[str] = []  # conditions on the data rows alone (checkable once per dataset)
+        self.guards: list[Op] = []  # conditions on the data rows alone (checkable once per dataset)
         self.consts: dict = {}
-        self.defs: dict[str, str] = {}
+        self.defs: dict[str, object] = {}  # variable -> its Op (or the variable it aliases)
+        self.fallback: dict[int, str] = {}  # block -> why it runs its closure
+        self.notes: list[str] = []  # every rewrite applied and every fallback (XLMNIST_DEBUG=3)
 
     # ---- emission -----------------------------------------------------------------------------------
-    def tmp(self, expr: str) -> str:
+    def tmp(self, op: Op) -> str:
         self.n += 1
         name = f"t{self.n}"
-        self.lines.append(f"{name} = {expr}")
-        self.defs[name] = expr
+        self.stmts.append(Stmt((name,), op))
+        self.defs[name] = op
         return name
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
 
     def const(self, a, dtype=None) -> str:
         a = np.ascontiguousarray(a)
@@ -200,44 +85,49 @@ class Lowerer:
         self.g[name] = t
         return name
 
-    def relu(self) -> str:
-        """``IF(x<0,0,x)`` as ``threshold(x, -s, 0)``, ``s`` the smallest subnormal of the dtype: the same
-        values as the sheet and the same gradient (1 at x = 0, as the formula takes its x branch there), with
-        torch's cheap ReLU backward (``clamp_min``'s backward costs three times as much)."""
-        s = float(torch.nextafter(torch.zeros((), dtype=self.dtype), torch.ones((), dtype=self.dtype)))
-        return f"torch.nn.functional.threshold({{}}, {-s!r}, 0.0)"
+    def relu(self, g0: float):
+        """A ReLU whose gradient at 0 is ``g0`` (1 or 0) as ``threshold(x, t, 0)``: ``t = 0`` for 0 and,
+        for 1, ``-s``, ``s`` the smallest subnormal of the dtype: the same values as the sheet and its
+        gradient, with torch's cheap ReLU backward (``clamp_min``'s backward costs three times as much)."""
+        if g0 == 0:
+            return 0.0
+        return "RELU_T"  # per dtype (program.retarget)
 
     def resolve(self, name: str) -> str:
         """The variable behind plain aliases (``b7 = t13`` -> ``t13``)."""
-        while re.fullmatch(r"[tb]\d+", self.defs.get(name, "")):
+        while isinstance(self.defs.get(name), str):
             name = self.defs[name]
         return name
 
-    def origin(self, name: str) -> str:
-        """The expression that defined a variable, through plain aliases."""
-        return self.defs.get(self.resolve(name), "")
+    def origin(self, name: str):
+        """The Op that defined a variable, through plain aliases (None for inputs and constants)."""
+        return self.defs.get(self.resolve(name))
 
     def stacked_mv(self, cols: list[str]) -> str | None:
         """stack([mv(K, p[0]), mv(K, p[1]), ...], 1) over all rows of p -> mm(K, p.T) (nnet's hidden layer)."""
         ks, ps = set(), []
         for c in cols:
-            m = re.fullmatch(r"torch\.mv\((k\d+), (t\d+)\)", self.origin(c))
-            w = m and re.fullmatch(r"(p\d+)\[(\d+)\]", self.defs.get(m.group(2), ""))
-            if not w:
+            m = self.origin(c)
+            if not (isinstance(m, Op) and m.kind == "mv" and isinstance(m.args[1], str)):
                 return None
-            ks.add(m.group(1))
-            ps.append((w.group(1), int(w.group(2))))
+            w = self.defs.get(m.args[1])
+            if not (isinstance(w, Op) and w.kind == "index" and isinstance(w.args[1], int)):
+                return None
+            if not (w.args[0].startswith("p") and m.args[0].startswith("k")):
+                return None
+            ks.add(m.args[0])
+            ps.append((w.args[0], w.args[1]))
         p = ps[0][0]
         rows = self.comp.params[int(p[1:])]
         if len(ks) != 1 or ps != [(p, i) for i in range(len(cols))] or rows[3] - rows[1] + 1 != len(cols):
             return None
-        return self.tmp(f"torch.mm({ks.pop()}, {p}.T)")
+        self.note(f"stacked mv: {len(cols)} torch.mv of the rows of {p} -> one torch.mm")
+        return self.tmp(Op("mmT", ks.pop(), p))
 
     def source(self, i: int) -> tuple[str, str, int, int]:
         """Variable, layout and logical shape of a source id (param, the data rows, a block)."""
         comp = self.comp
         if i == DATA:
-            self.uses_m = True
             return "D", "2d", -1, comp.data[4] - comp.data[2] + 1
         if i <= -2:
             _, r1, c1, r2, c2 = comp.params[-i - 2]
@@ -248,8 +138,8 @@ class Lowerer:
         return f"b{i}", lay, r, c
 
     # ---- values -------------------------------------------------------------------------------------
-    def code(self, n: N, target: str, cond: bool = False) -> str:
-        """``n`` as code in layout ``target`` (``"0"`` values broadcast as they are); ``cond``: as bools."""
+    def code(self, n: N, target: str, cond: bool = False):
+        """``n`` as an operand in layout ``target`` (``"0"`` values broadcast as they are); ``cond``: as bools."""
         if n.k is not None:
             k = n.k
             if cond:
@@ -259,17 +149,17 @@ class Lowerer:
                 )
             if k.size == 1:
                 v = float(k.reshape(()))
-                return repr(v) if math.isfinite(v) else self.const(k.reshape(()))
+                return v if math.isfinite(v) else self.const(k.reshape(()))
             if target == "col":
                 return self.const(k[:, 0])
             return self.const(k)
         code = n.code
         if n.b and not cond:
-            code = self.tmp(f"{code}.to(DT)")
+            code = self.tmp(Op("to_dt", code))
         if n.lay == target or n.lay == "0":
             return code
         if n.lay == "col" and target == "2d":
-            return self.tmp(f"{code}.unsqueeze(1)")
+            return self.tmp(Op("unsqueeze", code))
         raise Unsupported("layout")
 
     def ew(self, nodes: list[N]) -> tuple[int, int, str]:
@@ -282,12 +172,10 @@ class Lowerer:
         lay = "2d" if (c > 1 or dyn2d) else ("col" if r != 1 else "0")
         return r, c, lay
 
-    def op(self, fmt: str, nodes: list[N], b: bool = False) -> N:
+    def op(self, kind: str, nodes: list[N], b: bool = False, extra=()) -> N:
         r, c, lay = self.ew(nodes)
-        codes = [
-            self.code(n, lay, cond=(k == 0 and fmt.startswith("torch.where"))) for k, n in enumerate(nodes)
-        ]
-        return N(self.tmp(fmt.format(*codes)), r, c, lay, b=b)
+        codes = [self.code(n, lay, cond=(k == 0 and kind == "where")) for k, n in enumerate(nodes)]
+        return N(self.tmp(Op(kind, *codes, *extra)), r, c, lay, b=b)
 
     def mask(self, n: N) -> N:
         """A condition as a bool value: comparisons as they are, constants precomputed."""
@@ -311,9 +199,9 @@ class Lowerer:
             return self.constant(ce.const)
         if T is P.Unary:
             x = self.expr(node.operand, b)
-            return x if node.op == "+" else self.op("(-{})", [x])
+            return x if node.op == "+" else self.op("neg", [x])
         if T is P.Percent:
-            return self.op("({} / 100.0)", [self.expr(node.operand, b)])
+            return self.op("div", [self.expr(node.operand, b), N(k=np.array([[100.0]]))])
         if T is P.Binary:
             return self.binary(node, b)
         if T is P.Call:
@@ -351,43 +239,32 @@ class Lowerer:
 
     def binary(self, node: P.Binary, b) -> N:
         op = node.op
-        if op == "/" and _is_one(node.left):  # 1/(1+EXP(-x)) -> sigmoid(x)
-            d = node.right
-            if isinstance(d, P.Binary) and d.op == "+":
-                for one, ex in ((d.left, d.right), (d.right, d.left)):
-                    if (
-                        _is_one(one)
-                        and isinstance(ex, P.Call)
-                        and ex.name == "EXP"
-                        and len(ex.args) == 1
-                        and isinstance(ex.args[0], P.Unary)
-                        and ex.args[0].op == "-"
-                    ):
-                        return self.op("torch.sigmoid({})", [self.expr(ex.args[0].operand, b)])
+        x = patterns.sigmoid_arg(node)
+        if x is not None:
+            return self.op("sigmoid", [self.expr(x, b)])
         if op == "+" and _adjacent(node.left, node.right):  # A1+B1 of two columns: one sum (same bits)
-            mark = len(self.lines)
+            mark = len(self.stmts)
             u, v = node.left, node.right
             both = RefUse(u.sheet, u.r1, u.c1, u.r2, v.c2, u.rrel, u.crel)
             try:
                 return self.reduce("sum", self.ref(both, b), b)
             except Unsupported:
-                del self.lines[mark:]
+                del self.stmts[mark:]
         left, right = self.expr(node.left, b), self.expr(node.right, b)
         if op in _CMP:
-            return self.op(_CMP[op] + "({}, {})", [left, right], b=True)
+            return self.op(_CMP[op], [left, right], b=True)
         if op == "^" and right.k is not None and right.k.size == 1 and float(right.k.reshape(())) == 2.0:
-            return self.op("torch.square({})", [left])
-        if op in "+-*/^":
-            sym = "**" if op == "^" else op
-            return self.op("({} " + sym + " {})", [left, right])
+            return self.op("square", [left])
+        if op in _ARITH:
+            return self.op(_ARITH[op], [left, right])
         raise Unsupported(op)
 
     def call(self, node: P.Call, b) -> N:
         name, args = node.name, node.args
         if name in _UNARY and len(args) == 1:
-            return self.op(_UNARY[name] + "({})", [self.expr(args[0], b)])
+            return self.op(_UNARY[name], [self.expr(args[0], b)])
         if name == "IF" and len(args) == 3:
-            return self.if_(args, b)
+            return self.if_(node, b)
         if name in ("SUMPRODUCT", "MMULT") and len(args) == 2:
             return self.dot(name, [self.expr(a, b) for a in args], b)
         if name in _REDUCE:
@@ -401,23 +278,22 @@ class Lowerer:
                     N(code=self.const(v.k.reshape(())), lay="0") if v.k is not None and v.k.size == 1 else v
                     for v in vals
                 ]
-                return self.op("torch.maximum({}, {})" if name == "MAX" else "torch.minimum({}, {})", vals)
+                return self.op("maximum" if name == "MAX" else "minimum", vals)
             if name == "SUM" and all(v.win is None for v in vals):
-                return self.op("(" + " + ".join(["{}"] * len(vals)) + ")", vals)
+                return self.op("add_n", vals)
         raise Unsupported(name)
 
-    def if_(self, args, b) -> N:
-        cond, yes, no = args
-        if isinstance(cond, P.Binary) and cond.op in ("<", ">=") and _is_zero(cond.right):
-            x = cond.left  # IF(x<0,0,x) and IF(x>=0,x,0): a ReLU, with the same gradient at 0
-            zero, keep = (yes, no) if cond.op == "<" else (no, yes)
-            if _is_zero(zero) and keep == x:
-                return self.op(self.relu(), [self.expr(x, b)])
+    def if_(self, node: P.Call, b) -> N:
+        relu = patterns.relu(node)
+        if relu is not None:  # its own gradient at 0: IF(x<0,0,x) the x branch (1), IF(x<=0,0,x) 0
+            x, g0 = relu
+            return self.op("relu", [self.expr(x, b)], extra=(self.relu(g0),))
+        cond, yes, no = node.args
         c = self.mask(self.expr(cond, b))
         y, n = self.expr(yes, b), self.expr(no, b)
         if y.k is not None and n.k is not None and y.k.size == 1 and n.k.size == 1:
             n = N(code=self.const(n.k.reshape(())), lay="0")  # torch.where of two floats is float32
-        return self.op("torch.where({}, {}, {})", [c, y, n])
+        return self.op("where", [c, y, n])
 
     # ---- ranges -------------------------------------------------------------------------------------
     def vec(self, n: N, b):
@@ -437,7 +313,7 @@ class Lowerer:
             return "fixed", self.const(area.k.reshape(-1)), h * w
         x = area.node(one_d=True)
         if x.lay == "2d":
-            return "fixed", self.tmp(f"{x.code}.reshape(-1)"), h * w
+            return "fixed", self.tmp(Op("flat", x.code)), h * w
         return "fixed", x.code, h * w
 
     def dot(self, name: str, vals: list[N], b) -> N:
@@ -445,7 +321,7 @@ class Lowerer:
             a, m = vals
             if name != "MMULT" or a.win is not None or m.win is not None or a.c != m.r:
                 raise Unsupported("array form")
-            return N(self.tmp(f"torch.mm({self.code(a, '2d')}, {self.code(m, '2d')})"), a.r, m.c, "2d")
+            return N(self.tmp(Op("mm", self.code(a, "2d"), self.code(m, "2d"))), a.r, m.c, "2d")
         if any(v.win is None for v in vals):
             raise Unsupported("scalar argument")
         if name == "MMULT" and (vals[0].win[1] != 1 or vals[1].win[2] != 1):
@@ -457,26 +333,26 @@ class Lowerer:
             raise Unsupported("different sizes")
         R, C = vals[0].r if ka == "rows" else vals[1].r, vals[0].c if ka == "cols" else vals[1].c
         if (ka, kb) == ("rows", "fixed"):
-            return N(self.tmp(f"torch.mv({a}, {m})"), R, 1, "col")
+            return N(self.tmp(Op("mv", a, m)), R, 1, "col")
         if (ka, kb) == ("fixed", "rows"):
-            return N(self.tmp(f"torch.mv({m}, {a})"), R, 1, "col")
+            return N(self.tmp(Op("mv", m, a)), R, 1, "col")
         if (ka, kb) == ("rows", "cols"):
-            return N(self.tmp(f"torch.mm({a}, {m})"), R, C, "2d")
+            return N(self.tmp(Op("mm", a, m)), R, C, "2d")
         if (ka, kb) == ("rows", "rows") and name == "SUMPRODUCT":
-            return N(self.tmp(f"({a} * {m}).sum(1)"), R, 1, "col")
+            return N(self.tmp(Op("rowdot", a, m)), R, 1, "col")
         if (ka, kb) == ("fixed", "fixed"):
-            return N(self.tmp(f"torch.dot({a}, {m})"), 1, 1, "0")
+            return N(self.tmp(Op("dot", a, m)), 1, 1, "0")
         raise Unsupported(f"{ka} x {kb}")
 
     def reduce(self, fn: str, n: N, b) -> N:
         area, h, w, rrel, crel = n.win
         if not rrel and not crel:
-            return N(self.tmp(f"{area.node(one_d=True).code}.{fn}()"), 1, 1, "0")
+            return N(self.tmp(Op("reduce", area.node(one_d=True).code, fn=fn)), 1, 1, "0")
         if rrel and not crel and h == 1:
             x = self.code(area.node(), "2d")
             if b.C == 1:
-                return N(self.tmp(f"{x}.{fn}(1)"), n.r, 1, "col")
-            return N(self.tmp(f"{x}.{fn}(1, keepdim=True)"), n.r, 1, "2d")
+                return N(self.tmp(Op("reduce", x, fn=fn, dim=1)), n.r, 1, "col")
+            return N(self.tmp(Op("reduce", x, fn=fn, dim=1, keep=True)), n.r, 1, "2d")
         raise Unsupported("reduction window")
 
     # ---- blocks -------------------------------------------------------------------------------------
@@ -484,7 +360,7 @@ class Lowerer:
         comp = self.comp
         r1, c1, r2, c2 = b.out
         H, W = (-1 if b.id in comp.aligned else r2 - r1 + 1), c2 - c1 + 1
-        mark = len(self.lines)
+        mark = len(self.stmts)
         try:
             n = self.expr(b.ast, b)
             if n.win is not None:
@@ -496,69 +372,19 @@ class Lowerer:
                 if H == -1:
                     raise Unsupported("broadcast over the data rows")
                 code = self.code(n, "2d")
-                code = code if (n.r, n.c) == (H, W) else self.tmp(f"{code}.expand({H}, {W})")
+                code = code if (n.r, n.c) == (H, W) else self.tmp(Op("expand", code, H, W))
                 n = N(code, H, W, "2d")
-            self.lines.append(f"b{b.id} = {n.code}")
+            self.stmts.append(Stmt((f"b{b.id}",), n.code))
             self.defs[f"b{b.id}"] = n.code
             self.lay[b.id] = (n.lay, H, W)
             return
-        except Unsupported:
-            del self.lines[mark:]
-        self.fallback.add(b.id)
-        self.lines.append(f"b{b.id} = env[{b.id}] = S{b.id}(env)")
+        except Unsupported as exc:
+            del self.stmts[mark:]
+            reason = str(exc)
+        self.fallback[b.id] = reason
+        self.note(f"fallback: {b.name} runs its compiled closure ({reason})")
+        self.stmts.append(Stmt((f"b{b.id}", b.id), Op("call", f"S{b.id}", "env")))
         self.lay[b.id] = ("2d", H, W)
-
-    def program(self, steps, obj):
-        """``steps``: [(block id, closure)] in dependency order; ``obj``: (block id, row, col), or a list of
-        block ids: then the function returns ``{block id: its 2-D tensor}`` (what ``env`` holds)."""
-        comp = self.comp
-        self.fallback: set[int] = set()
-        for bid, e in steps:
-            self.g[f"S{bid}"] = e
-            self.block(comp.graph.blocks[bid])
-        fuse_softmax(self)
-        need = set()  # blocks a compiled closure reads from env
-        for bid in self.fallback:
-            need |= comp.reads.get(bid, set())
-        body = []
-        for line in self.lines:
-            body.append(line)
-            head = line.split(" = ")[0]
-            if head.startswith("b") and int(head[1:]) in need and int(head[1:]) not in self.fallback:
-                bid = int(head[1:])
-                lay = self.lay[bid][0]
-                v = {"2d": head, "col": f"{head}.unsqueeze(1)", "0": f"{head}.reshape(1, 1)"}[lay]
-                body.append(f"env[{bid}] = {v}")
-        if isinstance(obj, list):
-            two_d = {"2d": "b{0}", "col": "b{0}.unsqueeze(1)", "0": "b{0}.reshape(1, 1)"}
-            items = [
-                f"{bid}: env[{bid}]"
-                if bid in self.fallback
-                else f"{bid}: " + two_d[self.lay[bid][0]].format(bid)
-                for bid in obj
-            ]
-            ret = "{" + ", ".join(items) + "}"
-        else:
-            bid, i, j = obj
-            lay = self.lay[bid][0]
-            ret = {"2d": f"b{bid}[{i}, {j}]", "col": f"b{bid}[{i}]", "0": f"b{bid}"}[lay]
-        body = _dead_code(body, ret)
-        head = [f"p{k} = env[{-(k + 2)}]" for k in range(len(comp.params))]
-        if comp.data is not None:
-            head.append(f"D = env[{DATA}]")
-            head.append("M = D.shape[0]")
-        if any("TR or" in line for line in body):
-            head.append(f"TR = env.get({TRUSTED!r}, False)")
-        src = "def program(env):\n" + "".join(f"    {x}\n" for x in head + body + [f"return {ret}"])
-        if self.guards:  # the same conditions over a whole dataset, checked once by the training loop
-            src += "\n\ndef check(D):\n    return " + " and ".join(sorted(set(self.guards))) + "\n"
-        ns = dict(self.g)
-        exec(compile(src, "<xlmnist objective>", "exec"), ns)  # our own generated code, not formula text
-        fn = ns["program"]
-        fn.source = src
-        fn.fallback = sorted(self.fallback)
-        fn.check = ns.get("check")
-        return fn
 
 
 def _adjacent(u, v) -> bool:
@@ -570,24 +396,3 @@ def _adjacent(u, v) -> bool:
         and u.c1 == u.c2
         and v.c1 == v.c2 == u.c1 + 1
     )
-
-
-def _dead_code(lines: list[str], ret: str) -> list[str]:
-    """Drop assignments to temporaries and block variables that nothing later reads."""
-    used = set(re.findall(r"\b[tb]\d+\b", ret))
-    keep = []
-    for line in reversed(lines):
-        head, _, rhs = line.partition(" = ")
-        if re.fullmatch(r"[tb]\d+", head) and head not in used and "env" not in rhs:
-            continue
-        used.update(re.findall(r"\b[tb]\d+\b", rhs))
-        keep.append(line)
-    return keep[::-1]
-
-
-def _is_one(node) -> bool:
-    return isinstance(node, P.Number) and node.value == 1
-
-
-def _is_zero(node) -> bool:
-    return isinstance(node, P.Number) and node.value == 0

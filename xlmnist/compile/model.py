@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
-import re
+import sys
 
 import numpy as np
 import torch
 
-from xlmnist.compile.compiler import DATA, TRUSTED, Compiler, parse_areas
+from xlmnist.compile import debug
+from xlmnist.compile.areas import DATA, TRUSTED, parse_areas
+from xlmnist.compile.compiler import Compiler
+from xlmnist.compile.program import checked_evaluator, lower_program, retarget
 from xlmnist.errors import FormulaError, WorkbookError, XlmnistError
 from xlmnist.xlsx.reader import area_name, cell_name, read_workbook
 
@@ -18,7 +21,17 @@ SENSES = {"1": "max", "2": "min", "3": "value"}
 class CompiledModel:
     """A workbook's objective compiled to torch; see DESIGN.md for the interface."""
 
-    def __init__(self, comp: Compiler, objective: tuple, sense: str, target: float | None, settings: dict):
+    def __init__(
+        self,
+        comp: Compiler,
+        objective: tuple,
+        sense: str,
+        target: float | None,
+        settings: dict,
+        recipe=None,
+        twin=None,
+    ):
+        self._recipe = recipe  # (sheet, objective, params, data) as given: what recompile needs
         self._c = comp
         sheet, r, c = objective[0], objective[1], objective[2]
         self.objective_ref = (
@@ -45,25 +58,56 @@ class CompiledModel:
         self._obj_steps = [(bid, e) for bid, e in comp.steps if bid in needed]
         self.data_ref = None if comp.data is None else area_name(*comp.data)
         self._ncols = None if comp.data is None else comp.data[4] - comp.data[2] + 1
-        self._prog = None
+        self._prog = self._twin = None
+        self.fallback_reason: str | None = None  # why the objective runs its closures, if it does
         with torch.no_grad():
             value = self.objective(self.initial_params())
         if not torch.isfinite(value):
             self._diagnose()
-        self._prog = self._lowered(value)
+        self._prog = self._lowered(value, twin)
 
-    def _lowered(self, value: torch.Tensor):
-        """The objective as one generated straight-line function (xlmnist.compile.lower), if it agrees."""
+    @property
+    def program_kind(self) -> str:
+        """``"lowered"``: the objective runs as one generated program; ``"closures"``: block by block
+        (``fallback_reason`` says why)."""
+        return "closures" if self._prog is None else "lowered"
+
+    def _lowered(self, value: torch.Tensor, twin: CompiledModel | None):
+        """The objective as one generated straight-line function (xlmnist.compile.lower), if it agrees.
+
+        The program is validated in float64 on the CPU, where it must agree with the block closures to
+        1e-12 (no dependence on rounding); a float32 or GPU model runs the same program (the same
+        generated source) validated by its float64 ``twin``."""
         if os.environ.get("XLMNIST_LOWER") == "0":
+            self.fallback_reason = "XLMNIST_LOWER=0"
             return None
-        from xlmnist.compile.lower import Lowerer
-
-        prog = Lowerer(self._c).program(self._obj_steps, self._obj)
+        if self.dtype != torch.float64 or self.device.type != "cpu":
+            if twin is None:
+                c = self._c
+                rec = self._recipe
+                twin = _compile(c.wb, c.graph, *rec[:3], torch.float64, "cpu", rec[3], report=False)
+            self._twin = twin
+            if twin._prog is None:
+                self.fallback_reason = f"the float64 program is not used: {twin.fallback_reason}"
+                return None
+            prog = retarget(twin._prog, self.dtype, self.device, self._obj_steps)
+            with torch.no_grad():
+                got = prog(self._env(self.initial_params(), None))
+            if not torch.isclose(got.double(), value.double(), rtol=1e-3, atol=1e-6):  # a dtype-only bug
+                self.fallback_reason = (
+                    f"the {self.dtype} program gives {float(got)!r}, the closures {float(value)!r}"
+                )
+                return None
+            return prog
+        try:
+            prog = lower_program(self._c, self._obj_steps, self._obj)
+        except Exception as exc:  # noqa: BLE001 - a lowering bug: the closures are the reference
+            self.fallback_reason = f"lowering failed: {type(exc).__name__}: {exc}"
+            return None
         with torch.no_grad():
             got = prog(self._env(self.initial_params(), None))
-        if not torch.isclose(got, value, rtol=1e-9, atol=1e-300):  # a lowering bug: keep the closures
-            if os.environ.get("XLMNIST_DEBUG") == "1":
-                print(f"lowered objective {float(got)!r} != {float(value)!r}; not used\n{prog.source}")
+        if not torch.isclose(got, value, rtol=1e-12, atol=1e-300):
+            self.fallback_reason = f"the lowered objective {float(got)!r} != the closures' {float(value)!r}"
             return None
         return prog
 
@@ -71,8 +115,15 @@ class CompiledModel:
         """The same sheet compiled again for another dtype/device, reusing the workbook already read and
         its formula graph (no second read or parse of the file)."""
         c = self._c
+        twin = self if self.dtype == torch.float64 and self.device.type == "cpu" else self._twin
         return _compile(
-            c.wb, c.graph, *self._recipe[:3], dtype or self.dtype, device or self.device, self._recipe[3]
+            c.wb,
+            c.graph,
+            *self._recipe[:3],
+            dtype or self.dtype,
+            device or self.device,
+            self._recipe[3],
+            twin,
         )
 
     @property
@@ -194,28 +245,10 @@ class CompiledModel:
         cache = self.__dict__.setdefault("_evaluators", {})
         if key in cache:
             return cache[key]
-        prog = None
         steps = [(bid, e) for bid, e in self._c.steps if bid in needed]
+        prog = None
         if steps and os.environ.get("XLMNIST_LOWER") != "0":
-            from xlmnist.compile.lower import Lowerer
-
-            try:
-                prog = Lowerer(self._c).program(steps, [bid for bid, _ in steps])
-                with torch.no_grad():
-                    check = dict(env)
-                    for bid, e in steps:
-                        check[bid] = e(check)
-                    got = prog(dict(env))
-                rtol, atol = (1e-9, 1e-12) if self.dtype == torch.float64 else (1e-4, 1e-6)
-                for bid, _ in steps:
-                    want, have = check[bid], got[bid]
-                    if have.shape != want.shape or not torch.allclose(
-                        have, want, rtol=rtol, atol=atol, equal_nan=True
-                    ):
-                        prog = None
-                        break
-            except Exception:  # noqa: BLE001 - any lowering problem: the closures are the reference
-                prog = None
+            prog = checked_evaluator(self._c, steps, env)
         cache[key] = prog
         return prog
 
@@ -237,26 +270,24 @@ class CompiledModel:
                 raise FormulaError(f"{where}: evaluates to an error: {why}")
         raise FormulaError(f"{self.objective_ref}: the objective evaluates to an error")
 
-    def describe(self) -> str:
+    def describe(self, program: bool = True) -> str:
+        """The blocks (shape, kind, functions, formula) and, with ``program``, the objective program."""
         c = self._c
         lines = [f"objective {self.objective_ref} ({self.sense}), params {', '.join(self.param_refs)}"]
         for bid, dyn in c.compiled.items():
             b = c.graph.blocks[bid]
             r1, c1, r2, c2 = b.out
             kind = "trainable-dependent" if dyn else "constant (folded)"
-            ops = sorted(
-                set(
-                    re.findall(r"name='([A-Z0-9.]+)'|op='(.+?)'", str(b.ast))
-                    and [a or o for a, o in re.findall(r"name='([A-Z0-9.]+)'|op='(.+?)'", str(b.ast))]
-                )
-            )
+            ops = sorted(debug.ops(b.ast))
             text = c.wb.sheets[b.sheet].formula((b.r0, b.c0))
             lines.append(
                 f"  {b.name:<24} [{r2 - r1 + 1}x{c2 - c1 + 1}] {kind:<20} ops={','.join(ops)}  ={text}"
             )
-        if self._prog is not None:
+        if program and self._prog is not None:
             lines.append("objective program (generated):")
             lines += ["  " + x for x in self._prog.source.splitlines()]
+        elif program:
+            lines.append(f"objective program: closures ({self.fallback_reason})")
         return "\n".join(lines)
 
 
@@ -313,7 +344,9 @@ def compile_workbook(
     return _compile(read_workbook(path), None, sheet, objective, params, dtype, device, data)
 
 
-def _compile(wb, graph, sheet, objective, params, dtype, device, data) -> CompiledModel:
+def _compile(
+    wb, graph, sheet, objective, params, dtype, device, data, twin=None, report=True
+) -> CompiledModel:
     if objective is not None and sheet is None:
         sheet = parse_areas(wb, objective, wb.active or wb.order[0])[0][0]
     sheet = _pick_sheet(wb, sheet)
@@ -345,8 +378,8 @@ def _compile(wb, graph, sheet, objective, params, dtype, device, data) -> Compil
         if len(areas) != 1:
             raise WorkbookError(f"{data_text}: the data range must be one rectangle")
         comp.set_data(*areas[0])
-    model = CompiledModel(comp, obj[0][:3], sense, target, read_settings(wb, sheet))
-    model._recipe = (sheet, objective, params, data)
-    if os.environ.get("XLMNIST_DEBUG") == "1":
-        print(model.describe())
+    recipe = (sheet, objective, params, data)
+    model = CompiledModel(comp, obj[0][:3], sense, target, read_settings(wb, sheet), recipe, twin)
+    if report and debug.level():
+        print(debug.report(model, debug.level()), file=sys.stderr)
     return model

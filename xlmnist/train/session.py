@@ -244,6 +244,7 @@ def train_book(
         "cpu_seconds": result.cpu_seconds,
         "total_seconds": time.perf_counter() - t_start,
         "device": result.device,
+        "program": (loop if minibatch else model).program_kind,  # "lowered" | "closures" (XLMNIST_DEBUG: why)
         "optimizer": result.optimizer,
         "lr": result.lr,
         "batch_size": batch_size if minibatch else None,

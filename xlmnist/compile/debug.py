@@ -1,0 +1,57 @@
+"""``XLMNIST_DEBUG=1|2|3``: what the compiler made of a sheet, graded.
+
+1. the blocks (:meth:`CompiledModel.describe`) and whether the objective runs as the lowered program or
+   block by block (``closures``, with the reason);
+2. also the lowered program's generated source;
+3. also every rewrite the lowering applied and every block that runs its compiled closure, with why.
+
+Printed on stderr (``train --json`` keeps stdout for its JSON) when a workbook is compiled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+
+def level() -> int:
+    """The ``XLMNIST_DEBUG`` level (0 when unset or not a number)."""
+    try:
+        return max(0, int(os.environ.get("XLMNIST_DEBUG", "0") or 0))
+    except ValueError:
+        return 0
+
+
+def ops(node) -> set[str]:
+    """The function names and operators a formula AST uses."""
+    out: set[str] = set()
+    todo = [node]
+    while todo:
+        n = todo.pop()
+        if isinstance(n, (list, tuple)):
+            todo += n
+            continue
+        if not dataclasses.is_dataclass(n):
+            continue
+        name = getattr(n, "name", None) if hasattr(n, "args") else None
+        if name is not None:
+            out.add(name)
+        if isinstance(getattr(n, "op", None), str):
+            out.add(n.op)
+        todo += [getattr(n, f.name) for f in dataclasses.fields(n)]
+    return out
+
+
+def report(model, lvl: int) -> str:
+    """The debug text of a compiled model at level ``lvl``."""
+    lines = [model.describe(program=False)]
+    why = f" ({model.fallback_reason})" if model.fallback_reason else ""
+    lines.append(f"objective program: {model.program_kind}{why}")
+    prog = model._prog
+    if prog is not None and lvl >= 2:
+        lines.append("objective program (generated):")
+        lines += ["  " + x for x in prog.source.splitlines()]
+    if prog is not None and lvl >= 3:
+        lines.append("lowering (rewrites and fallbacks):")
+        lines += ["  " + x for x in prog.notes] or ["  (none)"]
+    return "\n".join(lines)

@@ -1,0 +1,133 @@
+"""The values of the lowered program (:class:`N`) and the rectangles a formula reads (:class:`Area`), as
+:mod:`xlmnist.compile.ir` ops over the program's variables (parameters, the data rows, blocks).
+
+Values stand for a logical 2-D ``[r, c]`` broadcastable to the block (``r == -1``: the data rows, any
+number of them) in one of three layouts: ``"0"`` (a 0-d tensor or a Python float), ``"col"`` (``[r]``,
+for ``c == 1``) or ``"2d"``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from xlmnist.compile.functions import BOOL, EMPTY, NUM
+from xlmnist.compile.ir import Op
+
+if TYPE_CHECKING:
+    from xlmnist.compile.lower import Lowerer
+
+
+class Unsupported(Exception):
+    """The block uses something this lowering does not handle: it runs its compiled closure instead."""
+
+
+class N:
+    __slots__ = ("code", "r", "c", "lay", "k", "b", "win")
+
+    def __init__(self, code=None, r=1, c=1, lay="2d", k=None, b=False, win=None):
+        self.code, self.r, self.c, self.lay = code, r, c, lay  # code: a variable name (an ir operand)
+        self.k = k  # constant: 2-D float64 numpy array [r, c]
+        self.b = b  # a bool tensor (a comparison)
+        self.win = win  # a range: (area, h, w, rrel, crel)
+
+
+class Area:
+    """A rectangle the formula reads: a constant, or column strips of sources (params, data, blocks)."""
+
+    def __init__(self, L: Lowerer, e, fh: int, fw: int):
+        self.L, self.fh, self.fw = L, fh, fw
+        self.k = None
+        self.parts = []  # (col0, col1, ("var", name, lay, sr, sc, rs, cs) | ("const", numpy [fh|1, k]))
+        if e.const is not None:
+            self.k = e.const.detach().cpu().numpy().astype(np.float64)
+            return
+        if e.info is None:
+            raise Unsupported("area")
+        if e.info[0] == "aligned":
+            self.fh = -1
+            for start, i, csl, const in e.info[1]:
+                if i is None:
+                    k = const.detach().cpu().numpy()
+                    self.parts.append((start, start + k.shape[1], ("const", k)))
+                    continue
+                name, lay, sr, sc = L.source(i)
+                a, b = (0, sc) if csl == slice(None) else (csl.start, csl.stop)
+                self.parts.append((start, start + b - a, ("var", name, lay, sr, sc, (0, sr), (a, b))))
+            self.parts.sort(key=lambda p: p[0])
+            return
+        _, pieces, num, kind = e.info
+        covered = np.zeros((fh, fw), bool)
+        for i, src, dst in pieces:
+            name, lay, sr, sc = L.source(i)
+            if src is ...:
+                rs, cs = (0, sr), (0, sc)
+            else:
+                rs, cs = (src[0].start, src[0].stop), (src[1].start, src[1].stop)
+            if (dst[0].start, dst[0].stop) != (0, fh):
+                raise Unsupported("not full-height strips")
+            covered[:, dst[1]] = True
+            self.parts.append((dst[1].start, dst[1].stop, ("var", name, lay, sr, sc, rs, cs)))
+        free = np.flatnonzero(~covered[0])
+        if len(free):
+            if kind is not None and not np.isin(kind[:, free], (NUM, BOOL, EMPTY)).all():
+                raise Unsupported("text beside dynamic cells")
+            for run in np.split(free, np.flatnonzero(np.diff(free) != 1) + 1):
+                k = num[:, run[0] : run[-1] + 1].astype(np.float64)
+                self.parts.append((int(run[0]), int(run[-1]) + 1, ("const", k)))
+        self.parts.sort(key=lambda p: p[0])
+
+    def _var(self, part, one_d: bool) -> tuple[str, str]:
+        """Variable and layout of one source strip; 1-D (a row or a column) where asked and possible."""
+        _, name, lay, sr, sc, (ra, rb), (ca, cb) = part
+        full_r, full_c = (ra, rb) == (0, sr), (ca, cb) == (0, sc)
+        tmp = self.L.tmp
+        if lay == "0":
+            return name, "0"
+        if lay == "col":
+            code = name if full_r else tmp(Op("index", name, slice(ra, rb)))
+            return (code, "col") if one_d else (tmp(Op("unsqueeze", code)), "2d")
+        if full_r and full_c:
+            if one_d and sc == 1:
+                return tmp(Op("index", name, (slice(None), 0))), "col"
+            if one_d and sr == 1:
+                return tmp(Op("index", name, 0)), "col"
+            return name, "2d"
+        rows = slice(None) if full_r else slice(ra, rb)
+        if one_d and cb - ca == 1:
+            return tmp(Op("index", name, (rows, ca))), "col"
+        if one_d and rb - ra == 1 and sr != -1:
+            return tmp(Op("index", name, ra if full_c else (ra, slice(ca, cb)))), "col"
+        return tmp(Op("index", name, (rows, slice(ca, cb)))), "2d"
+
+    def node(self, one_d: bool = False) -> N:
+        """The whole area as a value (1-D where ``one_d`` and it is one row or one column)."""
+        if self.k is not None:
+            return N(r=self.fh, c=self.fw, k=self.k)
+        one_d = one_d and (self.fw == 1 or self.fh == 1)
+        if len(self.parts) == 1:
+            code, lay = self._var(self.parts[0][2], one_d)
+            return N(code, self.fh, self.fw, lay)
+        L = self.L
+        if all(p[2][0] == "var" for p in self.parts) and all(p[1] - p[0] == 1 for p in self.parts):
+            cols = [self._var(p[2], True)[0] for p in self.parts]
+            code = L.stacked_mv(cols) or L.tmp(Op("stack", *cols))
+            return N(code, self.fh, self.fw, "2d")
+        cols = []
+        for _, _, part in self.parts:
+            if part[0] == "const":
+                k = part[1]
+                if self.fh == -1:
+                    cols.append(Op("expand", L.const(k), "M", -1))
+                else:
+                    cols.append(L.const(np.broadcast_to(k, (self.fh, k.shape[1]))))
+            else:
+                cols.append(self._var(part, False)[0])
+        return N(L.tmp(Op("cat", *cols)), self.fh, self.fw, "2d")
+
+
+def relu_t(dtype) -> float:
+    """``-s``, ``s`` the smallest subnormal of ``dtype``: ``threshold(x, -s, 0)`` keeps x = 0 (gradient 1)."""
+    return -float(torch.nextafter(torch.zeros((), dtype=dtype), torch.ones((), dtype=dtype)))
