@@ -9,7 +9,7 @@ import math
 import numpy as np
 import torch
 
-from xlmnist.compile.operators import compare
+from xlmnist.compile.functions.operators import compare
 from xlmnist.compile.values import (
     BOOL,
     EMPTY,

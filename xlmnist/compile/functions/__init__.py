@@ -8,9 +8,9 @@ A name missing here fails at compile time naming the cell and the function.
 
 from __future__ import annotations
 
-from xlmnist.compile import fn_criteria, fn_logic, fn_lookup, fn_math, fn_matrix, fn_stats
-from xlmnist.compile.operators import ARITH, compare, concat
-from xlmnist.compile.operators import CMP as _CMP
+from xlmnist.compile.functions import criteria, logic, lookup, maths, matrix, stats
+from xlmnist.compile.functions.operators import ARITH, compare, concat
+from xlmnist.compile.functions.operators import CMP as _CMP
 from xlmnist.compile.values import BOOL, EMPTY, ERR, NUM, TEXT, ExcelError, Value
 from xlmnist.compile.values import as_bool as _bool
 from xlmnist.compile.values import num_of as _num_of
@@ -34,18 +34,18 @@ __all__ = [
 
 # name -> (builder, min args, max args)
 FUNCTIONS = {
-    **fn_stats.STATS,
-    **fn_criteria.CRITERIA,
-    **fn_math.MATH,
-    **fn_logic.LOGIC,
-    "SUMPRODUCT": (fn_matrix.f_sumproduct, 1, 255),
-    "MMULT": (fn_matrix.f_mmult, 2, 2),
-    "TRANSPOSE": (fn_matrix.f_transpose, 1, 1),
-    "SUMXMY2": (fn_matrix.f_sumxmy2, 2, 2),
-    "SUMX2MY2": (fn_matrix.f_sumx2my2, 2, 2),
-    "ROWS": (fn_matrix.f_rows, 1, 1),
-    "COLUMNS": (fn_matrix.f_columns, 1, 1),
-    "INDEX": (fn_lookup.f_index, 2, 3),
-    "MATCH": (fn_lookup.f_match, 2, 3),
-    "CHOOSE": (fn_lookup.f_choose, 2, 255),
+    **stats.STATS,
+    **criteria.CRITERIA,
+    **maths.MATH,
+    **logic.LOGIC,
+    "SUMPRODUCT": (matrix.f_sumproduct, 1, 255),
+    "MMULT": (matrix.f_mmult, 2, 2),
+    "TRANSPOSE": (matrix.f_transpose, 1, 1),
+    "SUMXMY2": (matrix.f_sumxmy2, 2, 2),
+    "SUMX2MY2": (matrix.f_sumx2my2, 2, 2),
+    "ROWS": (matrix.f_rows, 1, 1),
+    "COLUMNS": (matrix.f_columns, 1, 1),
+    "INDEX": (lookup.f_index, 2, 3),
+    "MATCH": (lookup.f_match, 2, 3),
+    "CHOOSE": (lookup.f_choose, 2, 255),
 }

@@ -14,7 +14,7 @@ import re
 import numpy as np
 import torch
 
-from xlmnist.compile.operators import CMP, compare_py
+from xlmnist.compile.functions.operators import CMP, compare_py
 from xlmnist.compile.values import BOOL, EMPTY, NUM, TEXT, ExcelError, Value, kinds, pyvalues, where_kind
 
 _OPS = ("<>", ">=", "<=", "=", "<", ">")
