@@ -201,7 +201,7 @@ def mnist_linear(tmp_path_factory):
 
 @pytest.mark.parametrize("optimizer, lr", [("sgd", 1.0), ("adam", 0.01)])
 def test_train_epochs_seeded_history_and_validation(mnist_linear, optimizer, lr):
-    from xlmnist.train.optim import train_epochs
+    from xlmnist.train.minibatch import train_epochs
 
     model, rows, valid, view = mnist_linear
     kw = dict(valid=valid, view=view, optimizer=optimizer, lr=lr, epochs=2, batch_size=256)
@@ -220,7 +220,7 @@ def test_train_epochs_seeded_history_and_validation(mnist_linear, optimizer, lr)
 
 
 def test_train_epochs_nan_names_epoch_and_keeps_last_good(mnist_linear):
-    from xlmnist.train.optim import train_epochs
+    from xlmnist.train.minibatch import train_epochs
 
     model, rows, _, _ = mnist_linear
     start = [p.clone() for p in model.initial_params()]
@@ -232,7 +232,7 @@ def test_train_epochs_nan_names_epoch_and_keeps_last_good(mnist_linear):
 
 
 def test_linear_lr_schedule_is_manual_sgd_with_decaying_lr(mnist_linear):
-    from xlmnist.train.optim import train_epochs
+    from xlmnist.train.minibatch import train_epochs
 
     model, rows, _, _ = mnist_linear
     rows = rows.float()

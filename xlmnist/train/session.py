@@ -4,7 +4,7 @@ train``, ``xlmnist step``, ``xlmnist demo`` and ``bench/bench_mnist.py`` (one co
 * Settings: a flag wins, else the ``settings`` sheet's row for the model sheet, else the defaults.
 * A sheet whose settings name a dataset is trained on that dataset's *train* split: its rows replace the
   sheet's ``xlmnist_data`` rows (the per-row formulas are applied to every row). With sgd/adam and a
-  ``batch_size`` below the number of rows this is minibatch training (:func:`xlmnist.train.train_epochs`)
+  ``batch_size`` below the number of rows this is minibatch training (:func:`xlmnist.train.minibatch.train_epochs`)
   in float32 (a second compile of the sheet), validated after each epoch on the *valid* split by the
   sheet's own loss and correct/prediction cells (:mod:`xlmnist.train.metrics`). Otherwise: full-batch training
   (L-BFGS etc.) with :func:`xlmnist.train.train`.
@@ -29,14 +29,14 @@ import torch
 
 from xlmnist.errors import DataError, TrainingError, WorkbookError, XlmnistError
 from xlmnist.train.metrics import SheetView
+from xlmnist.train.minibatch import train_epochs
 from xlmnist.train.optim import (
     DEFAULT_LR,
-    _loss_fn,
     choose_optimizer,
+    loss_fn,
     random_params,
     resolve_device,
     train,
-    train_epochs,
 )
 from xlmnist.train.settings import check_book, dataset_rows, metrics, setting
 
@@ -297,7 +297,7 @@ def step_book(
     with torch.no_grad():
         before = float(model.objective(ps))
     opt = torch.optim.Adam(ps, lr=lr) if name == "adam" else torch.optim.SGD(ps, lr=lr)
-    loss = _loss_fn(model)(model.objective(ps, data=batch) if batch is not None else model.objective(ps))
+    loss = loss_fn(model)(model.objective(ps, data=batch) if batch is not None else model.objective(ps))
     loss.backward()
     if not math.isfinite(float(loss.detach())) or not all(bool(torch.isfinite(p.grad).all()) for p in ps):
         raise TrainingError(f"{model.objective_ref}: the loss or its gradient is NaN/inf; nothing written")
