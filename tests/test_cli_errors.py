@@ -85,3 +85,19 @@ def test_flags_override_missing_solver_settings(tmp_path):
     import json
 
     assert json.loads(proc.stdout)["objective"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_help_and_bare_command_list_every_command(capsys):
+    """``xlmnist --help`` (exit 0) and a bare ``xlmnist`` (exit 2) print the command list."""
+    from xlmnist import cli
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--help"])
+    assert exc.value.code == 0
+    helped = capsys.readouterr().out
+    assert cli.main([]) == 2
+    bare = capsys.readouterr().out
+    for text in (helped, bare):
+        assert text.startswith("usage: xlmnist")
+        for command in cli.COMMANDS:
+            assert f"\n    {command} " in text, (command, text)

@@ -46,6 +46,7 @@ def server_file(book_name: str) -> Path:
 def create_app():
     """The FastAPI app (imports fastapi and xlwings' remote engine only here)."""
     os.environ.setdefault("XLWINGS_LICENSE_KEY", "noncommercial")
+    # deferred: xlwings, fastapi and torch (through excel.book) only when the server starts
     import xlwings as xw
     from fastapi import Body, FastAPI, HTTPException
 
@@ -81,7 +82,7 @@ def create_app():
 
 def _cmd_serve(args) -> int:
     try:
-        import uvicorn
+        import uvicorn  # deferred: optional server dependency
     except ModuleNotFoundError:
         raise XlmnistError("xlmnist serve needs the server extra: pip install 'xlmnist[server]'") from None
     if args.books:

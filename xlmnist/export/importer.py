@@ -15,8 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from openpyxl.workbook.defined_name import DefinedName
 from torch import nn
 
+from xlmnist import data as D
 from xlmnist.errors import DataError, XlmnistError
 from xlmnist.xlsx.book import Book, absref, col
 
@@ -110,7 +112,7 @@ def _flatten(m: nn.Module) -> list[nn.Module]:
 def sample_rows(n_in: int, data=None, dataset=None, rows=None):
     """(X [N, n_in], y [N] or None, input names) from a CSV (header row) or a built-in dataset."""
     if data is not None:
-        import pandas as pd
+        import pandas as pd  # deferred: pandas only for a CSV given with --data
 
         try:
             df = pd.read_csv(data)
@@ -127,8 +129,6 @@ def sample_rows(n_in: int, data=None, dataset=None, rows=None):
         y = None if label is None else df[label].to_numpy(np.float64)
         names = [str(c) for c in inputs]
     else:
-        from xlmnist import data as D
-
         X, y = D.dataset_arrays(dataset or "titanic")
         names = (
             list(D.TITANIC_FEATURES)
@@ -281,8 +281,6 @@ def build_workbook(layers, X, y, names, out_path) -> dict:
             "model", optimizer="auto", lr=0.1, epochs=50, batch_size=0, device="auto", seed=0, dataset=""
         )
     else:
-        from openpyxl.workbook.defined_name import DefinedName
-
         for key, text in (("xlmnist_predictions", pred), ("xlmnist_data", data_ref)):
             ws.defined_names[key] = DefinedName(key, attr_text=text)
     book.write_settings()

@@ -16,14 +16,14 @@ import zipfile
 
 import torch
 
+from xlmnist.compile import compile_workbook
 from xlmnist.errors import WorkbookError, XlmnistError
 from xlmnist.train.optim import OPTIMIZERS
+from xlmnist.train.session import step_book, train_book
 from xlmnist.train.settings import check_book, metrics, to_float
 
 
 def _compile(args, device: str = "cpu"):
-    from xlmnist.compile import compile_workbook
-
     book = check_book(args.book)
     try:
         return compile_workbook(
@@ -67,8 +67,6 @@ def cmd_eval(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from xlmnist.train.session import train_book
-
     payload = train_book(
         args.book, sheet=args.sheet, objective=args.objective, params=args.params,
         optimizer=args.optimizer, lr=args.lr, epochs=args.epochs, seed=args.seed, device=args.device,
@@ -93,8 +91,6 @@ def cmd_train(args) -> int:
 
 
 def cmd_step(args) -> int:
-    from xlmnist.train.session import step_book
-
     payload = step_book(
         args.book, sheet=args.sheet, objective=args.objective, params=args.params, lr=args.lr,
         optimizer=args.optimizer, seed=args.seed, batch_size=args.batch_size, dataset=args.dataset,

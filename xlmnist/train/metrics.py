@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from xlmnist.errors import XlmnistError
+from xlmnist.xlsx.reader import area_name, parse_cell, read_workbook
 
 CHUNK = 4096
 _AVG = re.compile(r"^\s*=?\s*AVERAGE\(\s*([^(),]+)\s*\)\s*$", re.I)
@@ -40,8 +41,6 @@ _RELU = re.compile(
 def _workbook(model, path=None):
     wb = getattr(model, "workbook", None)
     if wb is None:
-        from xlmnist.xlsx.reader import read_workbook
-
         if path is None:
             raise XlmnistError(f"{model.objective_ref}: cannot read the sheet's names (no workbook path)")
         wb = read_workbook(path)
@@ -50,8 +49,6 @@ def _workbook(model, path=None):
 
 def _rect_ref(sheet: str, cells) -> str | None:
     """``sheet!A1:B9`` when ``cells`` fill a rectangle exactly, else None."""
-    from xlmnist.xlsx.reader import area_name
-
     rows = [r for r, _ in cells]
     cols = [c for _, c in cells]
     r1, r2, c1, c2 = min(rows), max(rows), min(cols), max(cols)
@@ -72,8 +69,6 @@ class SheetView:
         self.pred_ref = self._name(wb, "XLMNIST_PREDICTIONS")
         self.correct_ref = None
         if self.accuracy_ref:
-            from xlmnist.xlsx.reader import parse_cell
-
             sheet, cell = self.accuracy_ref.rsplit("!", 1)
             text = wb.sheet(sheet.strip("'")).formula(parse_cell(cell.replace("$", "")))
             m = _AVG.match(text or "")

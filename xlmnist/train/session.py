@@ -23,10 +23,12 @@ import math
 import os
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import torch
 
+from xlmnist.compile import compile_workbook
 from xlmnist.errors import DataError, TrainingError, WorkbookError, XlmnistError
 from xlmnist.train.metrics import SheetView
 from xlmnist.train.minibatch import train_epochs
@@ -38,16 +40,13 @@ from xlmnist.train.optim import (
     resolve_device,
     train,
 )
+from xlmnist.train.results import write_training_results
 from xlmnist.train.settings import check_book, dataset_rows, metrics, setting
 
 HISTORY_ROWS = 200
 
 
 def compile_sheet(book, sheet=None, objective=None, params=None, device="cpu", dtype=torch.float64):
-    import zipfile
-
-    from xlmnist.compile import compile_workbook
-
     try:
         return compile_workbook(
             book, sheet=sheet, objective=objective, params=params, dtype=dtype, device=device
@@ -99,14 +98,7 @@ def gradients(model, params) -> list[torch.Tensor]:
 
 
 def write_results(book, model, params, *, grads=None, history=None, confusion=None, out=None) -> Path:
-    """One atomic write: learner.write_training_results when available, else the parameters only."""
-    try:
-        from xlmnist.train.results import write_training_results
-    except ImportError:
-        from xlmnist.xlsx.writeback import write_values
-
-        values = {ref: p.detach().cpu().numpy() for ref, p in zip(model.param_refs, params)}
-        return Path(write_values(book, values, out=out))
+    """One atomic write of the parameters, their gradients, the history and the confusion matrix."""
     return Path(
         write_training_results(
             book, model, [p.detach().cpu() for p in params], gradients=grads, history=history,
