@@ -13,6 +13,8 @@ formulas it cannot translate.
 
 from __future__ import annotations
 
+import builtins
+import keyword
 import os
 import re
 
@@ -21,10 +23,23 @@ import numpy as np
 from xlmnist.compile.compiler import parse_areas
 from xlmnist.compile.functions import NUM
 from xlmnist.compile.model import compile_workbook
-from xlmnist.export.translate import Expr, Translator, Unsupported, paren
+from xlmnist.export.translate import Expr, Translator, Unsupported, escape, paren
 from xlmnist.formula import parser as P
 from xlmnist.formula.graph import RefUse, topo_order
-from xlmnist.xlsx.reader import area_name, col_letters, parse_cell
+from xlmnist.xlsx.reader import area_name, col_letters
+from xlmnist.xlsx.writeback import split_ref
+
+# names the generated module already uses: a header cell that reads ``torch`` or ``float`` gets a suffix
+RESERVED = frozenset(
+    {*keyword.kwlist, *keyword.softkwlist, *dir(builtins), "torch", "np", "F", "nn", "json", "sys", "argparse",
+     "Path", "Model", "loss_fn", "mnist_loss", "read_data", "main", "loss", "PARAMS", "SOURCE", "SHEET",
+     "OBJECTIVE", "PREDICTIONS"}
+)  # fmt: skip
+
+
+def _ident(text: str) -> str:
+    """Lower-case ASCII letters, digits and ``_`` only (a workbook's text never becomes code as-is)."""
+    return re.sub(r"[^0-9a-z_]+", "_", text.lower())
 
 
 def _varies(b) -> bool:
@@ -40,7 +55,7 @@ class Exporter(Translator):
         self.cm = compile_workbook(self.path, sheet=sheet)
         self.c = self.cm.compiler  # graph, constant grids, parameter areas
         self.g, self.wb = self.c.graph, self.c.wb
-        self.sheet = self.cm.objective_ref.rsplit("!", 1)[0].strip("'")
+        self.sheet, orow, ocol, _, _ = split_ref(self.cm.objective_ref)
         self.vars: dict = {}  # (ctx, block id) -> (name, column offset inside the variable)
         self.lines = {"model": [], "loss": [], "feat": []}
         self.names: set[str] = {"x", "y", "pred", "wb", "self"}
@@ -48,7 +63,7 @@ class Exporter(Translator):
         self.layers: list[dict] = []
         self.raw_params: dict[int, str] = {}
         self.width: dict[str, int] = {}
-        obj = self.g.block_at(self.sheet, *self._cell(self.cm.objective_ref))
+        obj = self.g.block_at(self.sheet, orow, ocol)
         self.obj = obj
         self.pdep: set[int] = set()  # blocks that depend on a trainable cell
         for bid in topo_order(self.g, [obj.id]):
@@ -61,10 +76,6 @@ class Exporter(Translator):
         self.N = self.pred[3] - self.pred[1] + 1
 
     # ---- what is the prediction -------------------------------------------------------------------
-    @staticmethod
-    def _cell(ref):
-        return parse_cell(ref.rsplit("!", 1)[1])
-
     def _dyn(self, bid) -> bool:
         return bid in self.pdep
 
@@ -98,13 +109,13 @@ class Exporter(Translator):
     # ---- names, inputs, constants --------------------------------------------------------------------
     def _name(self, b) -> str:
         head = self.wb.sheets[b.sheet].values.get((b.r0 - 1, b.c0)) if b.C == 1 and not b.array else None
-        base = re.sub(r"\W+", "_", head).strip("_").lower() if isinstance(head, str) else ""
+        base = _ident(head).strip("_") if isinstance(head, str) else ""
         if not base or not base[0].isalpha() or len(base) > 20:
             base = "_".join(dict.fromkeys([col_letters(b.out[1]), col_letters(b.out[3])])).lower()
         if b.sheet != self.sheet:
-            base = re.sub(r"\W+", "_", b.sheet).lower() + "_" + base
+            base = _ident(b.sheet) + "_" + base
         name, k = base, 2
-        while name in self.names or not name.isidentifier():
+        while name in self.names or name in RESERVED or not name.isidentifier():
             name, k = f"{base}_{k}", k + 1
         self.names.add(name)
         return name
@@ -175,7 +186,7 @@ class Exporter(Translator):
             elif kind == "b":
                 pieces.append(self._block_slice(ctx, k, r1, a, r2, b))
             elif ctx == "feat":
-                pieces.append(f"_area(wb, {sheet!r}, {r1}, {a}, {r2}, {b})")
+                pieces.append(f"_area(wb, {escape(sheet, literal=True)}, {r1}, {a}, {r2}, {b})")
             elif r2 - r1 + 1 == self.N and self.N > 1:
                 pieces.append(self._input("x" if ctx == "model" else "y", sheet, r1, a, r2, b))
             else:
@@ -198,7 +209,7 @@ class Exporter(Translator):
     def _param_slice(self, k, sheet, r1, c1, r2, c2) -> str:
         ps, p1, q1, p2, q2 = self.c.params[k]
         if k not in self.raw_params:
-            self.raw_params[k] = re.sub(r"\W+", "_", f"p_{area_name(*self.c.params[k])}").lower()
+            self.raw_params[k] = _ident(f"p_{area_name(*self.c.params[k])}")
         name = "self." + self.raw_params[k]
         if (r1, c1, r2, c2) == (p1, q1, p2, q2):
             return name
@@ -352,7 +363,7 @@ class Exporter(Translator):
                     raise
                 e, kind = (
                     Expr(
-                        f"_area(wb, {b.sheet!r}, {b.out[0]}, {b.out[1]}, {b.out[2]}, {b.out[3]}, cached=True)"
+                        f"_area(wb, {escape(b.sheet, literal=True)}, {b.out[0]}, {b.out[1]}, {b.out[2]}, {b.out[3]}, cached=True)"
                     ),
                     "cached",
                 )

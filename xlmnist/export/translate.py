@@ -12,6 +12,16 @@ from xlmnist.formula import parser as P
 from xlmnist.formula.graph import RefUse
 
 
+def escape(value, *, literal: bool = False) -> str:
+    """The one way workbook text (sheet, header, file and defined names, formula text) enters generated
+    source: ``literal=True`` -> a Python string literal (``repr``); else text for a comment or docstring,
+    each quote, backslash and non-printable character (newlines, NUL, lone surrogates) replaced by a space."""
+    text = str(value)
+    if literal:
+        return repr(text)
+    return "".join(ch if ch.isprintable() and ch not in "\"'\\" else " " for ch in text)
+
+
 class Unsupported(XlmnistError):
     """A construct the exporter cannot translate (one line, names the cell)."""
 
@@ -95,7 +105,7 @@ class Translator:
         if T is P.Number or T is P.Bool:
             return Expr(repr(float(node.value)), const=float(node.value))
         if T is P.String and ctx == "feat":
-            return Expr(repr(node.value))
+            return Expr(escape(node.value, literal=True))
         if T is P.Unary:
             a = self.num(node.operand, b, ctx)
             return Expr(f"-{paren(a.code)}" if node.op == "-" else a.code, a.win)
