@@ -35,6 +35,7 @@ from xlmnist.excel.cells import (
 )
 from xlmnist.export.codegen import generate
 from xlmnist.train import optim as trainer
+from xlmnist.train.session import check_params_used
 from xlmnist.train.settings import setting
 
 STATUS_EVERY = 0.5  # seconds between status bar updates
@@ -57,6 +58,7 @@ def load_model(book, sheet=None, path=None, device: str = "cpu"):
     name = model_sheet(book, sheet)
     check_live_formulas(book, name, file)
     model = compile_workbook(file, sheet=name, device=device)
+    check_params_used(model)
     live = [read_block(book, ref) for ref in model.param_refs]
     for ref, arr, p in zip(model.param_refs, live, model.initial_params()):
         if arr.shape != tuple(p.shape):

@@ -48,13 +48,29 @@ HISTORY_ROWS = 200
 
 def compile_sheet(book, sheet=None, objective=None, params=None, device="cpu", dtype=torch.float64):
     try:
-        return compile_workbook(
+        model = compile_workbook(
             book, sheet=sheet, objective=objective, params=params, dtype=dtype, device=device
         )
     except XlmnistError:
         raise
     except (zipfile.BadZipFile, KeyError, EOFError, OSError) as exc:
         raise WorkbookError(f"{book}: cannot read the workbook ({type(exc).__name__}: {exc})") from exc
+    check_params_used(model)
+    return model
+
+
+def check_params_used(model) -> None:
+    """Stop before training when a trainable range does not reach the objective (empty cells, another
+    sheet): its gradient would not exist and nothing could be written for it."""
+    ps = [p.detach().clone().requires_grad_(True) for p in model.initial_params()]
+    obj = model.objective(ps)
+    grads = torch.autograd.grad(obj, ps, allow_unused=True) if obj.requires_grad else [None] * len(ps)
+    for ref, grad in zip(model.param_refs, grads):
+        if grad is None:
+            raise WorkbookError(
+                f"{ref}: the objective {model.objective_ref} does not depend on these trainable cells "
+                "(empty cells, or cells no formula of the model reads); leave them out of the parameters"
+            )
 
 
 def _text(v) -> str:
@@ -98,13 +114,19 @@ def gradients(model, params) -> list[torch.Tensor]:
 
 
 def write_results(book, model, params, *, grads=None, history=None, confusion=None, out=None) -> Path:
-    """One atomic write of the parameters, their gradients, the history and the confusion matrix."""
-    return Path(
-        write_training_results(
+    """One atomic write of the parameters, their gradients, the history and the confusion matrix; a full
+    disk or a refused write is a one-line WorkbookError (the workbook is left as it was)."""
+    try:
+        written = write_training_results(
             book, model, [p.detach().cpu() for p in params], gradients=grads, history=history,
             confusion=confusion, out=out,
-        )
-    )  # fmt: skip
+        )  # fmt: skip
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise WorkbookError(
+            f"{out or book}: cannot write the workbook ({reason}); nothing was changed"
+        ) from None
+    return Path(written)
 
 
 def _epoch_printer(epochs: int):
