@@ -97,7 +97,10 @@ def test_optimizers_on_linear(course, optimizer, lr, epochs, tol):
     assert r.optimizer == optimizer
     assert (r.objective - LSTSQ_OPTIMUM) / LSTSQ_OPTIMUM < tol
     assert r.history[0] == r.initial_objective and r.history[-1] == r.objective
-    assert all(b <= a for a, b in zip(r.history, r.history[1:]))  # best-so-far never gets worse
+    if optimizer == "lbfgs":
+        assert all(b <= a for a, b in zip(r.history, r.history[1:]))  # best-so-far never gets worse
+    else:  # the objective before the first and after each update
+        assert len(r.history) == r.steps + 1 and r.objective == float(model.objective(r.params))
 
 
 @pytest.mark.parametrize(
@@ -129,7 +132,7 @@ def test_divergence_raises_names_step_keeps_best(course):
     assert "\n" not in str(exc.value)
 
 
-def test_ctrl_c_keeps_best_params(course):
+def test_ctrl_c_keeps_the_parameters_of_the_last_update(course):
     model = course["nnet"]
     seen = []
 
@@ -142,7 +145,7 @@ def test_ctrl_c_keeps_best_params(course):
         model, optimizer="adam", lr=0.01, epochs=1000, progress=progress, params=random_params(model, 0)
     )
     assert r.interrupted and not r.converged and r.steps == 20
-    assert r.objective == min(seen) < r.initial_objective
+    assert r.history[:-1] == seen and r.objective < r.initial_objective  # progress lags one update
     assert float(model.objective(r.params)) == r.objective
 
 

@@ -6,7 +6,10 @@ Small models (<= 50k parameters) use full-batch L-BFGS with a strong-Wolfe line 
 Solver's GRG; larger ones Adam. It stops when the objective stops changing (relative change < 1e-12 over
 a few steps), the gradient vanishes, ``epochs`` steps are done or ``max_seconds`` have passed.
 
-The best parameters seen are what is returned. Ctrl-C stops cleanly with them (``interrupted=True``).
+L-BFGS returns the best parameters its line searches evaluated (the last iterate, up to ties); SGD and
+Adam return the parameters after their last update (``epochs`` = the number of updates) with the
+objective at them, and ``history`` = the objective before the first and after each update. Ctrl-C stops
+cleanly with them (``interrupted=True``).
 A NaN/inf objective or parameter raises ``TrainingError`` naming the step; ``exc.result`` holds the
 last good (best) parameters, which callers must not need to write.
 """
@@ -95,10 +98,11 @@ class _Tracker:
     def __init__(self, loss_of, optimizer_name: str, lr: float):
         self.loss_of, self.name, self.lr = loss_of, optimizer_name, lr
         self.best_loss, self.best_obj, self.best_params = math.inf, math.nan, None
-        self.evaluations, self.step = 0, 0
+        self.evaluations, self.step, self.last_obj = 0, 0, math.nan
 
     def check(self, obj: float, loss: float, params, track: bool = True) -> None:
         self.evaluations += 1
+        self.last_obj = obj
         finite = (
             math.isfinite(obj) and math.isfinite(loss) and all(bool(torch.isfinite(p).all()) for p in params)
         )
@@ -144,7 +148,7 @@ def train(
     params: list[torch.Tensor] | None = None,
     data: torch.Tensor | None = None,
 ) -> TrainResult:
-    """Train ``model``'s trainable cells; return the best parameters seen (see module docstring).
+    """Train ``model``'s trainable cells; return the final parameters (see the module docstring).
 
     ``data`` (rows laid out like the sheet's ``xlmnist_data``) replaces the visible rows (full batch;
     minibatch training is :func:`xlmnist.train.minibatch.train_epochs`).
@@ -231,15 +235,18 @@ def train(
                 stalled = done < group["max_iter"] and gain <= 1e-9 * abs(tracker.best_loss)
             else:
                 current = float(opt.step(closure).detach())  # the loss before this update
+                if steps:  # the closure just evaluated the parameters after the previous update
+                    history.append(tracker.last_obj)
                 steps += 1
                 stalled = False
             if not all(bool(torch.isfinite(p).all()) for p in ps):
                 raise TrainingError(
                     f"step {steps}: the parameters became NaN/inf ({name}, lr {lr:g}); nothing written; try a lower learning rate (--lr {lr / 10:g})"
                 )
-            history.append(tracker.best_obj)
+            if name == "lbfgs":
+                history.append(tracker.best_obj)
             if progress:
-                progress(steps, tracker.best_obj)
+                progress(steps, tracker.best_obj if name == "lbfgs" else tracker.last_obj)
             if name == "lbfgs":
                 current = tracker.best_loss
             change = abs(prev - current) / max(abs(current), 1e-300)
@@ -261,6 +268,15 @@ def train(
     finally:
         if progress and progress is not False and getattr(progress, "__name__", "") == "show":
             sys.stderr.write("\n")
+    if name != "lbfgs" and steps:  # SGD/Adam: the parameters after the last update, not the best seen
+        try:
+            with torch.no_grad():
+                evaluate()
+        except TrainingError as exc:
+            exc.result = _result(tracker, initial, steps, t0, device, history, name, lr, False, False)
+            raise
+        tracker.best_obj, tracker.best_params = tracker.last_obj, [p.detach().clone() for p in ps]
+        history.append(tracker.last_obj)
     return _result(tracker, initial, steps, t0, device, history, name, lr, converged, interrupted)
 
 
