@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -52,8 +53,6 @@ def assert_one_line_error(proc, pattern):
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("xlmnist: error: "), proc.stderr
-    import re
-
     assert re.search(pattern, lines[0]), lines[0]
 
 
@@ -85,3 +84,64 @@ def test_flags_override_missing_solver_settings(tmp_path):
     import json
 
     assert json.loads(proc.stdout)["objective"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_help_and_bare_command_list_every_command(capsys):
+    """``xlmnist --help`` (exit 0) and a bare ``xlmnist`` (exit 2) print the command list."""
+    from xlmnist import cli
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--help"])
+    assert exc.value.code == 0
+    helped = capsys.readouterr().out
+    assert cli.main([]) == 2
+    bare = capsys.readouterr().out
+    for text in (helped, bare):
+        assert text.startswith("usage: xlmnist")
+        for command in cli.COMMANDS:
+            assert f"\n    {command} " in text, (command, text)
+
+
+@pytest.mark.parametrize(
+    "flags, pattern",
+    [
+        (["--epochs", "0"], r"--epochs: 0: must be > 0"),
+        (["--max-seconds", "-1"], r"--max-seconds: -1: must be > 0"),
+        (["--lr", "nan"], r"--lr: nan: must be > 0"),
+        (["--batch-size", "0"], r"--batch-size: 0: must be > 0"),
+    ],
+    ids=["epochs-0", "max-seconds-negative", "lr-nan", "batch-size-0"],
+)
+def test_bad_numbers_rejected_before_any_write(tmp_path, flags, pattern):
+    path = book(tmp_path / "b.xlsx", {**BASE, "C1": "=(A1*B1+A2*B2-1)^2"})
+    before = path.read_bytes()
+    proc = run("train", path, *flags)
+    assert proc.returncode == 2 and re.search(pattern, proc.stderr), proc.stderr
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["b.xlsx"]
+
+
+@pytest.mark.parametrize(
+    "params, bad",
+    [("s!Z1:Z2", "s!Z1:Z2"), ("s!A1:A2,s!Z9", "s!Z9"), ("s!A1:A2,t!A1", "t!A1")],
+    ids=["only-empty-cells", "real-and-empty", "other-sheet"],
+)
+@pytest.mark.parametrize("command", ["train", "step"])
+def test_params_the_objective_does_not_read(tmp_path, params, bad, command):
+    path = book(tmp_path / "b.xlsx", {**BASE, "C1": "=(A1*B1+A2*B2-1)^2"})
+    wb = openpyxl.load_workbook(path)
+    wb.create_sheet("t")["A1"] = 1.0
+    wb.save(path)
+    before = path.read_bytes()
+    proc = run(command, path, "--params", params)
+    bad = re.escape(bad)
+    assert_one_line_error(proc, rf"{bad}.*does not depend|does not depend.*{bad}")
+    assert path.read_bytes() == before
+
+
+def test_write_failure_is_one_line(tmp_path):
+    path = book(tmp_path / "b.xlsx", {**BASE, "C1": "=(A1*B1+A2*B2-1)^2"})
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    before = path.read_bytes()
+    proc = run("train", path, "--quiet", "--out", tmp_path / "blocker" / "o.xlsx")
+    assert_one_line_error(proc, r"blocker.*cannot write")
+    assert path.read_bytes() == before

@@ -20,6 +20,9 @@ import zipfile
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
+from xlmnist.data import mnist_available
+from xlmnist.errors import XlmnistError
+
 _MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 MODEL_NAMES = ("xlmnist_objective", "solver_opt")
 
@@ -39,8 +42,7 @@ def model_sheets(path) -> list[str]:
 
 def run_demo(out="workbooks", *, quick=False, rows=None, seed=0, log=print) -> tuple[list[dict], list[str]]:
     """Build, train, write back; returns (table rows, error lines)."""
-    from xlmnist.data import mnist_available
-    from xlmnist.errors import XlmnistError
+    # deferred: torch (through lessons and train) only when the demo runs, not for `xlmnist --help`
     from xlmnist.lessons import build_all
     from xlmnist.train.session import train_book
 

@@ -26,6 +26,8 @@ from xlbook import make_payload  # noqa: E402
 
 from xlmnist import excel, oracle  # noqa: E402
 from xlmnist.compile import compile_workbook  # noqa: E402
+from xlmnist.errors import XlmnistError  # noqa: E402
+from xlmnist.excel import cells  # noqa: E402
 from xlmnist.train import commands  # noqa: E402
 from xlmnist.train.optim import random_params  # noqa: E402
 from xlmnist.train.optim import train as train_model  # noqa: E402
@@ -81,7 +83,7 @@ def test_train_matches_trainer_and_cli(course, tmp_path, sheet, fill, options):
     assert res["ok"], res
     sets = actions(book, "setValues")
     assert len(sets) == len(live) and not actions(book, "alert")
-    written = excel.write_actions_to_values(book.json()["actions"], SHEETS)
+    written = cells.write_actions_to_values(book.json()["actions"], SHEETS)
     assert list(written) == list(live)
 
     # the same run through the trainer, from the same live values
@@ -120,7 +122,7 @@ def test_step_is_one_iteration_and_reset_is_seeded(course):
     res = excel.reset(book, seed=3)
     model = compile_workbook(path, sheet="linear")
     want = random_params(model, seed=3)[0].numpy()
-    (block,) = excel.write_actions_to_values(book.json()["actions"], SHEETS).values()
+    (block,) = cells.write_actions_to_values(book.json()["actions"], SHEETS).values()
     np.testing.assert_array_equal(block, want)
     with torch.no_grad():
         assert res["objective"] == pytest.approx(float(model.objective([torch.tensor(want)])))
@@ -145,7 +147,7 @@ def test_book_name_alone_with_path_option(course):
 @pytest.mark.libreoffice
 def test_large_blocks_are_written_in_chunks(course, monkeypatch):
     path, _ = course
-    monkeypatch.setattr(excel, "CHUNK_CELLS", 4)  # nnet!R4:AA5 = 2 x 10 -> one row per call
+    monkeypatch.setattr(cells, "CHUNK_CELLS", 4)  # nnet!R4:AA5 = 2 x 10 -> one row per call
     book = open_book(course, "nnet", start_values(path, "nnet", 0.1))
     res = excel.train(book, epochs=3)
     sets = actions(book, "setValues")
@@ -153,7 +155,7 @@ def test_large_blocks_are_written_in_chunks(course, monkeypatch):
         (3, 1, 10),
         (4, 1, 10),
     ]
-    (block,) = excel.write_actions_to_values(sets[:1], SHEETS).values()
+    (block,) = cells.write_actions_to_values(sets[:1], SHEETS).values()
     np.testing.assert_array_equal(block, res["values"]["nnet!R4:AA5"][:1])
 
 
@@ -215,7 +217,7 @@ def test_run_dispatches_actions_on_a_given_book(course):
     path, _ = course
     book = open_book(course, "linear", start_values(path, "linear", 0.1))
     assert excel.run("step", book)["steps"] == 1
-    with pytest.raises(excel.XlmnistError, match="unknown action"):
+    with pytest.raises(XlmnistError, match="unknown action"):
         excel.run("solve", book)
 
 

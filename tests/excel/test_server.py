@@ -117,7 +117,54 @@ def test_export_writes_a_pytorch_module_beside_the_server_copy(served):
     )
     body = r.json()
     assert body["result"]["ok"] is True, body
-    module = Path(body["result"]["path"])
-    assert module.parent == path.parent and module.suffix == ".py"
+    assert str(path.parent) not in r.text  # the server's folder is never named
+    module = path.parent / body["result"]["path"]
+    assert module.is_file() and module.suffix == ".py"
     text = module.read_text()
     assert "nn.Module" in text and "nnet!" in text
+
+
+def test_bad_sheet_and_active_sheet_index_are_400(served):
+    client, _, values = served
+    payload = make_payload(values, "titanic.xlsx", "linear")
+    r = client.post("/xlmnist/train", params={"sheet": "../../x"}, json=payload)
+    assert r.status_code == 400 and "../../x" in r.json()["detail"]
+    for index in (len(payload["sheets"]), -1, "0", None):
+        bad = {**payload, "book": {**payload["book"], "active_sheet_index": index}}
+        r = client.post("/xlmnist/step", json=bad)
+        assert r.status_code == 400 and "active_sheet_index" in r.json()["detail"], (index, r.text)
+
+
+def test_errors_never_name_the_server_folder(served, monkeypatch):
+    client, path, values = served
+    monkeypatch.setenv("XLMNIST_SERVER_BOOKS", str(path.parent / "missing"))
+    r = client.post("/xlmnist/train", json=make_payload(values, "titanic.xlsx", "linear"))
+    body = r.json()
+    assert r.status_code == 200 and body["result"]["ok"] is False
+    assert str(path.parent) not in r.text and "no such workbook on the server" in body["result"]["error"]
+
+
+def test_body_size_limit(served, monkeypatch):
+    _, path, values = served
+    monkeypatch.setenv("XLMNIST_SERVER_MAX_BYTES", "1000")
+    client = TestClient(server.create_app())
+    r = client.post("/xlmnist/train", json=make_payload(values, "titanic.xlsx", "linear"))
+    assert r.status_code == 413
+    r = client.post("/xlmnist/train", content=b'{"a": 1}', headers={"content-type": "application/json"})
+    assert r.status_code == 400  # small enough: read, then refused as not a book payload
+    assert client.get("/xlmnist/health").status_code == 200
+
+
+def test_token_authentication(served, monkeypatch):
+    _, path, values = served
+    payload = make_payload(values, "titanic.xlsx", "linear")
+    monkeypatch.setenv("XLMNIST_SERVER_TOKEN", "s3cret")
+    for client in (TestClient(server.create_app()), TestClient(server.create_app(token="s3cret"))):
+        assert client.post("/xlmnist/step", json=payload).status_code == 401
+        wrong = {"Authorization": "Bearer nope"}
+        assert client.post("/xlmnist/step", json=payload, headers=wrong).status_code == 401
+        ok = client.post("/xlmnist/step", json=payload, headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200 and ok.json()["result"]["ok"] is True, ok.text
+    from xlmnist.cli import make_parser
+
+    assert make_parser("serve").parse_args(["serve", "--token", "t"]).token == "t"

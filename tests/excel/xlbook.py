@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import xlwings as xw
 
-from xlmnist.excel import book as excel
+from xlmnist.excel.cells import split_ref
 from xlmnist.xlsx.reader import parse_area, parse_cell
 
 
@@ -15,7 +15,7 @@ def make_payload(values: dict, name: str, active: str, live: dict | None = None)
     for sheet, cells in values.items():
         grid_cells = {parse_cell(a): v for a, v in cells.items()}
         for ref, arr in (live or {}).items():
-            s, addr = excel.split_ref(ref)
+            s, addr = split_ref(ref)
             if s == sheet:
                 r1, c1, _, _ = parse_area(addr)
                 for (i, j), v in np.ndenumerate(np.array(arr, dtype=object, ndmin=2)):

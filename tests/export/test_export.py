@@ -143,8 +143,10 @@ def torch_models():
 
 
 @pytest.mark.libreoffice
-@pytest.mark.parametrize("kind,how", [("simple", "module"), ("soft", "state"), ("titan", "csv")])
-def test_import_recalculates_to_torch(tmp_path, kind, how):
+@pytest.mark.parametrize(
+    "kind,arch", [("simple", "784-8-relu-1-sigmoid"), ("soft", "784-10-softmax"), ("titan", "9-3-relu-1")]
+)
+def test_import_recalculates_to_torch(tmp_path, kind, arch):
     from xlmnist import data
 
     model = torch_models()[kind]
@@ -161,11 +163,8 @@ def test_import_recalculates_to_torch(tmp_path, kind, how):
         X, y = X[:n], y[:n]
         src_args = ["--dataset", "mnist_3v7", "--rows", n]
     path = tmp_path / "m.pt"
-    if how == "state":
-        torch.save(model.state_dict(), path)
-        src_args += ["--arch", "784-10-softmax"]
-    else:
-        torch.save(model, path)
+    torch.save(model.state_dict(), path)
+    src_args += ["--arch", arch]
     book = tmp_path / "imported.xlsx"
     r = xlmnist("import", path, "-o", book, *src_args)
     assert r.returncode == 0, r.stderr
@@ -201,10 +200,11 @@ def test_round_trip_workbook_export_import(course, tmp_path):
     saved = tmp_path / "saved.pt"
     model = mod.Model()  # instantiated from the exported file; its layers are an nn.Sequential
     assert isinstance(model.net, nn.Sequential)
-    torch.save(model.net, saved)
-    for src in (module, saved):
+    torch.save(model.net.state_dict(), saved)
+    arch = ["--arch", f"{model.net[0].in_features}-1"]
+    for src, extra in ((module, []), (saved, arch)):
         out = tmp_path / f"rt_{src.suffix[1:]}.xlsx"
-        r = xlmnist("import", src, "-o", out, "--dataset", "titanic", "--rows", 712)
+        r = xlmnist("import", src, "-o", out, "--dataset", "titanic", "--rows", 712, *extra)
         assert r.returncode == 0, r.stderr
     back = oracle.recalc(tmp_path / "rt_py.xlsx")
     wb = openpyxl.load_workbook(tmp_path / "rt_py.xlsx")
@@ -229,10 +229,16 @@ def unsupported_book(path: Path):
 
 
 def test_bad_inputs_one_line_errors(tmp_path):
-    conv = tmp_path / "conv.pt"
-    torch.save(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()), conv)
+    conv = tmp_path / "conv.py"
+    conv.write_text(
+        "from torch import nn\n\n\ndef Model():\n    return nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())\n"
+    )
     r = xlmnist("import", conv, "-o", tmp_path / "x.xlsx", "--dataset", "titanic")
     assert r.returncode != 0 and "Conv2d" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    whole = tmp_path / "whole.pt"
+    torch.save(nn.Sequential(nn.Linear(3, 1)), whole)
+    r = xlmnist("import", whole, "-o", tmp_path / "x.xlsx", "--dataset", "titanic")
+    assert r.returncode == 2 and "state_dict()" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x.xlsx").exists()
     state = tmp_path / "state.pt"
     torch.save(nn.Linear(3, 1).state_dict(), state)

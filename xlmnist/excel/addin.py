@@ -275,7 +275,7 @@ def write_cfb(streams: dict[str, bytes], clsids: dict[str, bytes] | None = None)
 
 
 def template_path() -> Path:
-    import xlwings
+    import xlwings  # deferred: only `addin install` needs xlwings
 
     path = Path(xlwings.__file__).parent / TEMPLATE_NAME
     if not path.is_file():
@@ -299,7 +299,7 @@ def module_name(bas: str) -> str:
 
 def build_vba_project(template_bin: bytes, bas: str) -> bytes:
     """The template's vbaProject.bin with its ribbon module replaced by ``bas`` (VBA source text)."""
-    import olefile
+    import olefile  # deferred: optional dependency, only to read a VBA project
 
     new = module_name(bas)
     ole = olefile.OleFileIO(io.BytesIO(template_bin))

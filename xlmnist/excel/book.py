@@ -13,183 +13,52 @@ and returned as ``{"ok": False, "error": "..."}``; successful runs return ``{"ok
 
 from __future__ import annotations
 
-import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from xlmnist.compile import compile_workbook
 from xlmnist.errors import TrainingError, WorkbookError, XlmnistError
+from xlmnist.excel.cells import (
+    book_file,
+    check_live_formulas,
+    check_protection,
+    engine,
+    model_sheet,
+    read_block,
+    split_ref,
+    write_blocks,
+)
+from xlmnist.export.codegen import generate
+from xlmnist.train import optim as trainer
+from xlmnist.train.session import check_params_used
+from xlmnist.train.settings import setting
 
-CHUNK_CELLS = 100_000  # cells per range call when writing a block
 STATUS_EVERY = 0.5  # seconds between status bar updates
 TITLE = "xlmnist"
 
 
-# ---------------------------------------------------------------- pure helpers
-
-
-def split_ref(ref: str) -> tuple[str, str]:
-    """``"nnet!R4:AA5"`` -> ``("nnet", "R4:AA5")`` (quotes removed)."""
-    sheet, _, addr = ref.rpartition("!")
-    if sheet.startswith("'") and sheet.endswith("'"):
-        sheet = sheet[1:-1].replace("''", "'")
-    return sheet, addr.replace("$", "")
-
-
-def to_numbers(ref: str, values) -> np.ndarray:
-    """A 2-D float array from an xlwings value block; empty cells are 0 (as Excel reads them)."""
-    arr = np.array(values, dtype=object, ndmin=2)
-    out = np.zeros(arr.shape, dtype=np.float64)
-    for (i, j), v in np.ndenumerate(arr):
-        if v is None or (isinstance(v, float) and math.isnan(v)) or v == "":
-            continue
-        if isinstance(v, bool) or not isinstance(v, int | float | np.number):
-            from xlmnist.xlsx.reader import col_letters, parse_area
-
-            sheet, addr = split_ref(ref)
-            r1, c1, _, _ = parse_area(addr)
-            raise WorkbookError(
-                f"{sheet}!{col_letters(c1 + j)}{r1 + i}: trainable cell holds {v!r}, not a number"
-            )
-        out[i, j] = float(v)
-    return out
-
-
-def write_actions_to_values(actions: list[dict], sheet_names: list[str]) -> dict:
-    """Turn the remote engine's ``setValues`` actions into ``writeback.write_values`` input."""
-    from xlmnist.xlsx.reader import col_letters
-
-    values = {}
-    for a in actions:
-        if a.get("func") != "setValues":
-            continue
-        r, c = a["start_row"] + 1, a["start_column"] + 1
-        block = np.array(a["values"], dtype=np.float64, ndmin=2)
-        end = f"{col_letters(c + block.shape[1] - 1)}{r + block.shape[0] - 1}"
-        values[f"{sheet_names[a['sheet_position']]}!{col_letters(c)}{r}:{end}"] = block
-    return values
-
-
 def training_options(model, given: dict) -> dict:
-    """train() keyword arguments: explicit options, else the workbook's settings sheet, else defaults."""
+    """train() keyword arguments: each option given, else the workbook's settings sheet, else left out
+    (train()'s default); max_seconds is never a workbook setting."""
     casts = {"optimizer": lambda v: str(v).strip().lower(), "lr": float, "epochs": lambda v: int(float(v)),
              "seed": lambda v: int(float(v)), "device": lambda v: str(v).strip().lower()}  # fmt: skip
-    out = {}
-    for key, cast in casts.items():
-        value = given.get(key)
-        if value is None:
-            value = (model.settings or {}).get(key)
-        if value in (None, ""):
-            continue
-        try:
-            out[key] = cast(value)
-        except (TypeError, ValueError):
-            raise WorkbookError(f"settings: {key} = {value!r} is not valid") from None
-    for key in ("max_seconds",):
-        if given.get(key) is not None:
-            out[key] = given[key]
-    return out
-
-
-# ---------------------------------------------------------------- reading the live workbook
-
-
-def _engine(book) -> str:
-    try:
-        return book.app.engine.name
-    except Exception:  # noqa: BLE001 - an engine without a name is not desktop Excel
-        return "unknown"
-
-
-def book_file(book, path=None) -> Path:
-    """The saved workbook file the model's formulas are read from."""
-    try:
-        name = str(path or book.fullname)
-    except Exception as exc:  # noqa: BLE001 - COM/AppleScript errors when the book was closed
-        raise WorkbookError(f"the workbook is no longer open ({exc})") from None
-    p = Path(name)
-    if not p.is_file():
-        raise WorkbookError(
-            f"{name}: the workbook is not saved as a file xlmnist can read; save it as .xlsx/.xlsm and run again"
-        )
-    return p
-
-
-def model_sheet(book, sheet=None) -> str:
-    if sheet is None:
-        return book.sheets.active.name
-    return sheet if isinstance(sheet, str) else sheet.name
-
-
-def read_block(book, ref: str) -> np.ndarray:
-    """One range call: the numbers of ``ref`` as a 2-D float array."""
-    sheet, addr = split_ref(ref)
-    rng = book.sheets[sheet].range(addr)
-    return to_numbers(ref, rng.options(np.array, ndim=2, dtype=object).value)
-
-
-def check_live_formulas(book, sheet: str, path: Path) -> None:
-    """Desktop Excel: stop when the model sheet's formula cells differ from the saved file's."""
-    if _engine(book) not in ("excel", "macos", "windows"):
-        return  # the remote engine sends no formulas; the file is the source
-    from xlmnist.xlsx.reader import col_letters, read_workbook
-
-    used = book.sheets[sheet].used_range
-    formulas = np.array(used.formula, dtype=object, ndmin=2)
-    live = {
-        (used.row + i, used.column + j)
-        for (i, j), f in np.ndenumerate(formulas)
-        if isinstance(f, str) and f.startswith("=")
-    }
-    saved = set(read_workbook(path).sheet(sheet).formula_cells())
-    diff = sorted(live ^ saved)
-    if diff:
-        r, c = diff[0]
-        raise WorkbookError(
-            f"{sheet}!{col_letters(c)}{r}: the formulas differ from the saved file {path.name}; "
-            "save the workbook (Ctrl+S) and run again"
-        )
-
-
-def check_protection(book, sheet: str, path: Path) -> None:
-    """A protected model sheet cannot take the trained values: stop before training."""
-    protected = False
-    try:  # desktop Excel (Windows COM); other engines have no such attribute
-        protected = bool(book.sheets[sheet].api.ProtectContents)
-    except Exception:  # noqa: BLE001
-        protected = _file_sheet_protected(path, sheet)
-    if protected:
-        raise WorkbookError(
-            f"{sheet}!A1: the sheet is protected; unprotect it (Review > Unprotect Sheet) and run again"
-        )
-
-
-def _file_sheet_protected(path: Path, sheet: str) -> bool:
-    import re
-    import zipfile
-
-    from xlmnist.xlsx.writeback import sheet_members
-
-    with zipfile.ZipFile(path) as zf:
-        member = sheet_members(zf, str(path)).get(sheet)
-        if member is None:
-            return False
-        m = re.search(rb"<(?:\w+:)?sheetProtection\b[^>]*>", zf.read(member))
-    return bool(m and re.search(rb'\bsheet="(1|true)"', m.group(0)))
+    out = {key: setting(model, key, given.get(key), cast) for key, cast in casts.items()}
+    out["max_seconds"] = given.get("max_seconds")
+    return {key: value for key, value in out.items() if value is not None}
 
 
 def load_model(book, sheet=None, path=None, device: str = "cpu"):
     """(compiled model, live parameter arrays, sheet name, file) for the book's model sheet."""
-    from xlmnist.compile import compile_workbook
-
     file = book_file(book, path)
     name = model_sheet(book, sheet)
     check_live_formulas(book, name, file)
     model = compile_workbook(file, sheet=name, device=device)
+    check_params_used(model)
     live = [read_block(book, ref) for ref in model.param_refs]
     for ref, arr, p in zip(model.param_refs, live, model.initial_params()):
         if arr.shape != tuple(p.shape):
@@ -201,42 +70,6 @@ def load_model(book, sheet=None, path=None, device: str = "cpu"):
     return model, live, name, file
 
 
-# ---------------------------------------------------------------- writing back
-
-
-def write_blocks(book, values: dict[str, np.ndarray], previous: dict[str, np.ndarray] | None = None) -> None:
-    """One range call per block (chunked by rows past CHUNK_CELLS); on failure restore what was written."""
-    from xlmnist.xlsx.reader import col_letters, parse_area
-
-    done = []
-    try:
-        for ref, arr in values.items():
-            sheet, addr = split_ref(ref)
-            r1, c1, _, _ = parse_area(addr)
-            arr = np.asarray(arr, dtype=np.float64).reshape(-1, arr.shape[-1] if arr.ndim else 1)
-            if not np.isfinite(arr).all():
-                raise TrainingError(f"{ref}: refusing to write NaN/inf values")
-            rows = max(1, CHUNK_CELLS // arr.shape[1])
-            for start in range(0, arr.shape[0], rows):
-                part = arr[start : start + rows]
-                top = f"{col_letters(c1)}{r1 + start}"
-                bottom = f"{col_letters(c1 + part.shape[1] - 1)}{r1 + start + part.shape[0] - 1}"
-                book.sheets[sheet].range(f"{top}:{bottom}").value = part
-            done.append(ref)
-    except XlmnistError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - Excel went away or refused the write
-        for ref in done if previous else []:
-            try:
-                sheet, addr = split_ref(ref)
-                book.sheets[sheet].range(addr).value = previous[ref]
-            except Exception:  # noqa: BLE001 - nothing more we can do
-                break
-        raise WorkbookError(
-            f"could not write the results into the workbook ({exc}); nothing was kept"
-        ) from None
-
-
 # ---------------------------------------------------------------- status bar, alerts
 
 
@@ -245,7 +78,7 @@ class _Status:
 
     def __init__(self, book, cancel: Callable[[], bool] | None = None):
         self.book, self.cancel, self.last = book, cancel, 0.0
-        self.enabled = _engine(book) not in ("remote", "calamine", "unknown")
+        self.enabled = engine(book) not in ("remote", "calamine", "unknown")
 
     def show(self, text: str | None) -> None:
         if not self.enabled:
@@ -311,7 +144,6 @@ def train(
     settings sheet fills in what is not given). ``cancel()`` returning True stops the run and keeps the
     best values (so does Ctrl-C in the Python console).
     """
-    from xlmnist.train import optim as trainer
 
     def run():
         status = _Status(book, cancel)
@@ -336,11 +168,10 @@ def step(book, sheet=None, path=None, **options) -> dict:
 
 def reset(book, sheet=None, path=None, seed: int = 0, scale: float = 0.1) -> dict:
     """Re-initialise the trainable cells with seeded N(0, scale^2) values."""
-    from xlmnist.train.optim import random_params
 
     def run():
         model, live, _, _ = load_model(book, sheet, path)
-        params = random_params(model, seed=seed, scale=scale)
+        params = trainer.random_params(model, seed=seed, scale=scale)
         values = {ref: p.numpy() for ref, p in zip(model.param_refs, params)}
         write_blocks(book, values, previous=dict(zip(model.param_refs, live)))
         with torch.no_grad():
@@ -355,8 +186,6 @@ def export(book, sheet=None, path=None, out=None) -> dict:
     """Write the sheet's model as a PyTorch module next to the workbook (needs ``xlmnist.export.module``)."""
 
     def run():
-        from xlmnist.export.codegen import generate
-
         file = book_file(book, path)
         name = model_sheet(book, sheet)
         target = Path(out) if out else file.with_name(f"{file.stem}_{name}.py")
@@ -373,13 +202,13 @@ ACTIONS = {"train": train, "step": step, "reset": reset, "export": export}
 
 def run(action: str, book=None) -> dict:
     """What the add-in's buttons call: ``action`` on the active sheet of the calling workbook."""
-    import xlwings as xw
+    import xlwings as xw  # deferred: xlwings is only needed inside Excel / the server
 
     if action not in ACTIONS:
         raise XlmnistError(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}")
     book = book if book is not None else xw.Book.caller()
     result = ACTIONS[action](book)
-    if result.get("ok") and action in ("train", "step", "reset") and _engine(book) != "remote":
+    if result.get("ok") and action in ("train", "step", "reset") and engine(book) != "remote":
         try:
             book.app.status_bar = result["message"]
         except Exception:  # noqa: BLE001
@@ -394,9 +223,7 @@ def main() -> dict:
 
 def _debug_main() -> None:
     """``python -m xlmnist.excel BOOK.xlsx [action]``: debugging outside Excel (xlwings' mock caller)."""
-    import sys
-
-    import xlwings as xw
+    import xlwings as xw  # deferred: xlwings is only needed inside Excel / the server
 
     xw.Book(os.path.abspath(sys.argv[1])).set_mock_caller()
     print(run(sys.argv[2] if len(sys.argv) > 2 else "train"))

@@ -12,6 +12,7 @@ import torch
 
 from xlmnist.errors import XlmnistError
 from xlmnist.export.module import Exporter, Unsupported
+from xlmnist.export.translate import escape
 from xlmnist.formula import parser as P
 from xlmnist.formula.graph import RefUse
 from xlmnist.xlsx.reader import area_name
@@ -162,8 +163,8 @@ def _headers(ex, sheet, r1, c1, c2):
     if not all(isinstance(h, str) for h in heads):
         return ""
     if len(heads) > 12:  # e.g. 784 pixel names: the first and last few
-        return ", ".join(heads[:6]) + f", ... ({len(heads) - 8} more), " + ", ".join(heads[-2:])
-    return ", ".join(heads)
+        return escape(", ".join(heads[:6]) + f", ... ({len(heads) - 8} more), " + ", ".join(heads[-2:]))
+    return escape(", ".join(heads))
 
 
 def _doc(ex, which):
@@ -171,7 +172,7 @@ def _doc(ex, which):
     for s, r1, c1, r2, c2, off, _ in ex.inputs[which]:
         h = _headers(ex, s, r1, c1, c2)
         out.append(
-            f"{which}[:, {off}:{off + c2 - c1 + 1}] = {area_name(s, r1, c1, r2, c2)}"
+            f"{which}[:, {off}:{off + c2 - c1 + 1}] = {escape(area_name(s, r1, c1, r2, c2))}"
             + (f" ({h})" if h else "")
         )
     return out
@@ -225,30 +226,32 @@ def generate(book, sheet=None, out_path="model.py") -> Path:
                 state[f"net.{i}.weight"] = lay["weight"]
                 if lay["bias"] is not None:
                     state[f"net.{i}.bias"] = lay["bias"]
-            init.append(f"            {mod},  # {comment}")
+            init.append(f"            {mod},  # {escape(comment)}")
         init.append("        )")
         fwd = ["        return self.net(x)"]
     else:
         for lay in ex.layers:
             init.append(
-                f"        self.{lay['attr']} = {_linear_ctor(lay)}  # weight, bias: {', '.join(lay['refs'])}"
+                f"        self.{lay['attr']} = {_linear_ctor(lay)}  # weight, bias: {escape(', '.join(lay['refs']))}"
             )
             state[f"{lay['attr']}.weight"] = lay["weight"]
             if lay["bias"] is not None:
                 state[f"{lay['attr']}.bias"] = lay["bias"]
-        fwd = [f"        {v} = {c}  # {cm}" for _, v, c, cm, _ in mlines] + [f"        return {pred_code}"]
+        fwd = [f"        {v} = {c}  # {escape(cm)}" for _, v, c, cm, _ in mlines] + [
+            f"        return {pred_code}"
+        ]
     for k, attr in ex.raw_params.items():
         s, r1, c1, r2, c2 = ex.c.params[k]
         init.append(
             f"        self.{attr} = nn.Parameter(torch.zeros({r2 - r1 + 1}, {c2 - c1 + 1}, dtype=torch.float64))"
-            f"  # {area_name(s, r1, c1, r2, c2)}"
+            f"  # {escape(area_name(s, r1, c1, r2, c2))}"
         )
         state[attr] = ex.c.cnum[s][r1 : r2 + 1, c1 : c2 + 1]
     init.append("        self.load_state_dict(_params())")
-    loss_lines = [f"    {v} = {fix(c)}  # {cm}" for _, v, c, cm, _ in ex.lines["loss"]] + [
+    loss_lines = [f"    {v} = {fix(c)}  # {escape(cm)}" for _, v, c, cm, _ in ex.lines["loss"]] + [
         f"    return {loss_var}"
     ]
-    feat = [f"    {v} = {c}  # {cm}" for _, v, c, cm, _ in ex.lines["feat"]]
+    feat = [f"    {v} = {c}  # {escape(cm)}" for _, v, c, cm, _ in ex.lines["feat"]]
     for w in "xy":
         parts = feats[w]
         joined = parts[0] if len(parts) == 1 else "np.concatenate([" + ", ".join(parts) + "], 1)"
@@ -284,7 +287,7 @@ def _render(ex, book, init, fwd, loss_lines, feat, helper, state, out_path) -> s
         os.replace(buf.name, pt)
         params = (
             f"def _params():\n    # {size} numbers saved beside this file\n"
-            f"    return torch.load(Path(__file__).with_name({pt.name!r}), weights_only=True)\n"
+            f"    return torch.load(Path(__file__).with_name({escape(pt.name, literal=True)}), weights_only=True)\n"
         )
     xdoc = "\n".join("        " + d for d in _doc(ex, "x")) or "        (no inputs)"
     ydoc = "\n".join("    " + d for d in _doc(ex, "y")) or "    (no labels)"
@@ -297,12 +300,13 @@ def _render(ex, book, init, fwd, loss_lines, feat, helper, state, out_path) -> s
         if helper
         else ""
     )
-    head = f'''"""{ex.sheet} of {os.path.basename(book)} as a PyTorch module (exported by xlmnist).
+    name, objective = os.path.basename(book), ex.cm.objective_ref
+    head = f'''"""{escape(ex.sheet)} of {escape(name)} as a PyTorch module (exported by xlmnist).
 
-Run as a script: ``python {out_path.name} BOOK --json`` reads the data rows from BOOK and prints the
-objective ({ex.cm.objective_ref}) and the predictions ({pred}). The inputs are recomputed from the raw
+Run as a script: ``python {escape(out_path.name)} BOOK --json`` reads the data rows from BOOK and prints the
+objective ({escape(objective)}) and the predictions ({escape(pred)}). The inputs are recomputed from the raw
 cells by the feature formulas translated below (cached values are used only for formulas that could
-not be translated). Trainable cells: {", ".join(ex.cm.param_refs)}.
+not be translated). Trainable cells: {escape(", ".join(ex.cm.param_refs))}.
 """
 
 import argparse
@@ -314,14 +318,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-SOURCE = {os.path.basename(book)!r}
-SHEET = {ex.sheet!r}
-OBJECTIVE = {ex.cm.objective_ref!r}
-PREDICTIONS = {pred!r}
+SOURCE = {escape(name, literal=True)}
+SHEET = {escape(ex.sheet, literal=True)}
+OBJECTIVE = {escape(objective, literal=True)}
+PREDICTIONS = {escape(pred, literal=True)}
 
 
 class Model(nn.Module):
-    """forward(x) -> the predictions {pred} (float64 [N, {ex.pred[4] - ex.pred[2] + 1}]).
+    """forward(x) -> the predictions {escape(pred)} (float64 [N, {ex.pred[4] - ex.pred[2] + 1}]).
 
     x: float64 [N, {sum(i[4] - i[2] + 1 for i in ex.inputs["x"])}], one row per example:
 {xdoc}
@@ -337,7 +341,7 @@ class Model(nn.Module):
         + "\n".join(fwd)
         + "\n"
         + mnist
-        + f'\n\ndef loss_fn(pred, y):\n    """The objective {ex.cm.objective_ref}; y:\n{ydoc}\n    """\n'
+        + f'\n\ndef loss_fn(pred, y):\n    """The objective {escape(objective)}; y:\n{ydoc}\n    """\n'
         + "\n".join(loss_lines)
         + "\n\n\n"
         + params

@@ -10,13 +10,16 @@ Sheet ``data``: the sample rows (inputs, ``Ones``, label, one-hot label columns 
 from __future__ import annotations
 
 import importlib.util
+import pickle
 import re
 from pathlib import Path
 
 import numpy as np
 import torch
+from openpyxl.workbook.defined_name import DefinedName
 from torch import nn
 
+from xlmnist import data as D
 from xlmnist.errors import DataError, XlmnistError
 from xlmnist.xlsx.book import Book, absref, col
 
@@ -43,7 +46,10 @@ def parse_arch(text: str) -> nn.Sequential:
 
 
 def load_model(path, arch: str | None = None) -> list[nn.Module]:
-    """The layers of a saved module / state dict (+ ``arch``) / exported ``model.py`` (its ``Model()``)."""
+    """The layers of a state dict (+ ``arch``) or an exported ``model.py`` (its ``Model()``).
+
+    Saved files are read with ``torch.load(weights_only=True)``: tensors and plain containers only; a
+    pickled module (which could run any code while loading) is refused with a one-line error."""
     path = Path(path)
     name = path.name
     if not path.is_file():
@@ -55,9 +61,15 @@ def load_model(path, arch: str | None = None) -> list[nn.Module]:
             spec.loader.exec_module(module)
             obj = module.Model()
         else:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except XlmnistError:
         raise
+    except pickle.UnpicklingError:  # weights_only refuses anything but tensors and plain containers
+        raise XlmnistError(
+            f"{name}: holds pickled Python objects (e.g. a whole nn.Module), which xlmnist does not load "
+            "because unpickling can run code; save the weights instead with "
+            "torch.save(model.state_dict(), path) and give the layers with --arch, e.g. 784-30-relu-1-sigmoid"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - any failure to load is the user's file
         raise XlmnistError(
             f"{name}: cannot load the model ({type(exc).__name__}: {str(exc).splitlines()[0]})"
@@ -110,7 +122,7 @@ def _flatten(m: nn.Module) -> list[nn.Module]:
 def sample_rows(n_in: int, data=None, dataset=None, rows=None):
     """(X [N, n_in], y [N] or None, input names) from a CSV (header row) or a built-in dataset."""
     if data is not None:
-        import pandas as pd
+        import pandas as pd  # deferred: pandas only for a CSV given with --data
 
         try:
             df = pd.read_csv(data)
@@ -127,8 +139,6 @@ def sample_rows(n_in: int, data=None, dataset=None, rows=None):
         y = None if label is None else df[label].to_numpy(np.float64)
         names = [str(c) for c in inputs]
     else:
-        from xlmnist import data as D
-
         X, y = D.dataset_arrays(dataset or "titanic")
         names = (
             list(D.TITANIC_FEATURES)
@@ -281,8 +291,6 @@ def build_workbook(layers, X, y, names, out_path) -> dict:
             "model", optimizer="auto", lr=0.1, epochs=50, batch_size=0, device="auto", seed=0, dataset=""
         )
     else:
-        from openpyxl.workbook.defined_name import DefinedName
-
         for key, text in (("xlmnist_predictions", pred), ("xlmnist_data", data_ref)):
             ws.defined_names[key] = DefinedName(key, attr_text=text)
     book.write_settings()
@@ -316,7 +324,8 @@ def _cmd_import(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("import", help="write a PyTorch Linear/ReLU/Sigmoid/Softmax model as a workbook")
     p.add_argument(
-        "model", help="torch.save(model) file, a state dict (with --arch), or an exported model.py"
+        "model",
+        help="a state dict saved with torch.save(model.state_dict(), path) (with --arch), or an exported model.py",
     )
     p.add_argument("-o", "--output", required=True, help="the workbook to write (.xlsx)")
     src = p.add_mutually_exclusive_group()

@@ -13,6 +13,8 @@ formulas it cannot translate.
 
 from __future__ import annotations
 
+import builtins
+import keyword
 import os
 import re
 
@@ -21,70 +23,23 @@ import numpy as np
 from xlmnist.compile.compiler import parse_areas
 from xlmnist.compile.functions import NUM
 from xlmnist.compile.model import compile_workbook
-from xlmnist.errors import XlmnistError
+from xlmnist.export.translate import Expr, Translator, Unsupported, escape, paren
 from xlmnist.formula import parser as P
 from xlmnist.formula.graph import RefUse, topo_order
 from xlmnist.xlsx.reader import area_name, col_letters
+from xlmnist.xlsx.writeback import split_ref
+
+# names the generated module already uses: a header cell that reads ``torch`` or ``float`` gets a suffix
+RESERVED = frozenset(
+    {*keyword.kwlist, *keyword.softkwlist, *dir(builtins), "torch", "np", "F", "nn", "json", "sys", "argparse",
+     "Path", "Model", "loss_fn", "mnist_loss", "read_data", "main", "loss", "PARAMS", "SOURCE", "SHEET",
+     "OBJECTIVE", "PREDICTIONS"}
+)  # fmt: skip
 
 
-class Unsupported(XlmnistError):
-    """A construct the exporter cannot translate (one line, names the cell)."""
-
-
-class _E:
-    """A translated expression: code, window kind (None = one value per cell, 'row', 'col', 'fixed')."""
-
-    __slots__ = ("code", "win", "bool", "const")
-
-    def __init__(self, code, win=None, is_bool=False, const=None):
-        self.code, self.win, self.bool, self.const = code, win, is_bool, const
-
-
-def _p(code: str) -> str:
-    if re.fullmatch(r"'[^']*'|\"[^\"]*\"", code):
-        return code
-    return (
-        code if re.fullmatch(r"[\w.\[\]:, @]*|\w+\(.*\)", code) and not code.startswith("-") else f"({code})"
-    )
-
-
-_FN1 = {"EXP": "exp", "LN": "log", "LOG10": "log10", "SQRT": "sqrt", "ABS": "abs", "TANH": "tanh"}
-_CMP = {"=": "==", "<>": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
-_RED = {"SUM": "sum", "AVERAGE": "mean", "MAX": "amax", "MIN": "amin"}
-
-
-def _is0(n) -> bool:
-    return isinstance(n, P.Number) and n.value == 0.0
-
-
-def _relu_arg(node):
-    """x for ``IF(x<0,0,x)``, ``IF(x>0,x,0)``, ``MAX(0,x)`` / ``MAX(x,0)``, else None."""
-    a = node.args
-    if node.name == "MAX" and len(a) == 2 and (_is0(a[0]) or _is0(a[1])):
-        return a[1] if _is0(a[0]) else a[0]
-    if node.name != "IF" or len(a) != 3 or not isinstance(a[0], P.Binary):
-        return None
-    c = a[0]
-    if c.op in ("<", "<=") and _is0(c.right) and _is0(a[1]) and a[2] == c.left:
-        return c.left
-    if c.op in (">", ">=") and _is0(c.right) and _is0(a[2]) and a[1] == c.left:
-        return c.left
-    return None
-
-
-def _sigmoid_arg(node):
-    """x for ``1/(1+EXP(-x))`` (either order of the sum), else None."""
-    if not (isinstance(node, P.Binary) and node.op == "/" and node.left == P.Number(1.0)):
-        return None
-    d = node.right
-    if not (isinstance(d, P.Binary) and d.op == "+"):
-        return None
-    for one, e in ((d.left, d.right), (d.right, d.left)):
-        if one == P.Number(1.0) and isinstance(e, P.Call) and e.name == "EXP" and len(e.args) == 1:
-            u = e.args[0]
-            if isinstance(u, P.Unary) and u.op == "-":
-                return u.operand
-    return None
+def _ident(text: str) -> str:
+    """Lower-case ASCII letters, digits and ``_`` only (a workbook's text never becomes code as-is)."""
+    return re.sub(r"[^0-9a-z_]+", "_", text.lower())
 
 
 def _varies(b) -> bool:
@@ -94,13 +49,13 @@ def _varies(b) -> bool:
     return rows and cols
 
 
-class Exporter:
+class Exporter(Translator):
     def __init__(self, path, sheet=None):
         self.path = os.fspath(path)
         self.cm = compile_workbook(self.path, sheet=sheet)
         self.c = self.cm.compiler  # graph, constant grids, parameter areas
         self.g, self.wb = self.c.graph, self.c.wb
-        self.sheet = self.cm.objective_ref.rsplit("!", 1)[0].strip("'")
+        self.sheet, orow, ocol, _, _ = split_ref(self.cm.objective_ref)
         self.vars: dict = {}  # (ctx, block id) -> (name, column offset inside the variable)
         self.lines = {"model": [], "loss": [], "feat": []}
         self.names: set[str] = {"x", "y", "pred", "wb", "self"}
@@ -108,7 +63,7 @@ class Exporter:
         self.layers: list[dict] = []
         self.raw_params: dict[int, str] = {}
         self.width: dict[str, int] = {}
-        obj = self.g.block_at(self.sheet, *self._cell(self.cm.objective_ref))
+        obj = self.g.block_at(self.sheet, orow, ocol)
         self.obj = obj
         self.pdep: set[int] = set()  # blocks that depend on a trainable cell
         for bid in topo_order(self.g, [obj.id]):
@@ -121,12 +76,6 @@ class Exporter:
         self.N = self.pred[3] - self.pred[1] + 1
 
     # ---- what is the prediction -------------------------------------------------------------------
-    @staticmethod
-    def _cell(ref):
-        from xlmnist.xlsx.reader import parse_cell
-
-        return parse_cell(ref.rsplit("!", 1)[1])
-
     def _dyn(self, bid) -> bool:
         return bid in self.pdep
 
@@ -160,13 +109,13 @@ class Exporter:
     # ---- names, inputs, constants --------------------------------------------------------------------
     def _name(self, b) -> str:
         head = self.wb.sheets[b.sheet].values.get((b.r0 - 1, b.c0)) if b.C == 1 and not b.array else None
-        base = re.sub(r"\W+", "_", head).strip("_").lower() if isinstance(head, str) else ""
+        base = _ident(head).strip("_") if isinstance(head, str) else ""
         if not base or not base[0].isalpha() or len(base) > 20:
             base = "_".join(dict.fromkeys([col_letters(b.out[1]), col_letters(b.out[3])])).lower()
         if b.sheet != self.sheet:
-            base = re.sub(r"\W+", "_", b.sheet).lower() + "_" + base
+            base = _ident(b.sheet) + "_" + base
         name, k = base, 2
-        while name in self.names or not name.isidentifier():
+        while name in self.names or name in RESERVED or not name.isidentifier():
             name, k = f"{base}_{k}", k + 1
         self.names.add(name)
         return name
@@ -237,7 +186,7 @@ class Exporter:
             elif kind == "b":
                 pieces.append(self._block_slice(ctx, k, r1, a, r2, b))
             elif ctx == "feat":
-                pieces.append(f"_area(wb, {sheet!r}, {r1}, {a}, {r2}, {b})")
+                pieces.append(f"_area(wb, {escape(sheet, literal=True)}, {r1}, {a}, {r2}, {b})")
             elif r2 - r1 + 1 == self.N and self.N > 1:
                 pieces.append(self._input("x" if ctx == "model" else "y", sheet, r1, a, r2, b))
             else:
@@ -260,7 +209,7 @@ class Exporter:
     def _param_slice(self, k, sheet, r1, c1, r2, c2) -> str:
         ps, p1, q1, p2, q2 = self.c.params[k]
         if k not in self.raw_params:
-            self.raw_params[k] = re.sub(r"\W+", "_", f"p_{area_name(*self.c.params[k])}").lower()
+            self.raw_params[k] = _ident(f"p_{area_name(*self.c.params[k])}")
         name = "self." + self.raw_params[k]
         if (r1, c1, r2, c2) == (p1, q1, p2, q2):
             return name
@@ -284,122 +233,6 @@ class Exporter:
             return name
         rows = ":" if (r1, r2) == (o1, o2) else f"{r1 - o1}:{r2 - o1 + 1}"
         return f"{name}[{rows}, {off + c1 - oc1}:{off + c2 - oc1 + 1}]"
-
-    # ---- expressions -------------------------------------------------------------------------------
-    def tr(self, node, b, ctx) -> _E:
-        ns = "np" if ctx == "feat" else "torch"
-        T = type(node)
-        if T is RefUse:
-            h, w = node.r2 - node.r1 + 1, node.c2 - node.c1 + 1
-            code = self.area(ctx, node.sheet, *node.footprint(b.R, b.C))
-            if h == 1 and w == 1:
-                return _E(code)
-            if node.rrel and b.R > 1:
-                if h > 1 or (node.crel and b.C > 1):
-                    raise Unsupported(f"{b.anchor}: a sliding window reference is not supported")
-                return _E(code, "row")
-            if node.crel and b.C > 1:
-                if w > 1:
-                    raise Unsupported(f"{b.anchor}: a sliding window reference is not supported")
-                return _E(code, "col")
-            return _E(code, "fixed")
-        if T is P.Number or T is P.Bool:
-            return _E(repr(float(node.value)), const=float(node.value))
-        if T is P.String and ctx == "feat":
-            return _E(repr(node.value))
-        if T is P.Unary:
-            a = self.num(node.operand, b, ctx)
-            return _E(f"-{_p(a.code)}" if node.op == "-" else a.code, a.win)
-        if T is P.Percent:
-            return _E(f"{_p(self.num(node.operand, b, ctx).code)} / 100.0")
-        sig = _sigmoid_arg(node) if ctx != "feat" else None
-        if sig is not None:
-            return _E(f"torch.sigmoid({self.num(sig, b, ctx).code})")
-        if T is P.Binary and node.op in "+-*/^":
-            x, y = self.num(node.left, b, ctx), self.num(node.right, b, ctx)
-            op = "**" if node.op == "^" else node.op
-            return _E(f"{_p(x.code)} {op} {_p(y.code)}", x.win or y.win)
-        if T is P.Binary and node.op in _CMP:
-            x, y = self.tr(node.left, b, ctx), self.tr(node.right, b, ctx)
-            return _E(f"{_p(x.code)} {_CMP[node.op]} {_p(y.code)}", x.win or y.win, True)
-        if T is P.Call:
-            return self.call(node, b, ctx, ns)
-        raise Unsupported(
-            f"{b.anchor}: cannot export {type(node).__name__} {getattr(node, 'op', '')}".strip()
-        )
-
-    def num(self, node, b, ctx) -> _E:
-        e = self.tr(node, b, ctx)
-        if e.bool:
-            return _E(f"{_p(e.code)}" + (".astype(float)" if ctx == "feat" else ".double()"), e.win)
-        return e
-
-    def call(self, node, b, ctx, ns) -> _E:
-        name, args = node.name, node.args
-        relu = _relu_arg(node)
-        if relu is not None:
-            x = self.num(relu, b, ctx).code
-            return _E(f"np.maximum({x}, 0.0)" if ctx == "feat" else f"torch.relu({x})")
-        if name in _FN1 and len(args) == 1:
-            return _E(f"{ns}.{_FN1[name]}({self.num(args[0], b, ctx).code})")
-        if name == "LOG" and 1 <= len(args) <= 2:
-            x = self.num(args[0], b, ctx).code
-            return _E(
-                f"{ns}.log10({x})"
-                if len(args) == 1
-                else f"{ns}.log({x}) / {ns}.log({self.num(args[1], b, ctx).code})"
-            )
-        if name == "IF" and len(args) in (2, 3):
-            c = self.tr(args[0], b, ctx)
-            x = self.num(args[1], b, ctx)
-            y = (
-                self.num(args[2], b, ctx)
-                if len(args) == 3 and not isinstance(args[2], P.Missing)
-                else _E("0.0", const=0.0)
-            )
-            if c.const is not None:
-                return x if c.const else y
-            if ctx != "feat" and x.const is not None and y.const is not None:
-                return _E(f"torch.where({c.code}, {x.code}, {y.code}).double()")
-            return _E(f"{ns}.where({c.code}, {x.code}, {y.code})", c.win or x.win or y.win)
-        if name in ("SUMPRODUCT", "MMULT") and len(args) >= 2:
-            xs = [self.num(a, b, ctx) for a in args]
-            if name == "MMULT":
-                return _E(f"{_p(xs[0].code)} @ {_p(xs[1].code)}", "fixed" if b.array else None)
-            return self.reduce(ns, "sum", _E(" * ".join(_p(x.code) for x in xs), xs[0].win or xs[1].win))
-        if name in _RED and args:
-            xs = [self.num(a, b, ctx) for a in args]
-            if len(xs) == 1 and xs[0].win:
-                return self.reduce(ns, _RED[name], xs[0])
-            if any(x.win for x in xs):
-                raise Unsupported(f"{b.anchor}: {name}() over several ranges is not supported")
-            if name == "SUM" or name == "AVERAGE":
-                s = " + ".join(_p(x.code) for x in xs)
-                return _E(s if name == "SUM" else f"({s}) / {float(len(xs))}")
-            fn = f"{ns}.maximum" if name == "MAX" else f"{ns}.minimum"
-            consts = [x for x in xs if x.const is not None]
-            rest = [x.code for x in xs if x.const is None]
-            out = rest[0]
-            for x in rest[1:]:
-                out = f"{fn}({out}, {x})"
-            if consts:
-                k = (max if name == "MAX" else min)(x.const for x in consts)
-                out = (
-                    f"{fn}({out}, {k!r})"
-                    if ctx == "feat"
-                    else f"torch.clamp({out}, {name.lower()[:3]}={k!r})"
-                )
-            return _E(out)
-        raise Unsupported(f"{b.anchor}: unsupported function {name}() for export")
-
-    @staticmethod
-    def reduce(ns, fn, e: _E) -> _E:
-        kd = "keepdims" if ns == "np" else "keepdim"
-        if e.win == "row":
-            return _E(f"{ns}.{fn}({e.code}, 1, {kd}=True)")
-        if e.win == "col":
-            return _E(f"{ns}.{fn}({e.code}, 0, {kd}=True)")
-        return _E(f"{ns}.{fn}({e.code})")
 
     # ---- recognised layers ----------------------------------------------------------------------------
     def _linear_spec(self, b):
@@ -529,14 +362,14 @@ class Exporter:
                 if ctx != "feat":
                     raise
                 e, kind = (
-                    _E(
-                        f"_area(wb, {b.sheet!r}, {b.out[0]}, {b.out[1]}, {b.out[2]}, {b.out[3]}, cached=True)"
+                    Expr(
+                        f"_area(wb, {escape(b.sheet, literal=True)}, {b.out[0]}, {b.out[1]}, {b.out[2]}, {b.out[3]}, cached=True)"
                     ),
                     "cached",
                 )
             code = e.code
             if e.bool:
-                code = f"{_p(code)}" + (".astype(float)" if ctx == "feat" else ".double()")
+                code = f"{paren(code)}" + (".astype(float)" if ctx == "feat" else ".double()")
             if e.win and not b.array and ctx != "feat":
                 raise Unsupported(f"{b.anchor}: the formula gives a range, not one value per cell")
             m = re.fullmatch(r"torch\.(relu|sigmoid)\((\w+)\)", code)
@@ -549,30 +382,3 @@ class Exporter:
         self.vars[(ctx, bid)] = (var, 0)
         text = self._text(b)
         self.lines[ctx].append((kind, var, code, f"{b.name}  {text}", None))
-
-    def _softmax(self, b):
-        """``E/SUM(E)`` with ``E = EXP(z)`` or ``EXP(z - MAX(z row))`` -> the code of ``z``."""
-        node = b.ast
-        if not (isinstance(node, P.Binary) and node.op == "/" and b.C > 1):
-            return None
-        e, s = node.left, node.right
-        if not (isinstance(e, RefUse) and isinstance(s, RefUse) and e.crel and not s.crel):
-            return None
-        eb = self.g.block_at(e.sheet, e.r1 + (b.R > 1 and 0), e.c1)
-        sb = self.g.block_at(s.sheet, s.r1, s.c1)
-        if eb is None or sb is None or eb.C != b.C or eb.R != b.R:
-            return None
-        self.g.analyse(eb), self.g.analyse(sb)
-        ok_sum = isinstance(sb.ast, P.Call) and sb.ast.name == "SUM" and len(sb.ast.args) == 1
-        arg = sb.ast.args[0] if ok_sum else None
-        if not (
-            isinstance(arg, RefUse) and arg.sheet == eb.sheet and (arg.c1, arg.c2) == (eb.out[1], eb.out[3])
-        ):
-            return None
-        x = eb.ast
-        if not (isinstance(x, P.Call) and x.name == "EXP" and len(x.args) == 1):
-            return None
-        z = x.args[0]
-        if isinstance(z, P.Binary) and z.op == "-" and isinstance(z.right, P.Call) and z.right.name == "MAX":
-            z = z.left
-        return self.num(z, eb, "model").code

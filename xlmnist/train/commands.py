@@ -11,19 +11,43 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import zipfile
 
 import torch
 
+from xlmnist.compile import compile_workbook
 from xlmnist.errors import WorkbookError, XlmnistError
 from xlmnist.train.optim import OPTIMIZERS
+from xlmnist.train.session import step_book, train_book
 from xlmnist.train.settings import check_book, metrics, to_float
 
 
-def _compile(args, device: str = "cpu"):
-    from xlmnist.compile import compile_workbook
+def _number(cast, low: float, strict: bool):
+    """An argparse type: ``cast(text)``, finite and above ``low`` (``strict``) or at least ``low``."""
 
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        ok = math.isfinite(value) and (value > low if strict else value >= low)
+        if not ok:
+            raise argparse.ArgumentTypeError(f"{text}: must be {'>' if strict else '>='} {low:g}")
+        return value
+
+    return parse
+
+
+POSITIVE_INT, POSITIVE, NON_NEGATIVE = (
+    _number(int, 0, True),
+    _number(float, 0, True),
+    _number(float, 0, False),
+)
+
+
+def _compile(args, device: str = "cpu"):
     book = check_book(args.book)
     try:
         return compile_workbook(
@@ -67,8 +91,6 @@ def cmd_eval(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from xlmnist.train.session import train_book
-
     payload = train_book(
         args.book, sheet=args.sheet, objective=args.objective, params=args.params,
         optimizer=args.optimizer, lr=args.lr, epochs=args.epochs, seed=args.seed, device=args.device,
@@ -93,8 +115,6 @@ def cmd_train(args) -> int:
 
 
 def cmd_step(args) -> int:
-    from xlmnist.train.session import step_book
-
     payload = step_book(
         args.book, sheet=args.sheet, objective=args.objective, params=args.params, lr=args.lr,
         optimizer=args.optimizer, seed=args.seed, batch_size=args.batch_size, dataset=args.dataset,
@@ -138,8 +158,10 @@ def register(sub) -> None:
         choices=OPTIMIZERS,
         help="default: settings sheet, else auto (L-BFGS up to 50k parameters, else Adam)",
     )
-    p.add_argument("--lr", type=float, help="learning rate (default: settings sheet, else per optimizer)")
-    p.add_argument("--epochs", type=int, help="maximum steps (default: settings sheet, else per optimizer)")
+    p.add_argument("--lr", type=POSITIVE, help="learning rate (default: settings sheet, else per optimizer)")
+    p.add_argument(
+        "--epochs", type=POSITIVE_INT, help="maximum steps (default: settings sheet, else per optimizer)"
+    )
     p.add_argument("--seed", type=int, help="random seed (default: settings sheet, else 0)")
     p.add_argument("--device", help="cpu, cuda or auto (default: settings sheet, else cpu)")
     p.add_argument(
@@ -148,15 +170,17 @@ def register(sub) -> None:
         default="cells",
         help="start from the cells' current values (default), zeros, or seeded random N(0, scale^2)",
     )
-    p.add_argument("--init-scale", type=float, default=0.1, help="scale of --init random (default 0.1)")
-    p.add_argument("--max-seconds", type=float, help="stop after this many seconds")
+    p.add_argument(
+        "--init-scale", type=NON_NEGATIVE, default=0.1, help="scale of --init random (default 0.1)"
+    )
+    p.add_argument("--max-seconds", type=POSITIVE, help="stop after this many seconds")
     p.add_argument(
         "--dataset",
         help="train on this full dataset (titanic, mnist_3v7, mnist; none = the visible rows); "
         "default: the settings sheet",
     )
     p.add_argument(
-        "--batch-size", type=int, help="minibatch size for adam/sgd on a dataset (default: settings)"
+        "--batch-size", type=POSITIVE_INT, help="minibatch size for adam/sgd on a dataset (default: settings)"
     )
     p.add_argument("--out", help="write the trained workbook to this copy instead of BOOK")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -175,9 +199,9 @@ def register(sub) -> None:
     )
     _common(p)
     p.add_argument("--optimizer", choices=("sgd", "adam"), help="default: the settings sheet's, else sgd")
-    p.add_argument("--lr", type=float, help="learning rate (default: settings sheet, else per optimizer)")
+    p.add_argument("--lr", type=POSITIVE, help="learning rate (default: settings sheet, else per optimizer)")
     p.add_argument("--seed", type=int, help="seed of the minibatch draw (default: a fresh random one)")
-    p.add_argument("--batch-size", type=int, help="minibatch size (default: settings sheet)")
+    p.add_argument("--batch-size", type=POSITIVE_INT, help="minibatch size (default: settings sheet)")
     p.add_argument(
         "--dataset", help="dataset of the minibatch (default: settings sheet; none = visible rows)"
     )

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 
 from xlmnist.errors import XlmnistError
+from xlmnist.xlsx.reader import area_name, read_workbook
+from xlmnist.xlsx.writeback import split_ref
 
 CHUNK = 4096
 _AVG = re.compile(r"^\s*=?\s*AVERAGE\(\s*([^(),]+)\s*\)\s*$", re.I)
@@ -40,8 +42,6 @@ _RELU = re.compile(
 def _workbook(model, path=None):
     wb = getattr(model, "workbook", None)
     if wb is None:
-        from xlmnist.xlsx.reader import read_workbook
-
         if path is None:
             raise XlmnistError(f"{model.objective_ref}: cannot read the sheet's names (no workbook path)")
         wb = read_workbook(path)
@@ -50,8 +50,6 @@ def _workbook(model, path=None):
 
 def _rect_ref(sheet: str, cells) -> str | None:
     """``sheet!A1:B9`` when ``cells`` fill a rectangle exactly, else None."""
-    from xlmnist.xlsx.reader import area_name
-
     rows = [r for r, _ in cells]
     cols = [c for _, c in cells]
     r1, r2, c1, c2 = min(rows), max(rows), min(cols), max(cols)
@@ -65,21 +63,20 @@ class SheetView:
 
     def __init__(self, model, dataset: str | None = None, path=None):
         self.model, self.dataset = model, dataset
-        self.sheet = model.objective_ref.rsplit("!", 1)[0].strip("'")
+        self.sheet = split_ref(model.objective_ref)[0]
         wb = _workbook(model, path)
         self._wb = wb
         self.accuracy_ref = self._name(wb, "XLMNIST_ACCURACY")
         self.pred_ref = self._name(wb, "XLMNIST_PREDICTIONS")
         self.correct_ref = None
         if self.accuracy_ref:
-            from xlmnist.xlsx.reader import parse_cell
-
-            sheet, cell = self.accuracy_ref.rsplit("!", 1)
-            text = wb.sheet(sheet.strip("'")).formula(parse_cell(cell.replace("$", "")))
+            sheet, row, col, _, _ = split_ref(self.accuracy_ref)
+            text = wb.sheet(sheet).formula((row, col))
             m = _AVG.match(text or "")
             if m:
                 inner = m.group(1).replace("$", "")
-                self.correct_ref = inner if "!" in inner else f"{sheet}!{inner}"
+                prefix = self.accuracy_ref.rsplit("!", 1)[0]
+                self.correct_ref = inner if "!" in inner else f"{prefix}!{inner}"
         self._relu = False
 
     def _name(self, wb, key: str) -> str | None:

@@ -29,7 +29,9 @@ from xml.etree import ElementTree as ET
 import numpy as np
 import torch
 
+from xlmnist.compile import compile_workbook
 from xlmnist.errors import WorkbookError, XlmnistError
+from xlmnist.xlsx.reader import area_name
 from xlmnist.xlsx.writeback import split_ref, write_values
 
 HISTORY_KEYS = ("epoch", "train_loss", "valid_loss", "valid_accuracy", "seconds")
@@ -93,8 +95,6 @@ def history_block(history: list[dict], shape: tuple[int, int]) -> np.ndarray:
 def cached_values(model, params) -> dict[str, np.ndarray]:
     """``{range: values}`` of every parameter-dependent formula block, evaluated on the sheet's visible
     rows (non-finite results, e.g. text, as ``None``: left as they are)."""
-    from xlmnist.xlsx.reader import area_name
-
     refs = [area_name(b.sheet, *b.out) for b in model.dependent_blocks()]
     if not refs:
         return {}
@@ -145,8 +145,6 @@ def write_training_results(
         values[ref] = cm
     calc = model
     if getattr(model, "dtype", torch.float64) != torch.float64:  # cached values must match Excel's doubles
-        from xlmnist.compile import compile_workbook
-
         calc = compile_workbook(
             path,
             sheet=sheet,

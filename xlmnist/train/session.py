@@ -4,7 +4,7 @@ train``, ``xlmnist step``, ``xlmnist demo`` and ``bench/bench_mnist.py`` (one co
 * Settings: a flag wins, else the ``settings`` sheet's row for the model sheet, else the defaults.
 * A sheet whose settings name a dataset is trained on that dataset's *train* split: its rows replace the
   sheet's ``xlmnist_data`` rows (the per-row formulas are applied to every row). With sgd/adam and a
-  ``batch_size`` below the number of rows this is minibatch training (:func:`xlmnist.train.train_epochs`)
+  ``batch_size`` below the number of rows this is minibatch training (:func:`xlmnist.train.minibatch.train_epochs`)
   in float32 (a second compile of the sheet), validated after each epoch on the *valid* split by the
   sheet's own loss and correct/prediction cells (:mod:`xlmnist.train.metrics`). Otherwise: full-batch training
   (L-BFGS etc.) with :func:`xlmnist.train.train`.
@@ -23,39 +23,54 @@ import math
 import os
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import torch
 
+from xlmnist.compile import compile_workbook
 from xlmnist.errors import DataError, TrainingError, WorkbookError, XlmnistError
 from xlmnist.train.metrics import SheetView
+from xlmnist.train.minibatch import train_epochs
 from xlmnist.train.optim import (
     DEFAULT_LR,
-    _loss_fn,
     choose_optimizer,
+    loss_fn,
     random_params,
     resolve_device,
     train,
-    train_epochs,
 )
+from xlmnist.train.results import write_training_results
 from xlmnist.train.settings import check_book, dataset_rows, metrics, setting
 
 HISTORY_ROWS = 200
 
 
 def compile_sheet(book, sheet=None, objective=None, params=None, device="cpu", dtype=torch.float64):
-    import zipfile
-
-    from xlmnist.compile import compile_workbook
-
     try:
-        return compile_workbook(
+        model = compile_workbook(
             book, sheet=sheet, objective=objective, params=params, dtype=dtype, device=device
         )
     except XlmnistError:
         raise
     except (zipfile.BadZipFile, KeyError, EOFError, OSError) as exc:
         raise WorkbookError(f"{book}: cannot read the workbook ({type(exc).__name__}: {exc})") from exc
+    check_params_used(model)
+    return model
+
+
+def check_params_used(model) -> None:
+    """Stop before training when a trainable range does not reach the objective (empty cells, another
+    sheet): its gradient would not exist and nothing could be written for it."""
+    ps = [p.detach().clone().requires_grad_(True) for p in model.initial_params()]
+    obj = model.objective(ps)
+    grads = torch.autograd.grad(obj, ps, allow_unused=True) if obj.requires_grad else [None] * len(ps)
+    for ref, grad in zip(model.param_refs, grads):
+        if grad is None:
+            raise WorkbookError(
+                f"{ref}: the objective {model.objective_ref} does not depend on these trainable cells "
+                "(empty cells, or cells no formula of the model reads); leave them out of the parameters"
+            )
 
 
 def _text(v) -> str:
@@ -99,20 +114,19 @@ def gradients(model, params) -> list[torch.Tensor]:
 
 
 def write_results(book, model, params, *, grads=None, history=None, confusion=None, out=None) -> Path:
-    """One atomic write: learner.write_training_results when available, else the parameters only."""
+    """One atomic write of the parameters, their gradients, the history and the confusion matrix; a full
+    disk or a refused write is a one-line WorkbookError (the workbook is left as it was)."""
     try:
-        from xlmnist.train.results import write_training_results
-    except ImportError:
-        from xlmnist.xlsx.writeback import write_values
-
-        values = {ref: p.detach().cpu().numpy() for ref, p in zip(model.param_refs, params)}
-        return Path(write_values(book, values, out=out))
-    return Path(
-        write_training_results(
+        written = write_training_results(
             book, model, [p.detach().cpu() for p in params], gradients=grads, history=history,
             confusion=confusion, out=out,
-        )
-    )  # fmt: skip
+        )  # fmt: skip
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise WorkbookError(
+            f"{out or book}: cannot write the workbook ({reason}); nothing was changed"
+        ) from None
+    return Path(written)
 
 
 def _epoch_printer(epochs: int):
@@ -298,7 +312,7 @@ def step_book(
     with torch.no_grad():
         before = float(model.objective(ps))
     opt = torch.optim.Adam(ps, lr=lr) if name == "adam" else torch.optim.SGD(ps, lr=lr)
-    loss = _loss_fn(model)(model.objective(ps, data=batch) if batch is not None else model.objective(ps))
+    loss = loss_fn(model)(model.objective(ps, data=batch) if batch is not None else model.objective(ps))
     loss.backward()
     if not math.isfinite(float(loss.detach())) or not all(bool(torch.isfinite(p.grad).all()) for p in ps):
         raise TrainingError(f"{model.objective_ref}: the loss or its gradient is NaN/inf; nothing written")

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from xlmnist.data import dataset_arrays
 from xlmnist.errors import WorkbookError, XlmnistError
 
 METRIC_NAMES = {"accuracy": "xlmnist_accuracy"}
@@ -49,8 +50,6 @@ def metrics(model, params) -> dict:
 def dataset_rows(model, name: str, split: str = "train") -> torch.Tensor:
     """The ``split`` of dataset ``name`` laid out like the sheet's data rows (``xlmnist_data``):
     X[, Ones], label (float64)."""
-    from xlmnist.data import dataset_arrays
-
     visible = model.data_rows() if hasattr(model, "data_rows") else None
     if visible is None:
         raise WorkbookError(

@@ -1,0 +1,86 @@
+"""``xlmnist import`` never unpickles code: a file whose objects would run code while loading is refused
+with one line saying how to save a state dict, and the code does not run."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from xlmnist.errors import XlmnistError
+from xlmnist.export.importer import load_model
+
+
+class Evil:
+    """Unpickling this calls open(marker, "w"): a marker file proves code ran."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+class EvilSequential(nn.Sequential):
+    def __init__(self, marker: Path):
+        super().__init__(nn.Linear(3, 1, dtype=torch.float64))
+        self.marker = marker
+
+    def __reduce_ex__(self, protocol):
+        return (open, (str(self.marker), "w"))
+
+
+def save_torch(obj, path):
+    torch.save(obj, path)
+
+
+def save_pickle(obj, path):
+    with open(path, "wb") as fh:
+        pickle.dump(obj, fh)
+
+
+@pytest.mark.parametrize(
+    "make, save",
+    [
+        (Evil, save_torch),  # torch.save of a malicious object
+        (Evil, save_pickle),  # a plain pickle file
+        (EvilSequential, save_torch),  # a pickled nn.Sequential subclass
+        (lambda marker: {"0.weight": Evil(marker)}, save_torch),  # hidden inside a state dict
+    ],
+    ids=["torch-save", "plain-pickle", "sequential-subclass", "inside-state-dict"],
+)
+def test_malicious_pickles_are_refused_and_nothing_runs(tmp_path, make, save):
+    marker = tmp_path / "MARKER"
+    path = tmp_path / "model.pt"
+    save(make(marker), path)
+    assert not marker.exists()
+    with pytest.raises(XlmnistError) as exc:
+        load_model(path, arch="3-1")
+    msg = str(exc.value)
+    assert "\n" not in msg and msg.startswith("model.pt: ")
+    assert "torch.save(model.state_dict(), path)" in msg and "--arch" in msg
+    assert not marker.exists()
+    # the same file through plain pickle does run the code: the test above could fail
+    with open(path, "rb") as fh:
+        try:
+            pickle.load(fh)
+        except Exception:  # noqa: BLE001 - torch's zip format is not a plain pickle
+            pass
+    if save is save_pickle:
+        assert marker.exists()
+
+
+def test_whole_module_is_refused_state_dict_loads(tmp_path):
+    model = nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 1), nn.Sigmoid()).double()
+    whole = tmp_path / "whole.pt"
+    torch.save(model, whole)
+    with pytest.raises(XlmnistError, match=r"whole\.pt: .*state_dict"):
+        load_model(whole)
+    state = tmp_path / "state.pt"
+    torch.save(model.state_dict(), state)
+    layers = load_model(state, arch="3-2-relu-1-sigmoid")
+    assert [type(m).__name__ for m in layers] == ["Linear", "ReLU", "Linear", "Sigmoid"]
+    torch.testing.assert_close(layers[0].weight, model[0].weight)
