@@ -93,13 +93,6 @@ def recalc_file(path: str | os.PathLike, out_dir: str | os.PathLike, timeout: fl
     return dest
 
 
-def _col_to_num(col: str) -> int:
-    n = 0
-    for ch in col:
-        n = n * 26 + ord(ch) - 64
-    return n
-
-
 def _shared_strings(z: zipfile.ZipFile) -> list[str]:
     try:
         root = ET.fromstring(z.read("xl/sharedStrings.xml"))

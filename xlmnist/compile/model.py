@@ -10,7 +10,8 @@ import torch
 
 from xlmnist.compile.compiler import DATA, TRUSTED, Compiler, parse_areas
 from xlmnist.errors import FormulaError, WorkbookError, XlmnistError
-from xlmnist.xlsx.reader import area_name, cell_name, read_workbook
+from xlmnist.xlsx.reader import read_workbook
+from xlmnist.xlsx.refs import area_name, cell_name
 
 SENSES = {"1": "max", "2": "min", "3": "value"}
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from xlmnist.errors import TrainingError, WorkbookError, XlmnistError
+from xlmnist.xlsx.refs import split_sheet as split_ref
 
 CHUNK_CELLS = 100_000  # cells per range call when writing a block
 STATUS_EVERY = 0.5  # seconds between status bar updates
@@ -30,14 +31,6 @@ TITLE = "xlmnist"
 
 
 # ---------------------------------------------------------------- pure helpers
-
-
-def split_ref(ref: str) -> tuple[str, str]:
-    """``"nnet!R4:AA5"`` -> ``("nnet", "R4:AA5")`` (quotes removed)."""
-    sheet, _, addr = ref.rpartition("!")
-    if sheet.startswith("'") and sheet.endswith("'"):
-        sheet = sheet[1:-1].replace("''", "'")
-    return sheet, addr.replace("$", "")
 
 
 def to_numbers(ref: str, values) -> np.ndarray:
@@ -48,7 +41,7 @@ def to_numbers(ref: str, values) -> np.ndarray:
         if v is None or (isinstance(v, float) and math.isnan(v)) or v == "":
             continue
         if isinstance(v, bool) or not isinstance(v, int | float | np.number):
-            from xlmnist.xlsx.reader import col_letters, parse_area
+            from xlmnist.xlsx.refs import col_letters, parse_area
 
             sheet, addr = split_ref(ref)
             r1, c1, _, _ = parse_area(addr)
@@ -61,7 +54,7 @@ def to_numbers(ref: str, values) -> np.ndarray:
 
 def write_actions_to_values(actions: list[dict], sheet_names: list[str]) -> dict:
     """Turn the remote engine's ``setValues`` actions into ``writeback.write_values`` input."""
-    from xlmnist.xlsx.reader import col_letters
+    from xlmnist.xlsx.refs import col_letters
 
     values = {}
     for a in actions:
@@ -136,7 +129,8 @@ def check_live_formulas(book, sheet: str, path: Path) -> None:
     """Desktop Excel: stop when the model sheet's formula cells differ from the saved file's."""
     if _engine(book) not in ("excel", "macos", "windows"):
         return  # the remote engine sends no formulas; the file is the source
-    from xlmnist.xlsx.reader import col_letters, read_workbook
+    from xlmnist.xlsx.reader import read_workbook
+    from xlmnist.xlsx.refs import col_letters
 
     used = book.sheets[sheet].used_range
     formulas = np.array(used.formula, dtype=object, ndmin=2)
@@ -172,7 +166,7 @@ def _file_sheet_protected(path: Path, sheet: str) -> bool:
     import re
     import zipfile
 
-    from xlmnist.xlsx.writeback import sheet_members
+    from xlmnist.xlsx.package import sheet_members
 
     with zipfile.ZipFile(path) as zf:
         member = sheet_members(zf, str(path)).get(sheet)
@@ -206,7 +200,7 @@ def load_model(book, sheet=None, path=None, device: str = "cpu"):
 
 def write_blocks(book, values: dict[str, np.ndarray], previous: dict[str, np.ndarray] | None = None) -> None:
     """One range call per block (chunked by rows past CHUNK_CELLS); on failure restore what was written."""
-    from xlmnist.xlsx.reader import col_letters, parse_area
+    from xlmnist.xlsx.refs import col_letters, parse_area
 
     done = []
     try:

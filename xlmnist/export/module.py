@@ -24,7 +24,7 @@ from xlmnist.compile.model import compile_workbook
 from xlmnist.errors import XlmnistError
 from xlmnist.formula import parser as P
 from xlmnist.formula.graph import RefUse, topo_order
-from xlmnist.xlsx.reader import area_name, col_letters
+from xlmnist.xlsx.refs import area_name, col_letters
 
 
 class Unsupported(XlmnistError):
@@ -123,7 +123,7 @@ class Exporter:
     # ---- what is the prediction -------------------------------------------------------------------
     @staticmethod
     def _cell(ref):
-        from xlmnist.xlsx.reader import parse_cell
+        from xlmnist.xlsx.refs import parse_cell
 
         return parse_cell(ref.rsplit("!", 1)[1])
 

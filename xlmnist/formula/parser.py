@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from openpyxl.formula.tokenizer import Token, Tokenizer, TokenizerError
 
 from xlmnist.errors import FormulaError
-from xlmnist.xlsx.reader import col_index
+from xlmnist.xlsx.refs import col_index
 
 MAX_ROW, MAX_COL = 1048576, 16384
 

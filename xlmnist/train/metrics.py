@@ -50,7 +50,7 @@ def _workbook(model, path=None):
 
 def _rect_ref(sheet: str, cells) -> str | None:
     """``sheet!A1:B9`` when ``cells`` fill a rectangle exactly, else None."""
-    from xlmnist.xlsx.reader import area_name
+    from xlmnist.xlsx.refs import area_name
 
     rows = [r for r, _ in cells]
     cols = [c for _, c in cells]
@@ -72,7 +72,7 @@ class SheetView:
         self.pred_ref = self._name(wb, "XLMNIST_PREDICTIONS")
         self.correct_ref = None
         if self.accuracy_ref:
-            from xlmnist.xlsx.reader import parse_cell
+            from xlmnist.xlsx.refs import parse_cell
 
             sheet, cell = self.accuracy_ref.rsplit("!", 1)
             text = wb.sheet(sheet.strip("'")).formula(parse_cell(cell.replace("$", "")))

@@ -22,11 +22,11 @@ from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.formatting.rule import ColorScaleRule
 from openpyxl.styles import Font
-from openpyxl.utils import get_column_letter
 from openpyxl.workbook.defined_name import DefinedName
 from openpyxl.writer.excel import ExcelWriter
 
 from xlmnist.errors import XlmnistError
+from xlmnist.xlsx.refs import col_letters as col
 
 FIXED_TIME = datetime.datetime(2024, 1, 1, 0, 0, 0)
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
@@ -71,11 +71,6 @@ SETTING_MEANINGS = {
 }
 
 BOLD = Font(bold=True)
-
-
-def col(n: int) -> str:
-    """1-based column number -> letters."""
-    return get_column_letter(n)
 
 
 def absref(sheet: str, c1: int, r1: int, c2: int | None = None, r2: int | None = None) -> str:

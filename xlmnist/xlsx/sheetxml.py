@@ -16,6 +16,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from xlmnist.xlsx.refs import col_index, parse_area
+
 _CELL = re.compile(rb'<c r="([A-Z]{1,3})([0-9]+)"([^>]*?)(?:/>|>(.*?)</c>)', re.S)
 _NUMBER = re.compile(
     rb'<c r="([A-Z]{1,3})([0-9]+)"(?: s="[0-9]+")?(?: t="n")?(?: s="[0-9]+")?><v>([^<]+)</v></c>'
@@ -86,18 +88,18 @@ def _chunks(data: bytes):
         start = end
 
 
-def parse(data: bytes, strings: list[str], xlerror, parse_area, col_index):
+def parse(data: bytes, strings: list[str], xlerror):
     """-> (values, formulas, shared, masters, arrays, max_row, max_col), or None to fall back."""
     enabled = gc.isenabled()
     gc.disable()  # millions of small tuples: the cyclic collector would rescan them again and again
     try:
-        return _parse(data, strings, xlerror, parse_area, col_index)
+        return _parse(data, strings, xlerror)
     finally:
         if enabled:
             gc.enable()
 
 
-def _parse(data: bytes, strings: list[str], xlerror, parse_area, col_index):
+def _parse(data: bytes, strings: list[str], xlerror):
     if b"<sheetData" not in data and b"<c " in data:
         return None
     cmap: dict[bytes, int] = {}
