@@ -100,7 +100,7 @@ def parse(data: bytes, strings: list[str], xlerror):
 
 
 def _parse(data: bytes, strings: list[str], xlerror):
-    if b"<sheetData" not in data and b"<c " in data:
+    if b"<sheetData" not in data:  # a namespace prefix (<x:sheetData>) or no sheet data: iterparse
         return None
     cmap: dict[bytes, int] = {}
     simple_r, simple_c, simple_v = [], [], []
