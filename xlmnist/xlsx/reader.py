@@ -14,6 +14,7 @@ from xml.etree import ElementTree as ET
 
 from xlmnist.errors import WorkbookError
 from xlmnist.xlsx import sheetxml
+from xlmnist.xlsx.limits import LimitedZip, check_grid
 from xlmnist.xlsx.package import R_ID, M, defined_names, rels
 from xlmnist.xlsx.refs import col_letters, parse_area, parse_cell
 
@@ -89,7 +90,7 @@ class Workbook:
         raise WorkbookError(f"{os.path.basename(self.path)}: no sheet named {name!r}")
 
 
-def _shared_strings(z: zipfile.ZipFile, part: str | None) -> list[str]:
+def _shared_strings(z: LimitedZip, part: str | None) -> list[str]:
     if not part or part not in z.namelist():
         return []
     out = []
@@ -105,7 +106,7 @@ def _not_phonetic(si, t) -> bool:
     return all(t not in list(rph.iter()) for rph in si.findall(M + "rPh"))
 
 
-def _read_sheet(z: zipfile.ZipFile, part: str, sheet: Sheet, strings: list[str]) -> None:
+def _read_sheet(z: LimitedZip, part: str, sheet: Sheet, strings: list[str]) -> None:
     values, formulas, shared, masters, arrays = (
         sheet.values,
         sheet.formulas,
@@ -114,7 +115,7 @@ def _read_sheet(z: zipfile.ZipFile, part: str, sheet: Sheet, strings: list[str])
         sheet.arrays,
     )
     data = z.read(part)
-    fast = sheetxml.parse(data, strings, XLError)
+    fast = sheetxml.parse(data, strings, XLError, sheet.name)
     if fast is not None:
         sheet.values, sheet.formulas, sheet.shared, sheet.masters, sheet.arrays, max_r, max_c = fast
         _drop_orphans(sheet)
@@ -169,6 +170,7 @@ def _read_sheet(z: zipfile.ZipFile, part: str, sheet: Sheet, strings: list[str])
                         arrays[(r, c)] = parse_area(f.get("ref") or f"{col_letters(c)}{r}")
             el.clear()
     _drop_orphans(sheet)
+    check_grid(sheet.name, max_r + 1, max_c + 1, f"{col_letters(max_c)}{max_r}")
     sheet.max_row, sheet.max_col = max_r, max_c
 
 
@@ -178,7 +180,7 @@ def _drop_orphans(sheet: Sheet) -> None:
         del sheet.shared[cell]
 
 
-def _read_table(z: zipfile.ZipFile, part: str, sheet: str) -> Table:
+def _read_table(z: LimitedZip, part: str, sheet: str) -> Table:
     root = ET.fromstring(z.read(part))
     cols = [tc.get("name", "") for tc in root.iter(M + "tableColumn")]
     name = root.get("displayName") or root.get("name")
@@ -205,14 +207,14 @@ def read_workbook(path: str | os.PathLike) -> Workbook:
         raise WorkbookError(f"{base}: encrypted or legacy .xls (OLE2) file, not an xlsx workbook")
     try:
         with zipfile.ZipFile(path) as z:
-            return _read_zip(z, path)
+            return _read_zip(LimitedZip(z, base), path)
     except zipfile.BadZipFile:
         raise WorkbookError(f"{base}: not an xlsx workbook (not a zip file)") from None
     except (KeyError, ET.ParseError, ValueError, IndexError) as exc:
         raise WorkbookError(f"{base}: corrupt xlsx workbook ({type(exc).__name__}: {exc})") from None
 
 
-def _read_zip(z: zipfile.ZipFile, path: str) -> Workbook:
+def _read_zip(z: LimitedZip, path: str) -> Workbook:
     base = os.path.basename(path)
     names = set(z.namelist())
     wb_part = "xl/workbook.xml"

@@ -39,6 +39,7 @@ import numpy as np
 from xlmnist.errors import WorkbookError
 from xlmnist.xlsx.atomic import replace_file
 from xlmnist.xlsx.edits import SheetEdit, set_full_calc_on_load
+from xlmnist.xlsx.limits import LimitedZip
 from xlmnist.xlsx.package import sheet_members
 from xlmnist.xlsx.refs import col_letters, split_ref
 
@@ -115,7 +116,8 @@ def write_values(
             per_sheet.setdefault(sheet, {}).update(cells)
 
     def produce(zin: zipfile.ZipFile, fh) -> None:
-        members = sheet_members(zin, str(src))
+        limited = LimitedZip(zin, str(src))
+        members = sheet_members(limited, str(src))
         edits = {}
         for sheet in per_sheet:
             if sheet not in members:
@@ -129,7 +131,7 @@ def write_values(
             zout.comment = zin.comment
             for info in zin.infolist():
                 try:
-                    data = zin.read(info)
+                    data = limited.read(info)
                 except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
                     raise WorkbookError(f"{src}: member {info.filename} is corrupt ({exc})") from exc
                 if info.filename in edits:
