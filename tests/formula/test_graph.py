@@ -74,3 +74,24 @@ def test_cross_sheet_dependency():
     g = Graph(book({"A1": "T!B2*2"}, T={"B2": "C2+1", "C2": 4}))
     order = [g.blocks[i].name for i in topo_order(g, [g.block_at("S", 1, 1).id])]
     assert order == ["T!B2", "S!A1"]
+
+
+def test_block_cycle_the_cells_do_not_have_is_split():
+    """C7:D7 sum the columns above; D2:D6 read C7: one block C7:D7 would be a false cycle."""
+    cells = {f"C{r}": r for r in range(2, 7)}
+    cells |= {f"D{r}": f"C{r}/C$7" for r in range(2, 7)}
+    cells |= {"C7": "SUM(C2:C6)", "D7": "SUM(D2:D6)"}
+    g = Graph(book(cells))
+    assert blocks(g) == ["S!C7", "S!D2:D6", "S!D7"]
+    order = [g.blocks[i].name for i in topo_order(g, [g.block_at("S", 7, 4).id])]
+    assert order == ["S!C7", "S!D2:D6", "S!D7"]
+
+
+def test_real_cycle_is_reported_with_its_path():
+    g = Graph(book({"A1": "B1+1", "B1": "C1*2", "C1": "A1-1", "D1": "A1"}))
+    with pytest.raises(FormulaError, match=r"circular reference \(S!(A1|B1|C1) -> S!\w1 -> S!\w1 -> S!\1\)"):
+        topo_order(g, [g.block_at("S", 1, 4).id])
+    # a copied row whose cells form a cycle through another block: split to cells, still a cycle
+    g = Graph(book({"A1": "C1", "B1": "D1", "C1": "B1", "D1": "A1"}))
+    with pytest.raises(FormulaError, match=r"circular reference \((S!\w1 -> ){4}S!\w1\)"):
+        topo_order(g, [g.block_at("S", 1, 1).id])

@@ -14,6 +14,7 @@ import numpy as np
 
 from xlmnist.errors import FormulaError
 from xlmnist.formula import parser as P
+from xlmnist.formula.cycles import cycle_message, split_false_cycles
 from xlmnist.formula.r1c1 import r1c1_key
 from xlmnist.formula.structref import spec_items
 from xlmnist.xlsx.reader import Workbook
@@ -94,6 +95,7 @@ class Graph:
         self.grid: dict[str, np.ndarray] = {}
         for name in wb.order:
             self._build_sheet(name)
+        split_false_cycles(self)
 
     def _build_sheet(self, name: str) -> None:
         sh = self.wb.sheets[name]
@@ -150,6 +152,19 @@ class Graph:
             for b in self.blocks:
                 b.ast, b.refs, b.deps = None, [], []
         return new
+
+    def split_block(self, b: Block, across: str) -> None:
+        """Split ``b`` into one block per column (``across="columns"``) or per row (``"rows"``)."""
+        r1, c1, r2, c2 = b.out
+        if across == "columns":
+            parts = [(r1, c, r2, c) for c in range(c1, c2 + 1)]
+        else:
+            parts = [(r, c1, r, c2) for r in range(r1, r2 + 1)]
+        b.R, b.C, b.out = parts[0][2] - r1 + 1, parts[0][3] - c1 + 1, parts[0]
+        for a1, d1, a2, d2 in parts[1:]:
+            self._add(Block(len(self.blocks), b.sheet, a1, d1, a2 - a1 + 1, d2 - d1 + 1, (a1, d1, a2, d2)))
+        for x in self.blocks:  # the dependencies name the old extents
+            x.ast, x.refs, x.deps = None, [], []
 
     def block_at(self, sheet: str, r: int, c: int) -> Block | None:
         grid = self.grid.get(sheet)
@@ -347,9 +362,8 @@ def topo_order(graph: Graph, roots: list[int]) -> list[int]:
                 continue
             st = state.get(nxt)
             if st == 1:
-                raise FormulaError(
-                    f"{graph.blocks[nxt].anchor}: circular reference (via {graph.blocks[bid].anchor})"
-                )
+                path = [i for i, _ in stack]
+                raise FormulaError(cycle_message(graph, path[path.index(nxt) :]))
             if st == 2:
                 continue
             graph.analyse(graph.blocks[nxt])
