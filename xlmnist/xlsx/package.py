@@ -82,3 +82,25 @@ def sheet_members(zf: zipfile.ZipFile, label: str) -> dict[str, str]:
         if target and kind.endswith("/worksheet"):
             out[sh.get("name")] = target
     return out
+
+
+_KINDS = {  # the workbook part's content type -> the file extension of that kind
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml": ".xlsx",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.template.main+xml": ".xltx",
+    "application/vnd.ms-excel.sheet.macroEnabled.main+xml": ".xlsm",
+    "application/vnd.ms-excel.template.macroEnabled.main+xml": ".xltm",
+}
+EXTENSIONS = tuple(_KINDS.values())
+_CT = "{http://schemas.openxmlformats.org/package/2006/content-types}"
+
+
+def kind(z) -> str | None:
+    """The extension the package's workbook content type calls for (``.xlsx``, ``.xlsm``, ...), or None."""
+    try:
+        root = ET.fromstring(z.read("[Content_Types].xml"))
+    except (KeyError, ET.ParseError):
+        return None
+    for o in root.iter(_CT + "Override"):
+        if o.get("PartName", "").lstrip("/") == WORKBOOK:
+            return _KINDS.get(o.get("ContentType", ""))
+    return None

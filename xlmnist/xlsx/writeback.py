@@ -40,7 +40,7 @@ from xlmnist.errors import WorkbookError
 from xlmnist.xlsx.atomic import replace_file
 from xlmnist.xlsx.edits import SheetEdit, set_full_calc_on_load
 from xlmnist.xlsx.limits import LimitedZip
-from xlmnist.xlsx.package import sheet_members
+from xlmnist.xlsx.package import EXTENSIONS, kind, sheet_members
 from xlmnist.xlsx.refs import col_letters, split_ref
 
 
@@ -117,6 +117,12 @@ def write_values(
 
     def produce(zin: zipfile.ZipFile, fh) -> None:
         limited = LimitedZip(zin, str(src))
+        ext = kind(limited)
+        if ext and dest.suffix.lower() in EXTENSIONS and dest.suffix.lower() != ext:
+            raise WorkbookError(
+                f"{dest}: {src.name} is a {ext} workbook (macros, template flag); write it to a {ext} file, "
+                f"not {dest.suffix}"
+            )
         members = sheet_members(limited, str(src))
         edits = {}
         for sheet in per_sheet:
