@@ -4,14 +4,12 @@ Grouping copied formulas into blocks can join cells that depend on each other th
 ``C7 = SUM(C2:C6)`` and ``D7 = SUM(D2:D6)`` (one block, the same relative formula) while ``D2:D6 =
 B2/C$7`` reads the first of them. Cell by cell there is no cycle; block by block there is. After the
 blocks are built, :func:`split_false_cycles` finds the strongly connected groups of blocks and splits
-one multi-cell block per group at a time (side-by-side cells into columns first, then
-rows) until every remaining group is a real cycle of single
-cells, which :func:`cycle_message` reports with its path (``S!A1 -> S!B1 -> S!A1``).
+one multi-cell block per group at a time (side-by-side cells into columns first, then rows) until
+every remaining group is a real cycle of single cells, which :func:`cycle_message` reports with its
+path (``S!A1 -> S!B1 -> S!A1``).
 """
 
 from __future__ import annotations
-
-from xlmnist.errors import XlmnistError
 
 MAX_SPLIT_CELLS = 4096  # a bigger block in a cycle is not split cell by cell: the cycle is reported
 
@@ -60,7 +58,7 @@ def _deps(graph, bid: int) -> list[int]:
     b = graph.blocks[bid]
     try:
         graph.analyse(b)
-    except XlmnistError:  # reported when (if) the block is compiled
+    except Exception:  # noqa: BLE001 - deferred, not swallowed: raised again when (if) the block is compiled
         b.ast, b.refs, b.deps = None, [], []
         return []
     return b.deps
