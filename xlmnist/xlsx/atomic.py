@@ -1,6 +1,6 @@
-"""The one way xlmnist replaces a workbook file: locked, re-read inside the lock, atomic, durable.
+"""The one way xlmnist writes a workbook file: locked, re-read inside the lock, atomic, durable.
 
-``replace_file(src, dest, produce)`` takes an advisory lock beside the real target (a ``.NAME.lock``
+``write_file(dest, produce)`` (a new workbook) and ``replace_file(src, dest, produce)`` (an edit) take an advisory lock beside the real target (a ``.NAME.lock``
 file holding ``pid host``), opens ``src`` *inside* the lock (so a change is applied to the freshest
 file: two runs writing different sheets of one workbook both keep their results), lets ``produce(zin,
 fh)`` write the new file into a temporary file in the same folder, fsyncs it, keeps the original's
@@ -157,28 +157,22 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def replace_file(src: Path, dest: Path, produce: Callable[[zipfile.ZipFile, object], None]) -> Path:
-    """Write ``produce(zin, fh)``'s output over ``dest`` (real path), reading ``src`` inside the lock."""
+def write_file(dest: Path, produce: Callable[[object], None]) -> Path:
+    """Write ``produce(fh)``'s output over ``dest`` (its real path), under the lock, atomically."""
     real = Path(os.path.realpath(dest))
-    same = os.path.realpath(src) == str(real)
     try:
         real.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise WorkbookError(f"{dest}: cannot write in {real.parent} ({exc.strerror})") from exc
     with _signals_raise(), lock(real):
         _check_target(real)
-        try:
-            zin = zipfile.ZipFile(real if same else src)
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise WorkbookError(f"{src}: not an xlsx file (not a readable zip archive)") from exc
         tmp = None
         try:
-            with zin:
-                fd, tmp = tempfile.mkstemp(prefix="." + real.name + ".", suffix=".tmp", dir=real.parent)
-                with os.fdopen(fd, "wb") as fh:
-                    produce(zin, fh)
-                    fh.flush()
-                    os.fsync(fh.fileno())
+            fd, tmp = tempfile.mkstemp(prefix="." + real.name + ".", suffix=".tmp", dir=real.parent)
+            with os.fdopen(fd, "wb") as fh:
+                produce(fh)
+                fh.flush()
+                os.fsync(fh.fileno())
             mode = real.stat().st_mode & 0o7777 if real.is_file() else 0o666 & ~_umask()
             os.chmod(tmp, mode)
             try:
@@ -196,6 +190,21 @@ def replace_file(src: Path, dest: Path, produce: Callable[[zipfile.ZipFile, obje
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
     return dest
+
+
+def replace_file(src: Path, dest: Path, produce: Callable[[zipfile.ZipFile, object], None]) -> Path:
+    """:func:`write_file` of ``produce(zin, fh)``, with ``src`` opened inside the lock (the freshest file)."""
+    same = os.path.realpath(src) == os.path.realpath(dest)
+
+    def write(fh) -> None:
+        try:
+            zin = zipfile.ZipFile(os.path.realpath(dest) if same else src)
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise WorkbookError(f"{src}: not an xlsx file (not a readable zip archive)") from exc
+        with zin:
+            produce(zin, fh)
+
+    return write_file(dest, write)
 
 
 def _umask() -> int:
