@@ -16,27 +16,19 @@ from __future__ import annotations
 
 import sys
 import time
-import zipfile
 from pathlib import Path
-from xml.etree import ElementTree as ET
 
 from xlmnist.data import mnist_available
 from xlmnist.errors import XlmnistError
+from xlmnist.xlsx.package import read_names
 
-_MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 MODEL_NAMES = ("xlmnist_objective", "solver_opt")
 
 
 def model_sheets(path) -> list[str]:
     """The sheets of ``path`` that carry an objective (``xlmnist_objective`` or Solver's ``solver_opt``)."""
-    with zipfile.ZipFile(path) as zf:
-        root = ET.fromstring(zf.read("xl/workbook.xml"))
-    order = [s.get("name") for s in root.iter(f"{_MAIN}sheet")]
-    found = set()
-    for dn in root.iter(f"{_MAIN}definedName"):
-        local = dn.get("localSheetId")
-        if local is not None and dn.get("name", "").lower() in MODEL_NAMES and int(local) < len(order):
-            found.add(order[int(local)])
+    order, names = read_names(path)
+    found = {scope for scope, name in names if scope is not None and name.lower() in MODEL_NAMES}
     return [s for s in order if s in found]
 
 

@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import shutil
 import subprocess
 import tempfile
-import zipfile
 from pathlib import Path
-from xml.etree import ElementTree as ET
 
 from xlmnist.errors import XlmnistError
-
-NS = {"m": "http://schemas.openxmlformats.org/spreadsheetml/2006/main"}
-_R_NS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+from xlmnist.xlsx.reader import XLError, read_workbook
+from xlmnist.xlsx.refs import col_letters
 
 _PROFILE_XCU = """<?xml version="1.0" encoding="UTF-8"?>
 <oor:items xmlns:oor="http://openoffice.org/2001/registry" xmlns:xs="http://www.w3.org/2001/XMLSchema"
@@ -34,8 +30,7 @@ _PROFILE_XCU = """<?xml version="1.0" encoding="UTF-8"?>
 ERROR_STRINGS = {"#DIV/0!", "#N/A", "#NAME?", "#NULL!", "#NUM!", "#REF!", "#VALUE!", "Err:502", "Err:504"}
 
 
-class CellError(str):
-    """An error value read from a sheet (``#DIV/0!`` ...)."""
+CellError = XLError  # an error value read from a sheet (``#DIV/0!`` ...)
 
 
 def soffice_binary() -> str | None:
@@ -93,78 +88,17 @@ def recalc_file(path: str | os.PathLike, out_dir: str | os.PathLike, timeout: fl
     return dest
 
 
-def _col_to_num(col: str) -> int:
-    n = 0
-    for ch in col:
-        n = n * 26 + ord(ch) - 64
-    return n
-
-
-def _shared_strings(z: zipfile.ZipFile) -> list[str]:
-    try:
-        root = ET.fromstring(z.read("xl/sharedStrings.xml"))
-    except KeyError:
-        return []
-    out = []
-    for si in root.findall("m:si", NS):
-        out.append("".join(t.text or "" for t in si.iter(f"{{{NS['m']}}}t")))
-    return out
-
-
-def _sheet_paths(z: zipfile.ZipFile) -> dict[str, str]:
-    wb = ET.fromstring(z.read("xl/workbook.xml"))
-    rels = ET.fromstring(z.read("xl/_rels/workbook.xml.rels"))
-    target = {r.get("Id"): r.get("Target") for r in rels}
-    out = {}
-    for s in wb.find("m:sheets", NS):
-        t = target[s.get(f"{{{_R_NS}}}id")]
-        t = t.lstrip("/")
-        out[s.get("name")] = t if t.startswith("xl/") else "xl/" + t
-    return out
-
-
-_CELL_RE = re.compile(r"([A-Z]+)(\d+)")
-
-
 def read_values(path: str | os.PathLike) -> dict[str, dict[str, object]]:
-    """Every cell's cached value, per sheet: ``{sheet: {"A1": value}}``.
+    """Every cell's cached value, per sheet: ``{sheet: {"A1": value}}``, in reading order.
 
     Numbers are floats, booleans bools, strings str, error values :class:`CellError`.
     Empty cells are absent.
     """
-    with zipfile.ZipFile(path) as z:
-        strings = _shared_strings(z)
-        result: dict[str, dict[str, object]] = {}
-        for name, member in _sheet_paths(z).items():
-            cells: dict[str, object] = {}
-            with z.open(member) as fh:
-                for _, el in ET.iterparse(fh):
-                    if el.tag != f"{{{NS['m']}}}c":
-                        continue
-                    ref = el.get("r")
-                    t = el.get("t", "n")
-                    v = el.find("m:v", NS)
-                    if t == "inlineStr":
-                        is_ = el.find("m:is", NS)
-                        cells[ref] = (
-                            "".join(x.text or "" for x in is_.iter(f"{{{NS['m']}}}t"))
-                            if is_ is not None
-                            else ""
-                        )
-                    elif v is not None and v.text is not None:
-                        if t == "s":
-                            cells[ref] = strings[int(v.text)]
-                        elif t == "str":
-                            cells[ref] = v.text
-                        elif t == "b":
-                            cells[ref] = v.text == "1"
-                        elif t == "e":
-                            cells[ref] = CellError(v.text)
-                        else:
-                            cells[ref] = float(v.text)
-                    el.clear()
-            result[name] = cells
-    return result
+    wb = read_workbook(path)
+    return {
+        name: {f"{col_letters(c)}{r}": v for (r, c), v in sorted(wb.sheets[name].values.items())}
+        for name in wb.order
+    }
 
 
 def recalc(path: str | os.PathLike, keep: str | os.PathLike | None = None) -> dict[str, dict[str, object]]:

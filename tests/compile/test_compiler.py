@@ -41,7 +41,7 @@ def models(course_titanic):
 def _saved(wb, ref):
     sheet, area = ref.split("!")
     a, b = area.split(":")
-    from xlmnist.xlsx.reader import parse_area
+    from xlmnist.xlsx.refs import parse_area
 
     r1, c1, r2, c2 = parse_area(area)
     vals = wb.sheets[sheet].values
@@ -166,7 +166,7 @@ def test_matches_libreoffice_after_changing_params(models, tmp_path):
         (p,) = m.initial_params()
         q = torch.tensor(rng.normal(0, 0.3, p.shape), dtype=torch.float64)
         new[sheet] = q
-        from xlmnist.xlsx.reader import col_letters, parse_area
+        from xlmnist.xlsx.refs import col_letters, parse_area
 
         r1, c1, r2, c2 = parse_area(m.param_refs[0].split("!")[1])
         changes[sheet] = {
@@ -184,10 +184,10 @@ def test_matches_libreoffice_after_changing_params(models, tmp_path):
         assert float(m.objective([new[sheet]])) == pytest.approx(want, rel=1e-12)
         ref = COLUMNS[sheet][0]
         col = m.evaluate([ref], [new[sheet]])[ref].numpy()
-        from xlmnist.xlsx.reader import parse_area
+        from xlmnist.xlsx.refs import parse_area
 
         r1, c1, r2, c2 = parse_area(ref.split("!")[1])
-        from xlmnist.xlsx.reader import col_letters
+        from xlmnist.xlsx.refs import col_letters
 
         lo_col = np.array(
             [[lo[sheet][f"{col_letters(c)}{r}"] for c in range(c1, c2 + 1)] for r in range(r1, r2 + 1)]

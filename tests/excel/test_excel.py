@@ -31,7 +31,7 @@ from xlmnist.excel import cells  # noqa: E402
 from xlmnist.train import commands  # noqa: E402
 from xlmnist.train.optim import random_params  # noqa: E402
 from xlmnist.train.optim import train as train_model  # noqa: E402
-from xlmnist.xlsx import writeback  # noqa: E402
+from xlmnist.xlsx import package, writeback  # noqa: E402
 
 SHEETS = ["mmult", "nnet", "linear", "all_rows"]
 
@@ -201,7 +201,7 @@ def test_bad_input_alerts_and_writes_nothing(course, tmp_path, case, active, nee
         live = {"linear!T4": "abc"}
     if case == "protected sheet":
         with zipfile.ZipFile(path) as zf:
-            member = writeback.sheet_members(zf, str(path))["linear"]
+            member = package.sheet_members(zf, str(path))["linear"]
         kw["path"] = _protect(path, tmp_path / "protected.xlsx", member)
     book = open_book(course, active, live, name="Book1" if case == "not saved" else None)
     res = excel.train(book, **kw)

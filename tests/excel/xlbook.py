@@ -6,7 +6,7 @@ import numpy as np
 import xlwings as xw
 
 from xlmnist.excel.cells import split_ref
-from xlmnist.xlsx.reader import parse_area, parse_cell
+from xlmnist.xlsx.refs import parse_area, parse_cell
 
 
 def make_payload(values: dict, name: str, active: str, live: dict | None = None) -> dict:

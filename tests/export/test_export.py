@@ -19,7 +19,7 @@ from torch import nn
 
 from xlmnist import oracle
 from xlmnist.compile import compile_workbook
-from xlmnist.xlsx.reader import parse_area
+from xlmnist.xlsx.refs import parse_area
 
 ROOT = Path(__file__).resolve().parents[2]
 LESSONS = [("titanic.xlsx", "linear"), ("titanic.xlsx", "nnet"), ("titanic.xlsx", "mmult"),
@@ -51,7 +51,7 @@ def load(module: Path):
 def area_values(values: dict, ref: str) -> np.ndarray:
     sheet, rng = ref.replace("$", "").rsplit("!", 1)
     r1, c1, r2, c2 = parse_area(rng)
-    from xlmnist.xlsx.reader import col_letters
+    from xlmnist.xlsx.refs import col_letters
 
     cells = values[sheet.strip("'")]
     return np.array(

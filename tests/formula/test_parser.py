@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from xlmnist.errors import FormulaError
 from xlmnist.formula import parser as P
-from xlmnist.formula.graph import r1c1_key
+from xlmnist.formula.r1c1 import r1c1_key
 
 CASES = [
     ("-2^2", P.Binary("^", P.Unary("-", P.Number(2.0)), P.Number(2.0))),

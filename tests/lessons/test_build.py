@@ -24,6 +24,7 @@ from openpyxl.utils.cell import coordinate_from_string, range_boundaries
 
 from xlmnist import data, oracle
 from xlmnist.xlsx.book import SOLVER_OPTIONS
+from xlmnist.xlsx.package import sheet_members
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = 200
@@ -391,7 +392,7 @@ def test_settings_sheet(consts):
 
 def formulas(path: Path, sheet: str) -> dict[str, str]:
     with zipfile.ZipFile(path) as z:
-        member = oracle._sheet_paths(z)[sheet]
+        member = sheet_members(z, str(path))[sheet]
         out = {}
         with z.open(member) as fh:
             for _, el in ET.iterparse(fh):
@@ -443,7 +444,7 @@ def test_blocks_are_one_formula_copied(built, book, sheet, block, across):
 def set_cells(src: Path, dst: Path, sheet: str, edits: dict[str, float]) -> None:
     """Copy ``src`` to ``dst`` with new constant values in ``sheet``'s cells (sheet XML edited in place)."""
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
-        member = oracle._sheet_paths(zin)[sheet]
+        member = sheet_members(zin, str(src))[sheet]
         for item in zin.infolist():
             raw = zin.read(item.filename)
             if item.filename == member:

@@ -272,7 +272,8 @@ def step_json(capsys, *args) -> dict:
 
 
 def sheet_values(path, ref: str) -> torch.Tensor:
-    from xlmnist.xlsx.reader import parse_area, read_workbook
+    from xlmnist.xlsx.reader import read_workbook
+    from xlmnist.xlsx.refs import parse_area
 
     sheet, area = ref.replace("$", "").split("!")
     r1, c1, r2, c2 = parse_area(area)

@@ -16,7 +16,7 @@ import torch
 from xlmnist import cli, oracle
 from xlmnist.compile import compile_workbook
 from xlmnist.train.settings import dataset_rows
-from xlmnist.xlsx.reader import parse_area
+from xlmnist.xlsx.refs import parse_area
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = 100
@@ -43,7 +43,7 @@ def train_json(capsys, *args) -> dict:
 
 def cells(values: dict, ref: str) -> np.ndarray:
     r1, c1, r2, c2 = parse_area(ref.split("!")[1].replace("$", ""))
-    from xlmnist.xlsx.reader import col_letters
+    from xlmnist.xlsx.refs import col_letters
 
     return np.array(
         [[values[f"{col_letters(c)}{r}"] for c in range(c1, c2 + 1)] for r in range(r1, r2 + 1)], float

@@ -24,8 +24,8 @@ from xlmnist.compile import compile_workbook
 from xlmnist.errors import WorkbookError
 from xlmnist.lessons import mnist
 from xlmnist.train.results import areas, history_block, sheet_names, write_training_results
-from xlmnist.xlsx.reader import area_name
-from xlmnist.xlsx.writeback import split_ref, write_values
+from xlmnist.xlsx.refs import area_name, split_ref
+from xlmnist.xlsx.writeback import write_values
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = 60
@@ -64,7 +64,7 @@ def lo_default(path: Path) -> dict:
 
 
 def cells_of(values: dict, ref: str) -> np.ndarray:
-    from xlmnist.xlsx.writeback import col_letters
+    from xlmnist.xlsx.refs import col_letters
 
     sheet, r1, c1, r2, c2 = split_ref(ref)
     cells = values[sheet]
@@ -161,7 +161,7 @@ def test_results_written_and_shown_without_recalculation(books, written, book):
         close(cells_of(shown, "weights!B3:AC30").astype(float), w[0, :784].reshape(28, 28))
     else:
         from xlmnist.lessons.views import _grid_origin
-        from xlmnist.xlsx.writeback import col_letters as L
+        from xlmnist.xlsx.refs import col_letters as L
 
         r0, c0 = _grid_origin(7)
         grid = f"weights!{L(c0)}{r0}:{L(c0 + 27)}{r0 + 27}"

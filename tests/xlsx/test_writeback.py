@@ -23,7 +23,9 @@ from openpyxl.drawing.image import Image
 
 from xlmnist import oracle
 from xlmnist.errors import WorkbookError
-from xlmnist.xlsx.writeback import col_letters, format_number, set_full_calc_on_load, write_values
+from xlmnist.xlsx.edits import format_number, set_full_calc_on_load
+from xlmnist.xlsx.refs import col_letters
+from xlmnist.xlsx.writeback import write_values
 
 CELL_RE = re.compile(rb'<c\b[^>]*?\br="([A-Z]+\d+)"[^>]*?(?:/>|>.*?</c>)', re.S)
 
@@ -38,7 +40,7 @@ def cells_xml(xml: bytes) -> dict[str, bytes]:
 
 
 def sheet_member(path, sheet: str) -> str:
-    from xlmnist.xlsx.writeback import sheet_members
+    from xlmnist.xlsx.package import sheet_members
 
     with zipfile.ZipFile(path) as zf:
         return sheet_members(zf, str(path))[sheet]

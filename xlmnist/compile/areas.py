@@ -15,7 +15,7 @@ import torch
 from xlmnist.compile.functions import EMPTY, ERR, NUM, TEXT, Value
 from xlmnist.errors import WorkbookError
 from xlmnist.formula import parser as P
-from xlmnist.xlsx.reader import area_name, cell_name
+from xlmnist.xlsx.refs import area_name, cell_name
 
 DATA = -1_000_000  # env slot of the data rows (the ``xlmnist_data`` range)
 TRUSTED = "trusted"  # env key: the data rows passed the generated program's ``check`` (skip its guards)

@@ -22,7 +22,8 @@ from xlmnist.compile.functions import BOOL, EMPTY, ERR, NUM, TEXT, ExcelError, V
 from xlmnist.errors import FormulaError, WorkbookError
 from xlmnist.formula import parser as P
 from xlmnist.formula.graph import Graph, RefUse, topo_order
-from xlmnist.xlsx.reader import XLError, area_name, cell_name
+from xlmnist.xlsx.reader import XLError
+from xlmnist.xlsx.refs import area_name, cell_name
 from xlmnist.xlsx.sheetxml import CellValues
 
 

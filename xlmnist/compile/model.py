@@ -13,7 +13,8 @@ from xlmnist.compile.areas import DATA, TRUSTED, parse_areas
 from xlmnist.compile.compiler import Compiler
 from xlmnist.compile.program import checked_evaluator, lower_program, retarget
 from xlmnist.errors import FormulaError, WorkbookError, XlmnistError
-from xlmnist.xlsx.reader import area_name, cell_name, read_workbook
+from xlmnist.xlsx.reader import read_workbook
+from xlmnist.xlsx.refs import area_name, cell_name
 
 SENSES = {"1": "max", "2": "min", "3": "value"}
 

@@ -12,21 +12,15 @@ from pathlib import Path
 import numpy as np
 
 from xlmnist.errors import TrainingError, WorkbookError, XlmnistError
-from xlmnist.xlsx.reader import col_letters, parse_area, read_workbook
-from xlmnist.xlsx.writeback import sheet_members
+from xlmnist.xlsx.package import sheet_members
+from xlmnist.xlsx.reader import read_workbook
+from xlmnist.xlsx.refs import col_letters, parse_area
+from xlmnist.xlsx.refs import split_sheet as split_ref
 
 CHUNK_CELLS = 100_000  # cells per range call when writing a block
 
 
 # ---------------------------------------------------------------- pure helpers
-
-
-def split_ref(ref: str) -> tuple[str, str]:
-    """``"nnet!R4:AA5"`` -> ``("nnet", "R4:AA5")`` (quotes removed)."""
-    sheet, _, addr = ref.rpartition("!")
-    if sheet.startswith("'") and sheet.endswith("'"):
-        sheet = sheet[1:-1].replace("''", "'")
-    return sheet, addr.replace("$", "")
 
 
 def to_numbers(ref: str, values) -> np.ndarray:

@@ -15,7 +15,7 @@ from xlmnist.export.module import Exporter, Unsupported
 from xlmnist.export.translate import escape
 from xlmnist.formula import parser as P
 from xlmnist.formula.graph import RefUse
-from xlmnist.xlsx.reader import area_name
+from xlmnist.xlsx.refs import area_name
 
 EMBED_LIMIT = 4096  # parameters embedded in the source up to this many numbers, else saved as .pt beside it
 

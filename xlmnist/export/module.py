@@ -26,8 +26,7 @@ from xlmnist.compile.model import compile_workbook
 from xlmnist.export.translate import Expr, Translator, Unsupported, escape, paren
 from xlmnist.formula import parser as P
 from xlmnist.formula.graph import RefUse, topo_order
-from xlmnist.xlsx.reader import area_name, col_letters
-from xlmnist.xlsx.writeback import split_ref
+from xlmnist.xlsx.refs import area_name, col_letters, split_ref
 
 # names the generated module already uses: a header cell that reads ``torch`` or ``float`` gets a suffix
 RESERVED = frozenset(

@@ -8,54 +8,17 @@ constant arguments are resolved to plain ``Ref`` nodes relative to the block's t
 
 from __future__ import annotations
 
-import functools
-import re
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from xlmnist.errors import FormulaError, WorkbookError
+from xlmnist.errors import FormulaError
 from xlmnist.formula import parser as P
-from xlmnist.xlsx.reader import Workbook, area_name, cell_name
-
-_R1C1 = re.compile(
-    r"""("(?:[^"]|"")*")"""  # strings
-    r"""|('(?:[^']|'')*'!)"""  # quoted sheet names
-    r"""|(\[(?:[^\[\]]|\[[^\]]*\])*\])"""  # structured reference brackets
-    r"""|(?<![A-Za-z0-9_.$])(\$?)([A-Z]{1,3}):(\$?)([A-Z]{1,3})(?![A-Za-z0-9_(])"""  # A:C
-    r"""|(?<![A-Za-z0-9_.$])(\$?)(\d+):(\$?)(\d+)(?![\d.])"""  # 3:5
-    r"""|(?<![A-Za-z0-9_.])(\$?)([A-Z]{1,3})(\$?)(\d+)(?![A-Za-z0-9_(])"""  # A1
-)
-
-
-@functools.lru_cache(maxsize=4096)
-def _colnum(s: str) -> int:
-    n = 0
-    for ch in s:
-        n = n * 26 + ord(ch) - 64
-    return n
-
-
-def r1c1_key(text: str, row: int, col: int) -> str:
-    """``text`` with every A1 reference rewritten relative to (row, col)."""
-
-    def sub(m: re.Match) -> str:
-        g = m.groups()
-        if g[0] or g[1] or g[2]:
-            return m.group(0)
-        if g[4] is not None:
-            a = f"C{_colnum(g[4])}" if g[3] else f"C[{_colnum(g[4]) - col}]"
-            b = f"C{_colnum(g[6])}" if g[5] else f"C[{_colnum(g[6]) - col}]"
-            return a + ":" + b
-        if g[8] is not None:
-            a = f"R{g[8]}" if g[7] else f"R[{int(g[8]) - row}]"
-            b = f"R{g[10]}" if g[9] else f"R[{int(g[10]) - row}]"
-            return a + ":" + b
-        c = f"C{_colnum(g[12])}" if g[11] else f"C[{_colnum(g[12]) - col}]"
-        r = f"R{g[14]}" if g[13] else f"R[{int(g[14]) - row}]"
-        return r + c
-
-    return _R1C1.sub(sub, text)
+from xlmnist.formula.cycles import cycle_message, split_false_cycles
+from xlmnist.formula.r1c1 import r1c1_key
+from xlmnist.formula.structref import spec_items
+from xlmnist.xlsx.reader import Workbook
+from xlmnist.xlsx.refs import area_name, cell_name
 
 
 @dataclass
@@ -132,6 +95,7 @@ class Graph:
         self.grid: dict[str, np.ndarray] = {}
         for name in wb.order:
             self._build_sheet(name)
+        split_false_cycles(self)
 
     def _build_sheet(self, name: str) -> None:
         sh = self.wb.sheets[name]
@@ -188,6 +152,19 @@ class Graph:
             for b in self.blocks:
                 b.ast, b.refs, b.deps = None, [], []
         return new
+
+    def split_block(self, b: Block, across: str) -> None:
+        """Split ``b`` into one block per column (``across="columns"``) or per row (``"rows"``)."""
+        r1, c1, r2, c2 = b.out
+        if across == "columns":
+            parts = [(r1, c, r2, c) for c in range(c1, c2 + 1)]
+        else:
+            parts = [(r, c1, r, c2) for r in range(r1, r2 + 1)]
+        b.R, b.C, b.out = parts[0][2] - r1 + 1, parts[0][3] - c1 + 1, parts[0]
+        for a1, d1, a2, d2 in parts[1:]:
+            self._add(Block(len(self.blocks), b.sheet, a1, d1, a2 - a1 + 1, d2 - d1 + 1, (a1, d1, a2, d2)))
+        for x in self.blocks:  # the dependencies name the old extents
+            x.ast, x.refs, x.deps = None, [], []
 
     def block_at(self, sheet: str, r: int, c: int) -> Block | None:
         grid = self.grid.get(sheet)
@@ -329,7 +306,7 @@ class Graph:
             raise FormulaError(f"{b.anchor}: unknown table {node.table!r}")
         tr1, tc1, tr2, tc2 = table.ref
         data1, data2 = tr1 + table.header_rows, tr2 - table.totals_rows
-        items = _spec_items(node.spec)
+        items = spec_items(node.spec)
         specials = [s.upper() for s in items if s.startswith("#") or s == "@"]
         cols = [s for s in items if not (s.startswith("#") or s == "@")]
         this_row = "#THIS ROW" in specials or "@" in specials
@@ -365,45 +342,6 @@ class Graph:
         return P.Ref(table.sheet, r1, c1, r2, c2, not rel, True, not rel, True)
 
 
-def _spec_items(spec: str) -> list[str]:
-    """``[#This Row],[a]:[b]`` -> ['#This Row', 'a\\x00b']; ``@col`` -> ['@', 'col']; ``col`` -> ['col']."""
-    s = spec.strip()
-    out: list[str] = []
-    if s.startswith("@"):
-        out.append("@")
-        s = s[1:].strip()
-    if not s:
-        return out
-    if not s.startswith("["):
-        return out + [_unescape(s)]
-    parts, i, cur = [], 0, ""
-    while i < len(s):
-        ch = s[i]
-        if ch == "[":
-            j = i + 1
-            buf = ""
-            while j < len(s) and s[j] != "]":
-                if s[j] == "'" and j + 1 < len(s):
-                    j += 1
-                buf += s[j]
-                j += 1
-            cur = cur + "\x00" + buf if cur else buf
-            i = j + 1
-        elif ch == ",":
-            parts.append(cur)
-            cur = ""
-            i += 1
-        else:
-            i += 1  # ':' and spaces: ':' joins the two columns via \x00
-    if cur:
-        parts.append(cur)
-    return out + [p.strip() if p.startswith("#") else p for p in parts]
-
-
-def _unescape(s: str) -> str:
-    return re.sub(r"'(.)", r"\1", s)
-
-
 def topo_order(graph: Graph, roots: list[int]) -> list[int]:
     """Blocks needed for ``roots``, dependencies first; FormulaError naming a cell on a cycle."""
     order, state = [], {}
@@ -424,21 +362,11 @@ def topo_order(graph: Graph, roots: list[int]) -> list[int]:
                 continue
             st = state.get(nxt)
             if st == 1:
-                raise FormulaError(
-                    f"{graph.blocks[nxt].anchor}: circular reference (via {graph.blocks[bid].anchor})"
-                )
+                path = [i for i, _ in stack]
+                raise FormulaError(cycle_message(graph, path[path.index(nxt) :]))
             if st == 2:
                 continue
             graph.analyse(graph.blocks[nxt])
             state[nxt] = 1
             stack.append((nxt, iter(graph.blocks[nxt].deps)))
     return order
-
-
-def sheet_for(wb: Workbook, name: str | None) -> str:
-    if name is None:
-        return wb.active or wb.order[0]
-    for s in wb.order:
-        if s.lower() == name.lower():
-            return s
-    raise WorkbookError(f"{wb.path}: no sheet named {name!r}")

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from openpyxl.formula.tokenizer import Token, Tokenizer, TokenizerError
 
 from xlmnist.errors import FormulaError
-from xlmnist.xlsx.reader import col_index
-
-MAX_ROW, MAX_COL = 1048576, 16384
+from xlmnist.formula.depth import check_tokens, check_tree
+from xlmnist.xlsx import limits
+from xlmnist.xlsx.refs import MAX_COL, MAX_ROW, col_index
 
 
 @dataclass(frozen=True)
@@ -317,8 +317,14 @@ class _Parser:
 def parse(text: str, where: str = "formula"):
     """Parse formula ``text`` (with or without the leading ``=``) into an AST; FormulaError on failure."""
     src = text if text.startswith("=") else "=" + text
+    if len(src) > limits.MAX_FORMULA_CHARS + 1:
+        raise FormulaError(
+            f"{where}: formula of {len(src) - 1:,} characters, more than {limits.MAX_FORMULA_CHARS:,} "
+            "(XLMNIST_MAX_FORMULA_CHARS)"
+        )
     try:
         tokens = Tokenizer(src).items
+        check_tokens(tokens, where)
         if not tokens:
             raise ValueError("empty formula")
         # whitespace only matters between two operands (intersection)
@@ -334,6 +340,7 @@ def parse(text: str, where: str = "formula"):
         node = p.expr(0)
         if p.i != len(kept):
             raise ValueError(f"unexpected {kept[p.i].value!r}")
+        check_tree(node, where)
         return node
     except FormulaError:
         raise

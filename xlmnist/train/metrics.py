@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from xlmnist.errors import XlmnistError
-from xlmnist.xlsx.reader import area_name, read_workbook
-from xlmnist.xlsx.writeback import split_ref
+from xlmnist.xlsx.reader import read_workbook
+from xlmnist.xlsx.refs import area_name, split_ref
 
 CHUNK = 4096
 _AVG = re.compile(r"^\s*=?\s*AVERAGE\(\s*([^(),]+)\s*\)\s*$", re.I)

@@ -21,43 +21,25 @@ and the cached values are written). Non-finite history entries are written as em
 
 from __future__ import annotations
 
-import re
-import zipfile
 from pathlib import Path
-from xml.etree import ElementTree as ET
 
 import numpy as np
 import torch
 
 from xlmnist.compile import compile_workbook
 from xlmnist.errors import WorkbookError, XlmnistError
-from xlmnist.xlsx.reader import area_name
-from xlmnist.xlsx.writeback import split_ref, write_values
+from xlmnist.xlsx.package import read_names
+from xlmnist.xlsx.refs import area_name, split_ref
+from xlmnist.xlsx.refs import split_areas as areas
+from xlmnist.xlsx.writeback import write_values
 
 HISTORY_KEYS = ("epoch", "train_loss", "valid_loss", "valid_accuracy", "seconds")
-_MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
-_AREA_SPLIT = re.compile(r"(?:'(?:[^']|'')*'|[^,])+")
 
 
 def sheet_names(path, sheet: str) -> dict[str, str]:
     """The defined names scoped to ``sheet`` (lower-case name -> text), read from xl/workbook.xml."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            root = ET.fromstring(zf.read("xl/workbook.xml"))
-    except (OSError, KeyError, zipfile.BadZipFile, ET.ParseError) as exc:
-        raise WorkbookError(f"{path}: not an xlsx workbook ({exc})") from None
-    order = [s.get("name") for s in root.iter(f"{_MAIN}sheet")]
-    out = {}
-    for dn in root.iter(f"{_MAIN}definedName"):
-        local = dn.get("localSheetId")
-        if local is not None and int(local) < len(order) and order[int(local)] == sheet:
-            out[dn.get("name", "").lower()] = (dn.text or "").strip()
-    return out
-
-
-def areas(text: str) -> list[str]:
-    """``"h!$A$3:$E$202,h!$G$3"`` -> ``["h!$A$3:$E$202", "h!$G$3"]``."""
-    return [a.strip() for a in _AREA_SPLIT.findall(text.lstrip("=")) if a.strip()]
+    _, names = read_names(path)
+    return {name.lower(): text for (scope, name), text in names.items() if scope == sheet}
 
 
 def _shape(ref: str) -> tuple[int, int]:

@@ -22,11 +22,12 @@ from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.formatting.rule import ColorScaleRule
 from openpyxl.styles import Font
-from openpyxl.utils import get_column_letter
 from openpyxl.workbook.defined_name import DefinedName
 from openpyxl.writer.excel import ExcelWriter
 
 from xlmnist.errors import XlmnistError
+from xlmnist.xlsx.atomic import write_file
+from xlmnist.xlsx.refs import col_letters as col
 
 FIXED_TIME = datetime.datetime(2024, 1, 1, 0, 0, 0)
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
@@ -71,11 +72,6 @@ SETTING_MEANINGS = {
 }
 
 BOLD = Font(bold=True)
-
-
-def col(n: int) -> str:
-    """1-based column number -> letters."""
-    return get_column_letter(n)
 
 
 def absref(sheet: str, c1: int, r1: int, c2: int | None = None, r2: int | None = None) -> str:
@@ -155,23 +151,15 @@ class Book:
             ws.append([sheet, key, value, SETTING_MEANINGS.get(key, "")])
 
     def save(self, path: Path) -> None:
-        """Write atomically: a temporary file in the target folder, then os.replace."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".xlsx.tmp", dir=path.parent)
-        os.close(fd)
-        try:
+        """Write through :func:`xlmnist.xlsx.atomic.write_file` (locked, atomic)."""
+
+        def produce(fh) -> None:
             self.wb.properties.created = FIXED_TIME
             self.wb.properties.modified = FIXED_TIME
-            with _FixedTimeZip(tmp, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as archive, exact_floats():
+            with _FixedTimeZip(fh, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as archive, exact_floats():
                 ExcelWriter(self.wb, archive).save()
-            os.chmod(tmp, 0o666 & ~_umask())
-            os.replace(tmp, path)
-        except BaseException as exc:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            if isinstance(exc, OSError):
-                raise XlmnistError(f"{path}: cannot write the workbook ({exc.strerror or exc})") from None
-            raise
+
+        write_file(Path(path), produce)
 
 
 @contextlib.contextmanager
@@ -200,12 +188,6 @@ def exact(builder):
             return builder(*args, **kwargs)
 
     return wrapper
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 class _FixedTimeZip(zipfile.ZipFile):

@@ -8,73 +8,19 @@ from __future__ import annotations
 
 import io
 import os
-import posixpath
-import re
 import zipfile
 from dataclasses import dataclass, field
 from xml.etree import ElementTree as ET
 
 from xlmnist.errors import WorkbookError
 from xlmnist.xlsx import sheetxml
-
-M = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
-R_ID = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}id"
-PKG = "{http://schemas.openxmlformats.org/package/2006/relationships}"
-_CELL = re.compile(r"\$?([A-Za-z]{1,3})\$?(\d+)$")
-_COLS: dict[str, int] = {}
+from xlmnist.xlsx.limits import LimitedZip, check_grid
+from xlmnist.xlsx.package import R_ID, M, defined_names, rels
+from xlmnist.xlsx.refs import col_letters, parse_area, parse_cell
 
 
 class XLError(str):
     """An Excel error value (``#DIV/0!``, ``#N/A`` ...)."""
-
-
-def col_index(letters: str) -> int:
-    n = _COLS.get(letters)
-    if n is None:
-        n = 0
-        for ch in letters.upper():
-            n = n * 26 + ord(ch) - 64
-        _COLS[letters] = n
-    return n
-
-
-def col_letters(n: int) -> str:
-    s = ""
-    while n:
-        n, r = divmod(n - 1, 26)
-        s = chr(65 + r) + s
-    return s
-
-
-def parse_cell(ref: str) -> tuple[int, int]:
-    m = _CELL.match(ref)
-    if not m:
-        raise ValueError(ref)
-    return int(m.group(2)), col_index(m.group(1))
-
-
-def parse_area(ref: str) -> tuple[int, int, int, int]:
-    a, _, b = ref.partition(":")
-    r1, c1 = parse_cell(a)
-    r2, c2 = parse_cell(b) if b else (r1, c1)
-    return min(r1, r2), min(c1, c2), max(r1, r2), max(c1, c2)
-
-
-def quote_sheet(sheet: str) -> str:
-    return sheet if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", sheet) else "'" + sheet.replace("'", "''") + "'"
-
-
-def cell_name(sheet: str, r: int, c: int) -> str:
-    return f"{quote_sheet(sheet)}!{col_letters(c)}{r}"
-
-
-def area_name(sheet: str, r1: int, c1: int, r2: int, c2: int) -> str:
-    a = f"{col_letters(c1)}{r1}"
-    return (
-        f"{quote_sheet(sheet)}!{a}"
-        if (r1, c1) == (r2, c2)
-        else f"{quote_sheet(sheet)}!{a}:{col_letters(c2)}{r2}"
-    )
 
 
 @dataclass
@@ -144,26 +90,7 @@ class Workbook:
         raise WorkbookError(f"{os.path.basename(self.path)}: no sheet named {name!r}")
 
 
-def _rels(z: zipfile.ZipFile, part: str) -> dict[str, str]:
-    folder, base = posixpath.split(part)
-    rel_path = posixpath.join(folder, "_rels", base + ".rels")
-    if rel_path not in z.namelist():
-        return {}
-    out = {}
-    for r in ET.fromstring(z.read(rel_path)).iter(PKG + "Relationship"):
-        target = r.get("Target", "")
-        if r.get("TargetMode") == "External":
-            continue
-        target = (
-            target.lstrip("/")
-            if target.startswith("/")
-            else posixpath.normpath(posixpath.join(folder, target))
-        )
-        out[r.get("Id")] = target
-    return out
-
-
-def _shared_strings(z: zipfile.ZipFile, part: str | None) -> list[str]:
+def _shared_strings(z: LimitedZip, part: str | None) -> list[str]:
     if not part or part not in z.namelist():
         return []
     out = []
@@ -179,7 +106,7 @@ def _not_phonetic(si, t) -> bool:
     return all(t not in list(rph.iter()) for rph in si.findall(M + "rPh"))
 
 
-def _read_sheet(z: zipfile.ZipFile, part: str, sheet: Sheet, strings: list[str]) -> None:
+def _read_sheet(z: LimitedZip, part: str, sheet: Sheet, strings: list[str]) -> None:
     values, formulas, shared, masters, arrays = (
         sheet.values,
         sheet.formulas,
@@ -188,7 +115,7 @@ def _read_sheet(z: zipfile.ZipFile, part: str, sheet: Sheet, strings: list[str])
         sheet.arrays,
     )
     data = z.read(part)
-    fast = sheetxml.parse(data, strings, XLError, parse_area, col_index)
+    fast = sheetxml.parse(data, strings, XLError, sheet.name)
     if fast is not None:
         sheet.values, sheet.formulas, sheet.shared, sheet.masters, sheet.arrays, max_r, max_c = fast
         _drop_orphans(sheet)
@@ -243,6 +170,7 @@ def _read_sheet(z: zipfile.ZipFile, part: str, sheet: Sheet, strings: list[str])
                         arrays[(r, c)] = parse_area(f.get("ref") or f"{col_letters(c)}{r}")
             el.clear()
     _drop_orphans(sheet)
+    check_grid(sheet.name, max_r + 1, max_c + 1, f"{col_letters(max_c)}{max_r}")
     sheet.max_row, sheet.max_col = max_r, max_c
 
 
@@ -252,7 +180,7 @@ def _drop_orphans(sheet: Sheet) -> None:
         del sheet.shared[cell]
 
 
-def _read_table(z: zipfile.ZipFile, part: str, sheet: str) -> Table:
+def _read_table(z: LimitedZip, part: str, sheet: str) -> Table:
     root = ET.fromstring(z.read(part))
     cols = [tc.get("name", "") for tc in root.iter(M + "tableColumn")]
     name = root.get("displayName") or root.get("name")
@@ -279,41 +207,37 @@ def read_workbook(path: str | os.PathLike) -> Workbook:
         raise WorkbookError(f"{base}: encrypted or legacy .xls (OLE2) file, not an xlsx workbook")
     try:
         with zipfile.ZipFile(path) as z:
-            return _read_zip(z, path)
+            return _read_zip(LimitedZip(z, base), path)
     except zipfile.BadZipFile:
         raise WorkbookError(f"{base}: not an xlsx workbook (not a zip file)") from None
     except (KeyError, ET.ParseError, ValueError, IndexError) as exc:
         raise WorkbookError(f"{base}: corrupt xlsx workbook ({type(exc).__name__}: {exc})") from None
 
 
-def _read_zip(z: zipfile.ZipFile, path: str) -> Workbook:
+def _read_zip(z: LimitedZip, path: str) -> Workbook:
     base = os.path.basename(path)
     names = set(z.namelist())
     wb_part = "xl/workbook.xml"
     if wb_part not in names:
         raise WorkbookError(f"{base}: not an xlsx workbook (no xl/workbook.xml)")
     root = ET.fromstring(z.read(wb_part))
-    rels = _rels(z, wb_part)
-    ss_part = next((t for t in rels.values() if t.endswith("sharedStrings.xml")), None)
+    wb_rels = {rid: target for rid, (target, _) in rels(z, wb_part, names).items()}
+    ss_part = next((t for t in wb_rels.values() if t.endswith("sharedStrings.xml")), None)
     strings = _shared_strings(z, ss_part)
     order, sheets, tables = [], {}, {}
     for s in root.iter(M + "sheet"):
-        name, part = s.get("name"), rels.get(s.get(R_ID))
+        name, part = s.get("name"), wb_rels.get(s.get(R_ID))
         order.append(name)
         sheet = Sheet(name)
         sheets[name] = sheet
         if part is None or part not in names or "worksheet" not in part:
             continue  # chart sheets, dialog sheets
         _read_sheet(z, part, sheet, strings)
-        for target in _rels(z, part).values():
+        for target, _ in rels(z, part, names).values():
             if "/tables/" in target and target in names:
                 table = _read_table(z, target, name)
                 tables[table.name.upper()] = table
-    defined: dict[tuple[str | None, str], str] = {}
-    for dn in root.iter(M + "definedName"):
-        local = dn.get("localSheetId")
-        scope = order[int(local)] if local is not None and int(local) < len(order) else None
-        defined[(scope, dn.get("name", "").upper())] = (dn.text or "").strip()
+    defined = defined_names(root, order)
     active = None
     view = root.find(f"{M}bookViews/{M}workbookView")
     if view is not None and order:

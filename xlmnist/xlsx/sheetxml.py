@@ -16,6 +16,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from xlmnist.xlsx.limits import check_grid
+from xlmnist.xlsx.refs import col_index, col_letters, parse_area
+
 _CELL = re.compile(rb'<c r="([A-Z]{1,3})([0-9]+)"([^>]*?)(?:/>|>(.*?)</c>)', re.S)
 _NUMBER = re.compile(
     rb'<c r="([A-Z]{1,3})([0-9]+)"(?: s="[0-9]+")?(?: t="n")?(?: s="[0-9]+")?><v>([^<]+)</v></c>'
@@ -86,19 +89,19 @@ def _chunks(data: bytes):
         start = end
 
 
-def parse(data: bytes, strings: list[str], xlerror, parse_area, col_index):
+def parse(data: bytes, strings: list[str], xlerror, where: str = "sheet"):
     """-> (values, formulas, shared, masters, arrays, max_row, max_col), or None to fall back."""
     enabled = gc.isenabled()
     gc.disable()  # millions of small tuples: the cyclic collector would rescan them again and again
     try:
-        return _parse(data, strings, xlerror, parse_area, col_index)
+        return _parse(data, strings, xlerror, where)
     finally:
         if enabled:
             gc.enable()
 
 
-def _parse(data: bytes, strings: list[str], xlerror, parse_area, col_index):
-    if b"<sheetData" not in data and b"<c " in data:
+def _parse(data: bytes, strings: list[str], xlerror, where: str):
+    if b"<sheetData" not in data:  # a namespace prefix (<x:sheetData>) or no sheet data: iterparse
         return None
     cmap: dict[bytes, int] = {}
     simple_r, simple_c, simple_v = [], [], []
@@ -139,6 +142,7 @@ def _parse(data: bytes, strings: list[str], xlerror, parse_area, col_index):
     f_rc = [(int(row), cmap[col]) for col, row, _, _ in plain_f]
     max_r = max(int(rr.max()) if len(rr) else 0, max((r for r, _ in rest_rc + f_rc), default=0))
     max_c = max(int(cc.max()) if len(cc) else 0, max((c for _, c in rest_rc + f_rc), default=0))
+    check_grid(where, max_r + 1, max_c + 1, f"{col_letters(max_c)}{max_r}")
     values = CellValues(max_r, max_c)
     values.num[rr, cc] = vv
     values.has[rr, cc] = True
