@@ -360,6 +360,7 @@ def test_collaborative_filtering_matches_libreoffice(book, recalculated):
     assert float(m.objective(m.initial_params())) == pytest.approx(recalculated["CF"]["H1"], rel=1e-12)
 
 
+@pytest.mark.libreoffice
 def test_criterion_per_row(model, libreoffice):
     (p0,) = model.initial_params()
     p = p0.detach().clone().requires_grad_()
@@ -400,6 +401,7 @@ def _blocks(ws):
             ws.cell(i + 1, 13 + k, "=" + (f.format(rng) if "{}" in f else f"{f}({rng})"))
 
 
+@pytest.mark.libreoffice
 def test_functions_copied_down(book, recalculated):
     m = compile_workbook(book, objective="S!B1", params="S!A1:A3")
     (p0,) = m.initial_params()

@@ -123,6 +123,7 @@ def test_export_writes_a_pytorch_module_beside_the_server_copy(served):
     assert "nn.Module" in text and "nnet!" in text
 
 
+@pytest.mark.libreoffice
 def test_bad_sheet_and_active_sheet_index_are_400(served):
     client, _, values = served
     payload = make_payload(values, "titanic.xlsx", "linear")
@@ -134,6 +135,7 @@ def test_bad_sheet_and_active_sheet_index_are_400(served):
         assert r.status_code == 400 and "active_sheet_index" in r.json()["detail"], (index, r.text)
 
 
+@pytest.mark.libreoffice
 def test_errors_never_name_the_server_folder(served, monkeypatch):
     client, path, values = served
     monkeypatch.setenv("XLMNIST_SERVER_BOOKS", str(path.parent / "missing"))
@@ -143,6 +145,7 @@ def test_errors_never_name_the_server_folder(served, monkeypatch):
     assert str(path.parent) not in r.text and "no such workbook on the server" in body["result"]["error"]
 
 
+@pytest.mark.libreoffice
 def test_body_size_limit(served, monkeypatch):
     _, path, values = served
     monkeypatch.setenv("XLMNIST_SERVER_MAX_BYTES", "1000")
@@ -154,6 +157,7 @@ def test_body_size_limit(served, monkeypatch):
     assert client.get("/xlmnist/health").status_code == 200
 
 
+@pytest.mark.libreoffice
 def test_token_authentication(served, monkeypatch):
     _, path, values = served
     payload = make_payload(values, "titanic.xlsx", "linear")
