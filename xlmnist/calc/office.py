@@ -46,6 +46,14 @@ def unopkg_binary() -> str:
     return found
 
 
+def office_env() -> dict:
+    """This environment without another Python's traces (pyenv's ``PATH`` entries and variables,
+    ``PYTHONPATH``/``PYTHONHOME``): LibreOffice's own Python crashes the office when it finds them."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYENV", "PYTHONPATH", "PYTHONHOME"))}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if "/.pyenv/" not in p)
+    return env
+
+
 def make_profile(folder: Path) -> Path:
     """A fresh user profile in ``folder`` that recalculates every document on load."""
     (folder / "user").mkdir(parents=True, exist_ok=True)
@@ -60,7 +68,7 @@ def add_extension(oxt: str | os.PathLike, profile: Path | None = None, timeout: 
     the unprivileged user ``nobody`` on a copy of ``oxt`` inside the profile folder, given to that user."""
     oxt = Path(oxt).resolve()
     cmd = [unopkg_binary(), "add", "--force", "--suppress-license"]
-    env = dict(os.environ)
+    env = office_env()
     if profile is not None:
         profile = Path(profile).resolve()
         cmd.append(f"-env:UserInstallation={profile.as_uri()}")
@@ -120,7 +128,7 @@ class Office:
                 f"--accept=pipe,name={self.pipe};urp;StarOffice.ComponentContext"]  # fmt: skip
         if self.headless:
             args.insert(2, "--headless")
-        env = dict(os.environ)
+        env = office_env()
         if self.display:
             env["DISPLAY"] = self.display
         self.proc = subprocess.Popen(
