@@ -62,6 +62,16 @@ def handle(req: dict):
         t0 = time.monotonic()
         office.dispatch(doc, req["url"])
         return time.monotonic() - t0
+    if op == "window":  # the document's window at a known place and size (GUI)
+        frame = doc.CurrentController.Frame
+        frame.ContainerWindow.setPosSize(0, 0, req["width"], req["height"], 15)
+        frame.ContainerWindow.setVisible(True)
+        return True
+    if op == "toolbars":
+        return [e.ResourceURL for e in doc.CurrentController.Frame.LayoutManager.getElements()]
+    if op == "select":
+        doc.CurrentController.select(_range(doc, req["sheet"], req["ref"]))
+        return True
     if op == "modified":
         return bool(doc.isModified())
     if op == "names":
