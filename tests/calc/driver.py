@@ -72,6 +72,19 @@ def handle(req: dict):
     if op == "select":
         doc.CurrentController.select(_range(doc, req["sheet"], req["ref"]))
         return True
+    if op == "pdf":  # the sheet's used area as PDF pages, as LibreOffice prints it
+        import uno
+
+        from xlmnist.calc.office import _pv
+
+        sheet = doc.Sheets.getByName(req["sheet"])
+        cur = sheet.createCursor()
+        cur.gotoEndOfUsedArea(False)
+        area = sheet.getCellRangeByPosition(0, 0, cur.RangeAddress.EndColumn, cur.RangeAddress.EndRow)
+        data = uno.Any("[]com.sun.star.beans.PropertyValue", (_pv("Selection", area),))
+        props = (_pv("FilterName", "calc_pdf_Export"), _pv("FilterData", data))
+        uno.invoke(doc, "storeToURL", (uno.systemPathToFileUrl(req["path"]), props))
+        return True
     if op == "modified":
         return bool(doc.isModified())
     if op == "names":
