@@ -100,3 +100,28 @@ def test_weights_ten_digits_on_one_page(calc, workdir):
     assert len(boxes) == 10, boxes  # every digit's heatmap on the one page
     for box in boxes:
         assert_square_unlabelled(img, box)
+
+
+def test_mnist_3v7_opens_on_its_start_sheet(calc, books, workdir):
+    """A short sheet first: every sheet it names exists, the model sheet is named, the button too; the
+    compiler still finds the first model sheet when none is given."""
+    from xlmnist.compile import compile_workbook
+
+    wb = load_workbook(books / "mnist_3v7.xlsx", read_only=True)
+    assert wb.sheetnames[0] == "start" and wb.active.title == "start"
+    rows = [(tuple(r) + (None, None))[:2] for r in wb["start"].iter_rows(values_only=True) if any(r)]
+    assert len(rows) <= 15
+    named = {
+        s.strip()
+        for r in rows[1:]
+        if r[0] and r[1] and r[0] not in ("edit", "press")
+        for s in r[0].split(",")
+    }
+    assert named <= set(wb.sheetnames) and "linear" in named
+    assert any(r[0] == "press" and "Train" in r[1] for r in rows)
+    assert compile_workbook(books / "mnist_3v7.xlsx").objective_ref.startswith("linear!")
+    folder = workdir / "start"
+    folder.mkdir(exist_ok=True)
+    calc.call("open", name="start", path=str(books / "mnist_3v7.xlsx"), hidden=False)
+    img = render(calc, "start", "start", folder, "mnist_3v7_start")
+    assert (img.max(axis=2) < 90).sum() > 500  # text on the page

@@ -169,3 +169,64 @@ def _grid(ws, cells: dict, image: np.ndarray) -> None:
 
 
 assert NPIX == SIDE * SIDE
+
+
+START_PRESS = (
+    "Train on the xlmnist toolbar (LibreOffice Calc) or the xlmnist ribbon tab (Excel), on the model sheet",
+    "Step: one optimisation step; Reset: random weights again; Export: the model as PyTorch code",
+    "or in a terminal: xlmnist train {book} --sheet {sheet}",
+)
+
+START_3V7 = (
+    "is it a 3 or a 7? A linear model and a small neural net in which every number is a cell",
+    [
+        ("data", "the visible training images: 784 pixels (0-1) per row, Ones, label (1 = a 3, 0 = a 7)"),
+        ("linear", "one weight per pixel (row 3), sigmoid, loss, accuracy: the model to start with"),
+        ("simple_net", "784 -> 30 ReLU -> 1: a 785 x 30 weight block and MMULT"),
+        ("weights", "the linear weights as a 28 x 28 picture (red = evidence for a 3)"),
+        ("playground", "a digit to draw (type 0-1 into the grid) and the linear model's answer"),
+        (
+            "history_linear, history_simple_net",
+            "loss and accuracy per epoch, confusion matrix (after training)",
+        ),
+        ("settings", "optimizer, learning rate, epochs, batch size and dataset per model sheet"),
+    ],
+    "the weights on linear (row 3) or simple_net, or a pixel on playground; the loss cells follow",
+    "linear",
+)
+START_10 = (
+    "which digit is it? Ten-class models in which every number is a cell",
+    [
+        ("data", "the visible training images: 784 pixels (0-1), Ones, label and one-hot columns"),
+        ("linear10", "785 x 10 weights, softmax, cross-entropy, predicted digit: the model to start with"),
+        ("mlp", "784 -> 256 ReLU -> 10 softmax (its first rows are visible)"),
+        ("weights", "each digit's linear10 weights as a 28 x 28 picture, all ten on one screen"),
+        ("playground", "a digit to draw and linear10's answer"),
+        ("history_linear10, history_mlp", "loss and accuracy per epoch, confusion matrix (after training)"),
+        ("settings", "optimizer, learning rate, epochs, batch size and dataset per model sheet"),
+    ],
+    "the weights on linear10 or mlp, or a pixel on playground; the loss cells follow",
+    "linear10",
+)
+
+
+def start_sheet(
+    book: Book, name: str, about: str, sheets: list[tuple[str, str]], edit: str, model: str
+) -> None:
+    """The sheet a workbook opens on: what is here, which sheet to edit, which button to press."""
+    ws = book.sheet("start")
+    ws.column_dimensions["A"].width = max(len(n) for n, _ in sheets) + 2  # fits its longest entry
+    ws.column_dimensions["B"].width = 100
+    ws.sheet_properties.pageSetUpPr.fitToPage = True  # one page wide when printed
+    ws.page_setup.orientation, ws.page_setup.fitToWidth, ws.page_setup.fitToHeight = "landscape", 1, 1
+    ws.append([book.cell(ws, name, bold=True), about])
+    ws.append([])
+    ws.append([book.cell(ws, "what is here", bold=True)])
+    for sheet, what in sheets:
+        ws.append([sheet, what])
+    ws.append([])
+    ws.append([book.cell(ws, "edit", bold=True), edit])
+    for i, line in enumerate(START_PRESS):
+        ws.append(
+            [book.cell(ws, "press", bold=True) if i == 0 else None, line.format(book=name, sheet=model)]
+        )
