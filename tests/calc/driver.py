@@ -85,6 +85,19 @@ def handle(req: dict):
         props = (_pv("FilterName", "calc_pdf_Export"), _pv("FilterData", data))
         uno.invoke(doc, "storeToURL", (uno.systemPathToFileUrl(req["path"]), props))
         return True
+    if op == "chart_ranges":  # every data sequence and category range of the sheet's charts
+        out = []
+        charts = doc.Sheets.getByName(req["sheet"]).Charts
+        for name in charts.ElementNames:
+            chart = charts.getByName(name).EmbeddedObject
+            for system in chart.getFirstDiagram().getCoordinateSystems():
+                for kind in system.getChartTypes():
+                    for series in kind.getDataSeries():
+                        out += [s.getValues().SourceRangeRepresentation for s in series.getDataSequences()]
+                cats = system.getAxisByDimension(0, 0).getScaleData().Categories
+                if cats is not None:
+                    out.append(cats.getValues().SourceRangeRepresentation)
+        return out
     if op == "modified":
         return bool(doc.isModified())
     if op == "names":

@@ -123,3 +123,21 @@ def test_an_error_is_one_line_naming_the_cell(calc, books, workdir):
     assert res["ok"] is False
     assert "linear!R4" in res["error"] and "\n" not in res["error"]
     assert calc.call("get", doc="bad", sheet="linear", ref="R4")[0][0] == "abc"  # nothing written
+
+
+def test_history_charts_cover_the_epochs_trained(calc, books, workdir):
+    """mnist_3v7 linear, 2 epochs set on the live settings sheet: the history block gets 2 rows and the
+    charts of history_linear plot exactly those rows."""
+    folder = workdir / "history"
+    folder.mkdir()
+    _open(calc, books, folder, "mnist_3v7.xlsx", "hist", "linear")
+    table = calc.call("get", doc="hist", sheet="settings", ref="A1:C60")
+    row = next(i for i, r in enumerate(table, 1) if r[0] == "linear" and r[1] == "epochs")
+    calc.call("set", doc="hist", sheet="settings", ref=f"C{row}", values=[[2]])
+    res = calc.macro("hist", "train")
+    assert res["ok"], res
+    assert res["epochs"] == 2
+    hist = calc.call("get", doc="hist", sheet="history_linear", ref="A3:B5")
+    assert [r[0] for r in hist[:2]] == [1.0, 2.0] and hist[2] == ["", ""]
+    ranges = calc.call("chart_ranges", doc="hist", sheet="history_linear")
+    assert ranges and all(r.endswith("$4") for r in ranges), ranges

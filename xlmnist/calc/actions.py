@@ -117,6 +117,21 @@ def training_values(wb, model, params, grads=None, history=None, confusion=None)
     return values
 
 
+def _fit_history_charts(doc, wb, model, values) -> None:
+    """The history charts' x axes cover exactly the epochs just written (rewritten on every run)."""
+    from xlmnist.train.results import areas
+
+    sheet = model.objective_ref.rpartition("!")[0].strip("'")
+    text = wb.name(sheet, "xlmnist_history")
+    if not text:
+        return
+    ref = areas(text)[0]
+    block = np.asarray(values[ref], dtype=object)
+    filled = [i for i in range(block.shape[0]) if block[i, 0] is not None]
+    hist_sheet, (r1, _, r2, _) = live._split(ref)
+    live.fit_charts(doc, hist_sheet, r1, r2, r1 + (filled[-1] if filled else 0))
+
+
 def _writer(doc):
     def write(wb, model, params, *, grads=None, history=None, confusion=None, out=None):
         values = training_values(wb, model, params, grads, history, confusion)
@@ -125,6 +140,8 @@ def _writer(doc):
             if any(v is not None and not math.isfinite(float(v)) for v in arr.ravel()):
                 raise TrainingError(f"{ref}: refusing to write NaN/inf values")
         live.write_values(doc, values)
+        if history is not None:
+            _fit_history_charts(doc, wb, model, values)
         return wb.path
 
     return write

@@ -11,6 +11,7 @@ recalculates the formulas that depend on it.
 
 from __future__ import annotations
 
+import re
 from urllib.parse import unquote, urlparse
 
 from xlmnist.calc.formula import excel_formula, excel_reference
@@ -158,3 +159,43 @@ def check_protection(doc, sheet: str) -> None:
         raise WorkbookError(
             f"{sheet}!A1: the sheet is protected; unprotect it (Tools > Protect Sheet) and run again"
         )
+
+
+_END_ROW = re.compile(r"^(.*:\$?[A-Z]{1,3}\$?)(\d+)$")
+
+
+def _fitted(provider, seq, first: int, last: int, filled: int):
+    """A copy of data sequence ``seq`` ending at row ``filled``, or None when it is not a history range."""
+    m = _END_ROW.match(seq.SourceRangeRepresentation if seq is not None else "")
+    if not m or not (first <= int(m.group(2)) <= last) or int(m.group(2)) == filled:
+        return None
+    new = provider.createDataSequenceByRangeRepresentation(f"{m.group(1)}{filled}")
+    new.Role = seq.Role
+    return new
+
+
+def fit_charts(doc, sheet: str, first: int, last: int, filled: int) -> int:
+    """Let the charts on ``sheet`` that plot rows ``first..last`` (a history block) end at row ``filled``:
+    their x axis then covers exactly the epochs written. Returns the data sequences changed."""
+    changed = 0
+    charts = doc.Sheets.getByName(sheet).Charts
+    for name in charts.ElementNames:
+        chart = charts.getByName(name).EmbeddedObject
+        provider = chart.getDataProvider()
+        for system in chart.getFirstDiagram().getCoordinateSystems():
+            for kind in system.getChartTypes():
+                for series in kind.getDataSeries():
+                    for labelled in series.getDataSequences():
+                        new = _fitted(provider, labelled.getValues(), first, last, filled)
+                        if new is not None:
+                            labelled.setValues(new)
+                            changed += 1
+            axis = system.getAxisByDimension(0, 0)
+            scale = axis.getScaleData()
+            if scale.Categories is not None:
+                new = _fitted(provider, scale.Categories.getValues(), first, last, filled)
+                if new is not None:
+                    scale.Categories.setValues(new)
+                    axis.setScaleData(scale)
+                    changed += 1
+    return changed
