@@ -9,8 +9,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 UNO_PYTHON = "/usr/bin/python3"
+PREVIEW = ROOT / "workbooks" / "preview"
 TRAIN = "vnd.sun.star.script:xlmnist.oxt|python|xlmnist_calc.py${}?language=Python&location=user:uno_packages"
 
 
@@ -64,3 +68,21 @@ class Driver:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, 9)
             self.proc.wait()
+
+
+def render(calc, doc: str, sheet: str, folder, name: str, ref: str | None = None) -> np.ndarray:
+    """The first page of ``sheet`` as an RGB array; also kept as ``workbooks/preview/<name>.png``."""
+    if shutil.which("pdftoppm") is None or shutil.which("convert") is None:
+        pytest.skip("pdftoppm (poppler-utils) and ImageMagick are needed to look at the pictures")
+    pdf = folder / f"{name}.pdf"
+    calc.call("pdf", doc=doc, sheet=sheet, path=str(pdf), ref=ref)
+    subprocess.run(["pdftoppm", "-png", "-r", "96", "-singlefile", str(pdf), str(folder / name)], check=True)
+    png = folder / f"{name}.png"
+    PREVIEW.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(png, PREVIEW / png.name)
+    w, h = (int(x) for x in subprocess.run(["identify", "-format", "%w %h", str(png)], capture_output=True,
+                                           text=True, check=True).stdout.split())  # fmt: skip
+    raw = subprocess.run(
+        ["convert", str(png), "-depth", "8", "rgb:-"], capture_output=True, check=True
+    ).stdout
+    return np.frombuffer(raw, dtype=np.uint8).reshape(h, w, 3).astype(int)

@@ -80,7 +80,12 @@ def handle(req: dict):
         sheet = doc.Sheets.getByName(req["sheet"])
         cur = sheet.createCursor()
         cur.gotoEndOfUsedArea(False)
-        area = sheet.getCellRangeByPosition(0, 0, cur.RangeAddress.EndColumn, cur.RangeAddress.EndRow)
+        end = cur.RangeAddress
+        area = (
+            sheet.getCellRangeByName(req["ref"])
+            if req.get("ref")
+            else sheet.getCellRangeByPosition(0, 0, end.EndColumn, end.EndRow)
+        )
         data = uno.Any("[]com.sun.star.beans.PropertyValue", (_pv("Selection", area),))
         props = (_pv("FilterName", "calc_pdf_Export"), _pv("FilterData", data))
         uno.invoke(doc, "storeToURL", (uno.systemPathToFileUrl(req["path"]), props))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from calclive import render
 
 pytestmark = [pytest.mark.calc_live, pytest.mark.libreoffice, pytest.mark.slow]
 
@@ -141,3 +142,5 @@ def test_history_charts_cover_the_epochs_trained(calc, books, workdir):
     assert [r[0] for r in hist[:2]] == [1.0, 2.0] and hist[2] == ["", ""]
     ranges = calc.call("chart_ranges", doc="hist", sheet="history_linear")
     assert ranges and all(r.endswith("$4") for r in ranges), ranges
+    img = render(calc, "hist", "history_linear", folder, "mnist_3v7_history_linear", ref="A1:AB40")
+    assert (img.max(axis=2) - img.min(axis=2) > 40).sum() > 100  # the charts' coloured lines are drawn

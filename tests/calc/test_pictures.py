@@ -5,37 +5,17 @@ stay in ``workbooks/preview/`` for the README."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from calclive import ROOT
+from calclive import ROOT, render
 from openpyxl import load_workbook
 
 from xlmnist.lessons.views import CELL_PX, HIDDEN
 
 pytestmark = [pytest.mark.calc_live, pytest.mark.libreoffice, pytest.mark.slow]
-PREVIEW = ROOT / "workbooks" / "preview"
-
-
-def render(calc, doc: str, sheet: str, folder, name: str) -> np.ndarray:
-    """The first page of ``sheet`` as an RGB array; also kept as ``workbooks/preview/<name>.png``."""
-    if shutil.which("pdftoppm") is None or shutil.which("convert") is None:
-        pytest.skip("pdftoppm (poppler-utils) and ImageMagick are needed to look at the pictures")
-    pdf = folder / f"{name}.pdf"
-    calc.call("pdf", doc=doc, sheet=sheet, path=str(pdf))
-    subprocess.run(["pdftoppm", "-png", "-r", "96", "-singlefile", str(pdf), str(folder / name)], check=True)
-    png = folder / f"{name}.png"
-    PREVIEW.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(png, PREVIEW / png.name)
-    w, h = (int(x) for x in subprocess.run(["identify", "-format", "%w %h", str(png)], capture_output=True,
-                                           text=True, check=True).stdout.split())  # fmt: skip
-    raw = subprocess.run(
-        ["convert", str(png), "-depth", "8", "rgb:-"], capture_output=True, check=True
-    ).stdout
-    return np.frombuffer(raw, dtype=np.uint8).reshape(h, w, 3).astype(int)
 
 
 def _runs(idx: np.ndarray, gap: int) -> list[tuple[int, int]]:
