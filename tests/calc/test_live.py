@@ -144,3 +144,23 @@ def test_history_charts_cover_the_epochs_trained(calc, books, workdir):
     assert ranges and all(r.endswith("$4") for r in ranges), ranges
     img = render(calc, "hist", "history_linear", folder, "mnist_3v7_history_linear", ref="A1:AB40")
     assert (img.max(axis=2) - img.min(axis=2) > 40).sum() > 100  # the charts' coloured lines are drawn
+
+
+def test_export_writes_the_module_beside_the_document(calc, books, workdir):
+    """Export: the sheet as the live document holds it (an edited weight included) as PyTorch code next to
+    the workbook; the workbook file itself stays as it was."""
+    import subprocess
+    import sys
+
+    folder = workdir / "export"
+    folder.mkdir()
+    path = _open(calc, books, folder, "titanic.xlsx", "exp", "nnet")
+    sha = _sha(path)
+    res = calc.macro("exp", "export")
+    assert res["ok"], res
+    module = Path(res["path"])
+    assert module == folder / "exp_nnet.py" and module.is_file()
+    compile(module.read_text(), str(module), "exec")
+    run = subprocess.run([sys.executable, str(module), str(path), "--json"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert _sha(path) == sha and calc.call("modified", doc="exp") is False
