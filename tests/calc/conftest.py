@@ -15,10 +15,6 @@ import pytest
 from calclive import ROOT, Driver, uno_python_ok
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "calc_live: drives a real LibreOffice Calc with the xlmnist extension")
-
-
 @pytest.fixture(scope="module")
 def workdir():
     """A folder the unprivileged unopkg can use (pytest's tmp folders are private to root)."""
