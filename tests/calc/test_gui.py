@@ -20,22 +20,42 @@ SHOT = ROOT / "workbooks" / "preview" / "calc_trained.png"
 
 @pytest.fixture
 def display():
-    if shutil.which("Xvfb") is None or shutil.which("import") is None:
-        pytest.skip("Xvfb and ImageMagick's import are needed (apt-get install xvfb imagemagick)")
-    n = next(k for k in range(100 + os.getpid() % 300, 1000) if not os.path.exists(f"/tmp/.X11-unix/X{k}"))
-    proc = subprocess.Popen(
-        ["Xvfb", f":{n}", "-screen", "0", f"{WIDTH}x{HEIGHT}x24", "-nolisten", "tcp"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    for _ in range(100):
-        if os.path.exists(f"/tmp/.X11-unix/X{n}"):
+    if not all(shutil.which(p) for p in ("Xvfb", "import", "xwd")):
+        pytest.skip(
+            "Xvfb, ImageMagick's import and xwd are needed (apt-get install xvfb imagemagick x11-apps)"
+        )
+    proc, n = None, None
+    for k in range(100 + os.getpid() % 500, 1000):  # the first display number Xvfb can take
+        if os.path.exists(f"/tmp/.X{k}-lock") or os.path.exists(f"/tmp/.X11-unix/X{k}"):
+            continue
+        proc = subprocess.Popen(
+            ["Xvfb", f":{k}", "-screen", "0", f"{WIDTH}x{HEIGHT}x24", "-nolisten", "tcp", "-noreset"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        for _ in range(50):
+            if os.path.exists(f"/tmp/.X11-unix/X{k}") or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        time.sleep(0.5)  # a display another Xvfb took first: ours exits ("server already active")
+        # -noreset: without it the server resets when the probe disconnects, and soffice's connection
+        # during the reset fails ("Can't open display")
+        probe = ["xwd", "-root", "-display", f":{k}", "-out", os.devnull]
+        if proc.poll() is None and subprocess.run(probe, capture_output=True).returncode == 0:
+            n = k
             break
-        time.sleep(0.1)
+        proc.kill()
+        proc.wait()
+    if n is None:
+        pytest.fail("Xvfb did not start on any display")
     try:
         yield f":{n}"
     finally:
-        proc.kill()
-        proc.wait()
+        proc.terminate()  # SIGTERM: Xvfb removes its lock file and socket
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def test_train_button_in_the_gui(display, workdir, oxt, books):

@@ -61,6 +61,12 @@ def make_profile(folder: Path) -> Path:
     return folder
 
 
+def _chown_tree(folder: Path, uid: int) -> None:
+    for top, _, files in os.walk(folder):
+        for item in [top, *(os.path.join(top, f) for f in files)]:
+            os.chown(item, uid, uid)
+
+
 def add_extension(oxt: str | os.PathLike, profile: Path | None = None, timeout: float = 180) -> str:
     """``unopkg add`` ``oxt`` (replacing an older copy) into ``profile`` (default: the user's own).
 
@@ -76,15 +82,15 @@ def add_extension(oxt: str | os.PathLike, profile: Path | None = None, timeout: 
             staged = profile / oxt.name
             shutil.copyfile(oxt, staged)
             oxt = staged
-            for folder, _, files in os.walk(profile):
-                for item in [folder, *(os.path.join(folder, f) for f in files)]:
-                    os.chown(item, 65534, 65534)
+            _chown_tree(profile, 65534)
             cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
             env["HOME"] = str(profile)
     cmd.append(str(oxt))
     proc = subprocess.run(
         cmd, capture_output=True, text=True, timeout=timeout, start_new_session=True, env=env
     )
+    if profile is not None and os.geteuid() == 0:
+        _chown_tree(profile, 0)  # root's again: soffice (root) fails to open its X display otherwise
     if proc.returncode != 0:
         msg = [x for x in (proc.stderr or proc.stdout).strip().splitlines() if "javaldx" not in x]
         raise XlmnistError(f"unopkg add {oxt.name} failed: {msg[-1] if msg else proc.returncode}")
@@ -132,7 +138,7 @@ class Office:
         if self.display:
             env["DISPLAY"] = self.display
         self.proc = subprocess.Popen(
-            args, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            args, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=self._log()
         )
         local = uno.getComponentContext()
         resolver = local.ServiceManager.createInstanceWithContext("com.sun.star.bridge.UnoUrlResolver", local)
@@ -148,6 +154,12 @@ class Office:
                 time.sleep(0.2)
         smgr = self.ctx.ServiceManager
         self.desktop = smgr.createInstanceWithContext("com.sun.star.frame.Desktop", self.ctx)
+
+    @staticmethod
+    def _log():
+        """soffice's stderr: the file ``XLMNIST_SOFFICE_LOG`` names (for debugging), else nowhere."""
+        path = os.environ.get("XLMNIST_SOFFICE_LOG")
+        return open(path, "a") if path else subprocess.DEVNULL  # noqa: SIM115 - owned by the child
 
     def create(self, service: str):
         return self.ctx.ServiceManager.createInstanceWithContext(service, self.ctx)
