@@ -13,6 +13,16 @@ if ! command -v soffice >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq libreoffice-calc-nogui python3-uno >/dev/null
 fi
+# xlmnist inside Calc (tests/calc): Python macros, the GUI under Xvfb, PDF -> PNG previews
+if ! [ -f /usr/lib/libreoffice/program/pythonscript.py ] || ! command -v xvfb-run >/dev/null 2>&1 \
+   || ! [ -f /usr/lib/libreoffice/program/libvclplug_genlo.so ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends libreoffice-calc libreoffice-script-provider-python \
+    python3-uno xvfb xauth x11-apps imagemagick poppler-utils >/dev/null
+fi
 
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then
   # a CPU build is all the tests need; CUDA users install their own torch first

@@ -7,6 +7,7 @@ profile; it shows the cached values without recalculating) and once forced to re
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -175,6 +176,10 @@ def test_charts_and_other_members_unchanged(books, written):
         charts = [n for n in before if "chart" in n or "drawing" in n]
         assert len([n for n in charts if n.startswith("xl/charts/chart")]) == 2 * len(BOOKS[book])
         for name in charts + ["xl/styles.xml", "[Content_Types].xml"]:
+            if name.startswith("xl/charts/chart"):  # only the history ranges' last row follows the run
+                end = re.compile(rb"(:\$[A-Z]+\$)\d+(</f>)")
+                assert end.sub(rb"\1N\2", before[name]) == end.sub(rb"\1N\2", after[name]), name
+                continue
             assert before[name] == after[name], name
 
 

@@ -385,7 +385,15 @@ def register(sub) -> None:
     asub = p.add_subparsers(dest="addin_command", metavar="ACTION", required=True)
     b = asub.add_parser("build", help="write xlmnist.xlam (from xlwings' ribbon add-in template)")
     b.add_argument("--out", default=".", help="folder for xlmnist.xlam (default: current folder)")
-    b.set_defaults(func=cmd_build)
+    b.add_argument("--calc", action="store_true", help="the LibreOffice Calc extension xlmnist.oxt instead")
+    b.set_defaults(func=lambda a: _calc("cmd_build", a) if a.calc else cmd_build(a))
     i = asub.add_parser("install", help="install the add-in into Excel (Windows/macOS, via xlwings)")
     i.add_argument("-f", "--file", default=None, help="an xlmnist.xlam to install (default: build one)")
-    i.set_defaults(func=cmd_install)
+    i.add_argument("--calc", action="store_true", help="install xlmnist.oxt into LibreOffice (unopkg add)")
+    i.set_defaults(func=lambda a: _calc("cmd_install", a) if a.calc else cmd_install(a))
+
+
+def _calc(command: str, args) -> int:
+    from xlmnist.calc import oxt
+
+    return getattr(oxt, command)(args)

@@ -9,6 +9,8 @@ the order of the labels around it: 3, 7 for the 3-vs-7 models, 0..9 for ten digi
 
 from __future__ import annotations
 
+import re
+
 from openpyxl.chart import LineChart, Reference
 
 from xlmnist.xlsx.book import Book, absref, col, color_scale
@@ -48,6 +50,11 @@ def history_sheet(book: Book, model_ws, model: str, classes: list[int]) -> None:
     for i, label in enumerate(classes):
         cells[(3, CM_COL + i)] = book.cell(ws, label, bold=True)
         cells[(4 + i, CM_COL - 1)] = book.cell(ws, label, bold=True)
+    ws.sheet_properties.pageSetUpPr.fitToPage = True  # the table, the matrix and the charts on one page
+    ws.page_setup.orientation, ws.page_setup.fitToWidth, ws.page_setup.fitToHeight = "landscape", 1, 1
+    for j, h in enumerate(HISTORY_HEAD):  # columns that fit their headers
+        ws.column_dimensions[col(1 + j)].width = len(h) + 3
+    ws.column_dimensions[col(CM_COL - 1)].width = len("true \\ predicted") + 3
     for r in range(1, max(r for r, _ in cells) + 1):
         row = [cells.get((r, c)) for c in range(1, CM_COL + k)]
         while row and row[-1] is None:
@@ -62,3 +69,24 @@ def history_sheet(book: Book, model_ws, model: str, classes: list[int]) -> None:
         history=absref(name, 1, FIRST, len(HISTORY_HEAD), FIRST + HISTORY_ROWS - 1),
         confusion=absref(name, CM_COL, 4, CM_COL + k - 1, 3 + k),
     )
+
+
+def fit_chart_rows(xml: bytes, sheet: str, first: int, last: int, filled: int) -> bytes:
+    """A chart part whose ranges over rows ``first..last`` of ``sheet`` (the history block) end at row
+    ``filled`` instead, so the x axis covers exactly the epochs written (``xlmnist train`` rewrites it
+    on every run; in Calc, ``xlmnist.calc.live.fit_charts`` does the same through UNO)."""
+    name = re.escape(sheet).encode()
+    pat = re.compile(
+        rb"(<(?:c:)?f>'?"
+        + name
+        + rb"'?!\$?[A-Z]{1,3}\$?"
+        + str(first).encode()
+        + rb":\$?[A-Z]{1,3}\$?)(\d+)(</(?:c:)?f>)"
+    )
+
+    def fit(m: re.Match) -> bytes:
+        return (
+            m.group(1) + str(filled).encode() + m.group(3) if first <= int(m.group(2)) <= last else m.group(0)
+        )
+
+    return pat.sub(fit, xml)

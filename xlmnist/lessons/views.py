@@ -1,14 +1,38 @@
-"""View sheets: weights as 28 x 28 colour-scaled grids, and a playground grid to type a digit into."""
+"""View sheets: weights as 28 x 28 colour-scaled grids, and a playground grid to type a digit into.
+
+The grids are pictures: narrow square cells (``CELL_PX`` pixels a side at 96 dpi, in Excel and in
+LibreOffice alike) whose numbers are hidden by the number format ``;;;`` (the values are still there, in
+the formula bar and to formulas). The ten digits' heatmaps of ``mnist.xlsx`` open zoomed out to
+``ZOOM_10`` % so that all ten fit on one screen.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+from openpyxl.cell import WriteOnlyCell
 from openpyxl.worksheet.formula import ArrayFormula
 
 from xlmnist.lessons.models import NPIX, ONES, W_FIRST, W_LAST
 from xlmnist.xlsx.book import Book, col, color_scale
 
 SIDE = 28
+CELL_PX = 18  # a grid cell's side in pixels (Excel: 7 * width + 5; LibreOffice: about the same here)
+ZOOM_10 = 45  # % zoom of the ten-digit weights sheet: 5 x 30 columns in 1,215 pixels
+HIDDEN = ";;;"  # number format that shows nothing
+
+
+def _hide(ws, value) -> WriteOnlyCell:
+    cell = WriteOnlyCell(ws, value=value)
+    cell.number_format = HIDDEN
+    return cell
+
+
+def _square(ws, first_col: int, last_col: int, rows) -> None:
+    """Columns first_col..last_col and ``rows`` CELL_PX pixels wide/high (Excel: width = (px - 5) / 7)."""
+    for c in range(first_col, last_col + 1):
+        ws.column_dimensions[col(c)].width = round((CELL_PX - 5) / 7, 4)
+    for r in rows:
+        ws.row_dimensions[r].height = CELL_PX * 0.75
 
 
 def _pixel_values(img: np.ndarray) -> list[list]:
@@ -23,6 +47,7 @@ def _pix(v) -> float | int:
 def weights_3v7(book: Book) -> None:
     """``weights``: linear!A3:ADD3 as a 28 x 28 grid in B3:AC30 (``=linear!A3`` ...)."""
     ws = book.sheet("weights")
+    _square(ws, 1, SIDE + 1, range(2, SIDE + 3))
     ws.append(
         [
             book.cell(
@@ -30,9 +55,9 @@ def weights_3v7(book: Book) -> None:
             )
         ]
     )
-    ws.append([None] + list(range(SIDE)))
+    ws.append([None] + [_hide(ws, c) for c in range(SIDE)])
     for r in range(SIDE):
-        ws.append([r] + [f"=linear!{col(r * SIDE + c + 1)}3" for c in range(SIDE)])
+        ws.append([_hide(ws, r)] + [_hide(ws, f"=linear!{col(r * SIDE + c + 1)}3") for c in range(SIDE)])
     color_scale(ws, f"B3:{col(SIDE + 1)}{SIDE + 2}")
 
 
@@ -45,6 +70,12 @@ def weights_10(book: Book) -> None:
     """``weights``: each digit's 784 weights (a column of linear10) as a 28 x 28 grid; each grid row is one
     array formula ``{=TRANSPOSE(linear10!B7:B34)}`` (28 blocks per digit instead of 784 one-cell ones)."""
     ws = book.sheet("weights")
+    _, last_c = _grid_origin(9)
+    rows = [r0 + r for r0 in (_grid_origin(0)[0], _grid_origin(5)[0]) for r in range(SIDE)]
+    _square(ws, 1, last_c + SIDE - 1, rows)
+    ws.sheet_view.zoomScale = ZOOM_10
+    ws.sheet_properties.pageSetUpPr.fitToPage = True  # printed (and rendered) on one landscape page
+    ws.page_setup.orientation, ws.page_setup.fitToWidth, ws.page_setup.fitToHeight = "landscape", 1, 1
     cells: dict[tuple[int, int], object] = {
         (1, 1): book.cell(ws, "linear10 weights per digit (red = evidence for it)", bold=True)
     }
@@ -55,11 +86,11 @@ def weights_10(book: Book) -> None:
         for r in range(SIDE):
             first = W_FIRST + r * SIDE
             ref = f"{col(c0)}{r0 + r}:{col(c0 + SIDE - 1)}{r0 + r}"
-            cells[(r0 + r, c0)] = ArrayFormula(
-                ref, f"=TRANSPOSE(linear10!{wcol}{first}:{wcol}{first + SIDE - 1})"
+            cells[(r0 + r, c0)] = _hide(
+                ws, ArrayFormula(ref, f"=TRANSPOSE(linear10!{wcol}{first}:{wcol}{first + SIDE - 1})")
             )
             for c in range(1, SIDE):
-                cells[(r0 + r, c0 + c)] = None
+                cells[(r0 + r, c0 + c)] = _hide(ws, None)
         color_scale(ws, f"{col(c0)}{r0}:{col(c0 + SIDE - 1)}{r0 + SIDE - 1}")
     _write_cells(ws, cells)
 
@@ -82,7 +113,7 @@ def playground_3v7(book: Book, image: np.ndarray) -> None:
             ws, "Type pixel values (0 = white .. 1 = black) into B3:AC30; the linear model answers", bold=True
         )
     }
-    _grid(cells, image)
+    _grid(ws, cells, image)
     grid = f"B3:{col(SIDE + 1)}{SIDE + 2}"
     pc = SIDE + 3  # AE
     for i, (label, formula) in enumerate(
@@ -106,7 +137,7 @@ def playground_10(book: Book, image: np.ndarray) -> None:
             ws, "Type pixel values (0 = white .. 1 = black) into B3:AC30; linear10 answers", bold=True
         )
     }
-    _grid(cells, image)
+    _grid(ws, cells, image)
     grid = f"B3:{col(SIDE + 1)}{SIDE + 2}"
     pc = SIDE + 3  # AE digit, AF z, AG exp, AH p
     Z, E, P = col(pc + 1), col(pc + 2), col(pc + 3)
@@ -126,13 +157,76 @@ def playground_10(book: Book, image: np.ndarray) -> None:
     color_scale(ws, grid, kind="pixels")
 
 
-def _grid(cells: dict, image: np.ndarray) -> None:
+def _grid(ws, cells: dict, image: np.ndarray) -> None:
+    """The playground's digit, drawn like the weights: square cells, numbers hidden."""
+    _square(ws, 1, SIDE + 2, range(2, SIDE + 3))
     for c in range(SIDE):
-        cells[(2, c + 2)] = c
+        cells[(2, c + 2)] = _hide(ws, c)
     for r, row in enumerate(_pixel_values(image)):
-        cells[(3 + r, 1)] = r
+        cells[(3 + r, 1)] = _hide(ws, r)
         for c, v in enumerate(row):
-            cells[(3 + r, 2 + c)] = v
+            cells[(3 + r, 2 + c)] = _hide(ws, v)
 
 
 assert NPIX == SIDE * SIDE
+
+
+START_PRESS = (
+    "Train on the xlmnist toolbar (LibreOffice Calc) or the xlmnist ribbon tab (Excel), on the model sheet",
+    "Step: one optimisation step; Reset: random weights again; Export: the model as PyTorch code",
+    "or in a terminal: xlmnist train {book} --sheet {sheet}",
+)
+
+START_3V7 = (
+    "is it a 3 or a 7? A linear model and a small neural net in which every number is a cell",
+    [
+        ("data", "the visible training images: 784 pixels (0-1) per row, Ones, label (1 = a 3, 0 = a 7)"),
+        ("linear", "one weight per pixel (row 3), sigmoid, loss, accuracy: the model to start with"),
+        ("simple_net", "784 -> 30 ReLU -> 1: a 785 x 30 weight block and MMULT"),
+        ("weights", "the linear weights as a 28 x 28 picture (red = evidence for a 3)"),
+        ("playground", "a digit to draw (type 0-1 into the grid) and the linear model's answer"),
+        (
+            "history_linear, history_simple_net",
+            "loss and accuracy per epoch, confusion matrix (after training)",
+        ),
+        ("settings", "optimizer, learning rate, epochs, batch size and dataset per model sheet"),
+    ],
+    "the weights on linear (row 3) or simple_net, or a pixel on playground; the loss cells follow",
+    "linear",
+)
+START_10 = (
+    "which digit is it? Ten-class models in which every number is a cell",
+    [
+        ("data", "the visible training images: 784 pixels (0-1), Ones, label and one-hot columns"),
+        ("linear10", "785 x 10 weights, softmax, cross-entropy, predicted digit: the model to start with"),
+        ("mlp", "784 -> 256 ReLU -> 10 softmax (its first rows are visible)"),
+        ("weights", "each digit's linear10 weights as a 28 x 28 picture, all ten on one screen"),
+        ("playground", "a digit to draw and linear10's answer"),
+        ("history_linear10, history_mlp", "loss and accuracy per epoch, confusion matrix (after training)"),
+        ("settings", "optimizer, learning rate, epochs, batch size and dataset per model sheet"),
+    ],
+    "the weights on linear10 or mlp, or a pixel on playground; the loss cells follow",
+    "linear10",
+)
+
+
+def start_sheet(
+    book: Book, name: str, about: str, sheets: list[tuple[str, str]], edit: str, model: str
+) -> None:
+    """The sheet a workbook opens on: what is here, which sheet to edit, which button to press."""
+    ws = book.sheet("start")
+    ws.column_dimensions["A"].width = max(len(n) for n, _ in sheets) + 2  # fits its longest entry
+    ws.column_dimensions["B"].width = 100
+    ws.sheet_properties.pageSetUpPr.fitToPage = True  # one page wide when printed
+    ws.page_setup.orientation, ws.page_setup.fitToWidth, ws.page_setup.fitToHeight = "landscape", 1, 1
+    ws.append([book.cell(ws, name, bold=True), about])
+    ws.append([])
+    ws.append([book.cell(ws, "what is here", bold=True)])
+    for sheet, what in sheets:
+        ws.append([sheet, what])
+    ws.append([])
+    ws.append([book.cell(ws, "edit", bold=True), edit])
+    for i, line in enumerate(START_PRESS):
+        ws.append(
+            [book.cell(ws, "press", bold=True) if i == 0 else None, line.format(book=name, sheet=model)]
+        )

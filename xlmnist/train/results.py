@@ -116,9 +116,11 @@ def write_training_results(
             )
         for ref, g in zip(targets, gradients):
             values[ref] = _finite_or_none(_numpy(g).reshape(_shape(ref)))
+    transform = None
     if history is not None and "xlmnist_history" in names:
         ref = areas(names["xlmnist_history"])[0]
         values[ref] = history_block(list(history), _shape(ref))
+        transform = _history_charts(ref, values[ref])
     if confusion is not None and "xlmnist_confusion" in names:
         ref = areas(names["xlmnist_confusion"])[0]
         cm = _numpy(confusion)
@@ -136,4 +138,20 @@ def write_training_results(
         )
     p64 = [torch.tensor(p, dtype=torch.float64, device=calc.device) for p in params]
     cached = cached_values(calc, p64)
-    return write_values(path, values, out=out, cached=cached)
+    return write_values(path, values, out=out, cached=cached, transform=transform)
+
+
+def _history_charts(ref: str, block: np.ndarray):
+    """The charts' ranges over the history block end at its last written row (xlmnist.lessons.learn)."""
+    from xlmnist.lessons.learn import fit_chart_rows
+
+    sheet, r1, _, r2, _ = split_ref(ref)
+    rows = [i for i in range(block.shape[0]) if block[i, 0] is not None]
+    filled = r1 + (rows[-1] if rows else 0)
+
+    def transform(member: str, data: bytes) -> bytes:
+        if not (member.startswith("xl/charts/chart") and member.endswith(".xml")):
+            return data
+        return fit_chart_rows(data, sheet, r1, r2, filled)
+
+    return transform

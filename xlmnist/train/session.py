@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from xlmnist.compile import compile_workbook
+from xlmnist.compile.model import _compile
 from xlmnist.errors import DataError, TrainingError, WorkbookError, XlmnistError
 from xlmnist.train.metrics import SheetView
 from xlmnist.train.minibatch import train_epochs
@@ -46,7 +47,16 @@ from xlmnist.train.settings import check_book, dataset_rows, metrics, setting
 HISTORY_ROWS = 200
 
 
+def _live(book) -> bool:
+    """``book`` is an already read ``Workbook`` (e.g. xlmnist.calc's open Calc document), not a file."""
+    return hasattr(book, "sheets") and hasattr(book, "names")
+
+
 def compile_sheet(book, sheet=None, objective=None, params=None, device="cpu", dtype=torch.float64):
+    if _live(book):  # a Workbook read from a live document (LibreOffice Calc), not a file
+        model = _compile(book, None, sheet, objective, params, dtype, device, None)
+        check_params_used(model)
+        return model
     try:
         model = compile_workbook(
             book, sheet=sheet, objective=objective, params=params, dtype=dtype, device=device
@@ -147,12 +157,14 @@ def _epoch_printer(epochs: int):
 def train_book(
     book, *, sheet=None, objective=None, params=None, optimizer=None, lr=None, epochs=None, seed=None,
     device=None, init="cells", init_scale=0.1, max_seconds=None, dataset=None, batch_size=None, out=None,
-    force=False, dtype=None, verbose=False, max_epochs=None,
+    force=False, dtype=None, verbose=False, max_epochs=None, write=None, progress=None,
 ) -> dict:  # fmt: skip
     """Train one model sheet and write it back; returns the ``train --json`` payload (module docstring).
-    ``max_epochs`` caps the epochs of minibatch training only (``xlmnist demo --quick``)."""
+    ``max_epochs`` caps the epochs of minibatch training only (``xlmnist demo --quick``). ``book`` may be a
+    read ``Workbook`` with ``write`` (called like :func:`write_results`) taking the results; ``progress``
+    is called with (step, objective) or, per epoch, (epoch, history row)."""
     t_start = time.perf_counter()
-    book = check_book(book)
+    book = book if _live(book) else check_book(book)
     device = resolve_device(device) if device else None  # --device cuda without CUDA: before any work
     if out and Path(out).resolve() != book.resolve() and Path(out).suffix.lower() != ".xlsx":
         raise WorkbookError(f"{out}: --out must be an .xlsx file")
@@ -204,13 +216,13 @@ def train_book(
             result = train_epochs(
                 loop, rows, valid=valid, view=SheetView(loop, ds), optimizer=name, lr=lr, epochs=epochs,
                 batch_size=batch_size, seed=seed, device=device, max_seconds=max_seconds, params=start,
-                progress=_epoch_printer(epochs or 1) if verbose else None,
+                progress=progress or (_epoch_printer(epochs or 1) if verbose else None),
                 lr_schedule=setting(model, "lr_schedule", None, _text) or "constant",
             )  # fmt: skip
         else:
             result = train(
                 model, optimizer=name, lr=lr, epochs=epochs, seed=seed, device=device,
-                progress=None if verbose else False, max_seconds=max_seconds, params=start, data=rows,
+                progress=progress or (None if verbose else False), max_seconds=max_seconds, params=start, data=rows,
             )  # fmt: skip
     except TrainingError as exc:
         res = getattr(exc, "result", None)
@@ -243,7 +255,7 @@ def train_book(
             for i, v in enumerate(result.history)
         ]
     grads = gradients(model, written)
-    path = write_results(
+    path = (write or write_results)(
         book, model, written, grads=grads, history=_thin(history), confusion=confusion, out=out
     )
     return {
@@ -283,13 +295,13 @@ def train_book(
 
 def step_book(
     book, *, sheet=None, objective=None, params=None, lr=None, optimizer=None, seed=None, batch_size=None,
-    dataset=None, out=None,
+    dataset=None, out=None, write=None,
 ) -> dict:  # fmt: skip
     """Exactly one optimisation step from the cells' values: on one seeded minibatch of the dataset's train
     split (the first batch ``train --epochs 1 --seed S`` would take) or, without a dataset, on the visible
     rows (full batch). Adam starts from fresh moments (the file holds no optimizer state). Writes the new
-    parameters and the gradient of the objective cell at them."""
-    book = check_book(book)
+    parameters and the gradient of the objective cell at them (``write``: as in :func:`train_book`)."""
+    book = book if _live(book) else check_book(book)
     model = compile_sheet(book, sheet, objective, params)
     given = optimizer or setting(model, "optimizer", None, _text)
     name = given if given in ("sgd", "adam") else "sgd"
@@ -325,7 +337,7 @@ def step_book(
     grads = gradients(model, written)
     with torch.no_grad():
         after = float(model.objective(written))
-    path = write_results(book, model, written, grads=grads, out=out)
+    path = (write or write_results)(book, model, written, grads=grads, out=out)
     visible = model.data_rows()
     return {
         "book": str(path),

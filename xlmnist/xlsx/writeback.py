@@ -98,12 +98,14 @@ def write_values(
     out: str | os.PathLike | None = None,
     *,
     cached: dict | None = None,
+    transform=None,
 ) -> Path:
     """Write ``{"sheet!A1": float, "sheet!R4:AA5": 2-D array}`` into the workbook; return the path written.
 
     ``None`` in an array clears that cell. ``cached``: ``{ref: array}`` of cached formula results (the
     formulas stay; ``None`` leaves a cell as it is). Writes into ``path`` itself, or into the copy
-    ``out`` (``path`` is then left untouched). All in one atomic write.
+    ``out`` (``path`` is then left untouched). ``transform(member, data) -> data`` may rewrite the other
+    members (e.g. the history charts' ranges). All in one atomic write.
     """
     src = Path(path)
     dest = Path(out) if out is not None else src
@@ -145,6 +147,8 @@ def write_values(
                     data = SheetEdit(data, sheet).write(per_sheet[sheet])
                 elif info.filename == "xl/workbook.xml":
                     data = set_full_calc_on_load(data)
+                elif transform is not None:
+                    data = transform(info.filename, data)
                 zout.writestr(_copy_info(info), data)
 
     return replace_file(src, dest, produce)
