@@ -6,22 +6,18 @@ set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
 
-if ! command -v soffice >/dev/null 2>&1; then
-  SUDO=""
-  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq libreoffice-calc-nogui python3-uno >/dev/null
-fi
-# xlmnist inside Calc (tests/calc): Python macros, the GUI under Xvfb, PDF -> PNG previews
-if ! [ -f /usr/lib/libreoffice/program/pythonscript.py ] || ! command -v xvfb-run >/dev/null 2>&1 \
+# LibreOffice Calc (the formula oracle and the live test bed of the Calc extension), its Python macros,
+# Xvfb for the GUI test, PDF -> PNG for the rendered previews. libreoffice-calc (not -nogui: the GUI test
+# needs a window) replaces libreoffice-calc-nogui where that is installed.
+if ! command -v soffice >/dev/null 2>&1 || ! [ -f /usr/lib/libreoffice/program/pythonscript.py ] \
+   || ! command -v xvfb-run >/dev/null 2>&1 || ! command -v pdftoppm >/dev/null 2>&1 \
    || ! [ -f /usr/lib/libreoffice/program/libvclplug_genlo.so ]; then
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends libreoffice-calc libreoffice-script-provider-python \
-    python3-uno xvfb xauth x11-apps imagemagick poppler-utils >/dev/null
+    python3-uno fonts-dejavu-core fonts-liberation2 xvfb xauth x11-apps imagemagick poppler-utils >/dev/null
 fi
 
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then
