@@ -44,10 +44,14 @@ class CompiledModel:
         if blk is None:
             raise WorkbookError(f"{self.objective_ref}: the objective cell holds no formula")
         comp.compile_blocks([blk.id])
+        self._const = None  # the objective's value where it is a constant (a sheet without trainable cells)
         if not comp.compiled[blk.id]:
-            raise WorkbookError(
-                f"{self.objective_ref}: the objective does not depend on any trainable cell ({', '.join(self.param_refs)})"
-            )
+            if comp.params:
+                raise WorkbookError(
+                    f"{self.objective_ref}: the objective does not depend on any trainable cell "
+                    f"({', '.join(self.param_refs)})"
+                )
+            self._const = torch.tensor(comp.cnum[sheet][r, c], dtype=self.dtype, device=self.device)
         self._obj = (blk.id, r - blk.out[0], c - blk.out[1])
         needed, todo = set(), [blk.id]
         while todo:  # the blocks the objective reads (through the data range's replacement, if any)
@@ -80,6 +84,9 @@ class CompiledModel:
         generated source) validated by its float64 ``twin``."""
         if os.environ.get("XLMNIST_LOWER") == "0":
             self.fallback_reason = "XLMNIST_LOWER=0"
+            return None
+        if self._const is not None:
+            self.fallback_reason = "the objective is a constant (no trainable cells): nothing to lower"
             return None
         if self.dtype != torch.float64 or self.device.type != "cpu":
             if twin is None:
@@ -202,6 +209,8 @@ class CompiledModel:
             env[TRUSTED] = True
         if self._prog is not None:
             return self._prog(env)
+        if self._const is not None:
+            return self._const
         for bid, e in self._obj_steps:
             env[bid] = e(env)
         bid, i, j = self._obj
@@ -353,10 +362,10 @@ def _compile(
     name = os.path.basename(wb.path)
     obj_text = objective or wb.names.get((sheet, "XLMNIST_OBJECTIVE")) or wb.names.get((sheet, "SOLVER_OPT"))
     par_text = params or wb.names.get((sheet, "XLMNIST_PARAMS")) or wb.names.get((sheet, "SOLVER_ADJ"))
-    if not obj_text or not par_text:
+    if not obj_text:
         raise WorkbookError(
-            f"{name}: sheet {sheet!r} has no objective/trainable cells "
-            "(no Solver settings or xlmnist_objective/xlmnist_params names; pass --objective and --params)"
+            f"{name}: sheet {sheet!r} has no objective cell "
+            "(no Solver settings or xlmnist_objective name; pass --objective)"
         )
     obj = parse_areas(wb, obj_text, sheet)
     if len(obj) != 1 or obj[0][1:3] != obj[0][3:5]:
@@ -370,7 +379,7 @@ def _compile(
         except ValueError:
             raise WorkbookError(f"{name}: sheet {sheet!r}: solver_val is not a number") from None
     comp = Compiler(wb, dtype=dtype, device=device, graph=graph)
-    for area in parse_areas(wb, par_text, sheet):
+    for area in parse_areas(wb, par_text, sheet) if par_text else ():  # none: evaluate only
         comp.add_param(*area)
     data_text = data or wb.names.get((sheet, "XLMNIST_DATA"))
     if data_text:
