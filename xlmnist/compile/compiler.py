@@ -11,6 +11,7 @@ import math
 import numpy as np
 import torch
 
+from xlmnist.compile import cellwise
 from xlmnist.compile import functions as F
 from xlmnist.compile.areas import (
     DATA,
@@ -76,6 +77,14 @@ class Compiler(Areas):
         self.rows_of: dict[int, tuple[int, int]] = {}
         self.reads: dict[int, set[int]] = {}  # block -> dynamic blocks it reads
         self._row_aligned = False
+        self.random: set[int] = set()  # blocks that use RAND() & co., or read one: re-sampled per call
+        self.gen = torch.Generator(device=self.ctx.device)  # their samples; reseed(seed) fixes them
+        self.gen.seed()
+        self._random = self._uses_row = False  # set while compiling one block's formula
+
+    def reseed(self, seed: int) -> None:
+        """Fix the samples of RAND() & co.: the same sequence of draws for the same seed."""
+        self.gen.manual_seed(int(seed))
 
     # ---- constants ----------------------------------------------------------------------------------
     def _const_grid(self, name: str) -> None:
@@ -222,6 +231,10 @@ class Compiler(Areas):
                 return self._op(b, lambda c, a: F.concat(c, a[0], a[1]), [node.left, node.right])
             raise FormulaError(f"{b.anchor}: the {op!r} reference operator is not supported")
         if T is P.Call:
+            if node.name in cellwise.POSITION:
+                return cellwise.position(self, node, b)
+            if node.name in cellwise.RANDOM:
+                return cellwise.random(self, node, b)
             entry = F.FUNCTIONS.get(node.name)
             if entry is None:
                 raise FormulaError(f"{b.anchor}: unsupported function {node.name}()")
@@ -313,11 +326,18 @@ class Compiler(Areas):
             if bid in self.in_data:
                 self.compiled[bid] = False
                 continue
-            self._row_aligned = False
+            self._row_aligned = self._random = self._uses_row = False
             e = self.expr(b.ast, b)
             r1, c1, r2, c2 = b.out
             H, W = r2 - r1 + 1, c2 - c1 + 1
             aligned = self._row_aligned
+            if aligned and self._uses_row:
+                raise FormulaError(
+                    f"{b.anchor}: ROW() in {b.name}, a formula over the data rows, is the sheet row, which "
+                    "other data rows do not have (not row-polymorphic)"
+                )
+            if self._random or self.random.intersection(self.reads.get(bid, ())):
+                self.random.add(bid)
             if aligned:
                 self.aligned.add(bid)
                 self.rows_of[bid] = (r1, r2)

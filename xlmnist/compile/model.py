@@ -60,6 +60,7 @@ class CompiledModel:
                 needed.add(bid)
                 todo += comp.reads.get(bid, ())
         self._obj_steps = [(bid, e) for bid, e in comp.steps if bid in needed]
+        self.random = bool(comp.random & needed)  # the objective depends on RAND() & co.: a sample per call
         self.data_ref = None if comp.data is None else area_name(*comp.data)
         self._ncols = None if comp.data is None else comp.data[4] - comp.data[2] + 1
         self._prog = self._twin = None
@@ -87,6 +88,9 @@ class CompiledModel:
             return None
         if self._const is not None:
             self.fallback_reason = "the objective is a constant (no trainable cells): nothing to lower"
+            return None
+        if self.random:
+            self.fallback_reason = "the objective depends on RAND() & co. (not lowered: a sample per call)"
             return None
         if self.dtype != torch.float64 or self.device.type != "cpu":
             if twin is None:
@@ -123,7 +127,7 @@ class CompiledModel:
         its formula graph (no second read or parse of the file)."""
         c = self._c
         twin = self if self.dtype == torch.float64 and self.device.type == "cpu" else self._twin
-        return _compile(
+        model = _compile(
             c.wb,
             c.graph,
             *self._recipe[:3],
@@ -132,6 +136,9 @@ class CompiledModel:
             self._recipe[3],
             twin,
         )
+        if self.__dict__.get("_seed") is not None:
+            model.reseed(self._seed)
+        return model
 
     @property
     def workbook(self):
@@ -171,6 +178,11 @@ class CompiledModel:
 
     def initial_params(self) -> list[torch.Tensor]:
         return self._c.initial_params()
+
+    def reseed(self, seed: int) -> None:
+        """Fix the samples of RAND() & co. (:attr:`random`): the same draws again for the same seed."""
+        self._c.reseed(seed)
+        self._seed = seed  # recompile() keeps it
 
     def data_rows(self) -> torch.Tensor | None:
         """The data rows as the sheet holds them ([N, ncols]), or None without a data range."""
@@ -256,7 +268,7 @@ class CompiledModel:
             return cache[key]
         steps = [(bid, e) for bid, e in self._c.steps if bid in needed]
         prog = None
-        if steps and os.environ.get("XLMNIST_LOWER") != "0":
+        if steps and os.environ.get("XLMNIST_LOWER") != "0" and not self._c.random & needed:
             prog = checked_evaluator(self._c, steps, env)
         cache[key] = prog
         return prog
@@ -347,10 +359,14 @@ def read_settings(wb, sheet: str) -> dict:
 
 
 def compile_workbook(
-    path, sheet=None, objective=None, params=None, dtype=torch.float64, device="cpu", data=None
+    path, sheet=None, objective=None, params=None, dtype=torch.float64, device="cpu", data=None, seed=None
 ) -> CompiledModel:
-    """Compile the objective of ``sheet`` (or of the flags) into a :class:`CompiledModel`."""
-    return _compile(read_workbook(path), None, sheet, objective, params, dtype, device, data)
+    """Compile the objective of ``sheet`` (or of the flags) into a :class:`CompiledModel`; ``seed`` fixes
+    the samples of RAND() & co. (default: a fresh seed)."""
+    model = _compile(read_workbook(path), None, sheet, objective, params, dtype, device, data)
+    if seed is not None:
+        model.reseed(seed)
+    return model
 
 
 def _compile(
