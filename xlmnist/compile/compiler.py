@@ -34,6 +34,17 @@ def _scalar(e: _Expr) -> float | None:
     return float(v.t.reshape(()))
 
 
+def _typed(e: _Expr) -> _Expr:
+    """A directly typed argument: its booleans become numbers."""
+
+    def num(v: Value) -> Value:
+        if v.kind is None or not (v.kind == BOOL).any():
+            return v
+        return Value(v.t, np.where(v.kind == BOOL, NUM, v.kind).astype(np.int8), v.s)
+
+    return _Expr(num(e.const)) if e.const is not None else _Expr(fn=lambda env: num(e(env)))
+
+
 class _Ctx:
     def __init__(self, dtype, device):
         self.dtype, self.device = dtype, device
@@ -243,7 +254,10 @@ class Compiler(Areas):
                 raise FormulaError(
                     f"{b.anchor}: {node.name}() takes {lo}..{hi} arguments, got {len(node.args)}"
                 )
-            return self._op(b, fn, list(node.args), node.name)
+            args = list(node.args)
+            if node.name in F.DIRECT_BOOLS:  # TRUE typed as an argument counts, in a cell it does not
+                args = [a if type(a) in (RefUse, P.Array) else _typed(self.expr(a, b)) for a in args]
+            return self._op(b, fn, args, node.name)
         raise FormulaError(f"{b.anchor}: cannot compile {type(node).__name__}")
 
     def _text(self, s: str) -> Value:
@@ -374,6 +388,7 @@ class Compiler(Areas):
                 kind = np.where(np.isfinite(out), NUM, ERR).astype(np.int8)
                 if v.kind is not None and not b.array:
                     kind = np.where(np.isfinite(out), np.broadcast_to(v.kind[:, :, 0, 0], (H, W)), kind)
+                    kind[kind == EMPTY] = NUM  # =A5 of an empty A5 is 0, not an empty cell
                 if v.s is not None and not b.array:
                     if self.cstr[b.sheet] is None:
                         self.cstr[b.sheet] = np.full(self.cnum[b.sheet].shape, None, object)

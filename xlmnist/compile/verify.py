@@ -123,7 +123,7 @@ def _cell_values(comp: Compiler, b) -> np.ndarray:
     out = num.astype(object)
     for (i, j), k in np.ndenumerate(kind):
         if k == NUM and not math.isfinite(num[i, j]):
-            out[i, j] = _Error("#DIV/0!" if math.isinf(num[i, j]) else None)
+            out[i, j] = _Error()  # inf is #DIV/0! or #NUM! (EXP overflow): the kind is not known
         elif k == BOOL:
             out[i, j] = bool(num[i, j])
         elif k == TEXT:
@@ -217,7 +217,8 @@ def verify(path, sheet: str | None = None, oracle: str = "cached", seed: int | N
             diff["excel"] = _plain(excel[i, j])
             if recalculated is not None:
                 diff["libreoffice"] = _plain(want)
-            out["differences"].append(diff)
+            out["differences"].append(((wb.order.index(b.sheet), r1 + i, c1 + j), diff))
+    out["differences"] = [d for _, d in sorted(out["differences"], key=lambda kd: kd[0])]
     return out
 
 
