@@ -17,9 +17,13 @@ from xlmnist.compile.areas import (
     DATA,
     Areas,
     _Expr,
+    _np_unfold,
+    _t_unfold,
+    _windows,
     parse_areas,  # noqa: F401 - also imported from here (export.module)
 )
 from xlmnist.compile.functions import BOOL, EMPTY, ERR, NUM, TEXT, ExcelError, Value
+from xlmnist.compile.values import typed
 from xlmnist.errors import FormulaError, WorkbookError
 from xlmnist.formula import parser as P
 from xlmnist.formula.graph import Graph, RefUse, topo_order
@@ -36,37 +40,12 @@ def _scalar(e: _Expr) -> float | None:
 
 def _typed(e: _Expr) -> _Expr:
     """A directly typed argument: its booleans become numbers."""
-
-    def num(v: Value) -> Value:
-        if v.kind is None or not (v.kind == BOOL).any():
-            return v
-        return Value(v.t, np.where(v.kind == BOOL, NUM, v.kind).astype(np.int8), v.s)
-
-    return _Expr(num(e.const)) if e.const is not None else _Expr(fn=lambda env: num(e(env)))
+    return _Expr(typed(e.const)) if e.const is not None else _Expr(fn=lambda env: typed(e(env)))
 
 
 class _Ctx:
     def __init__(self, dtype, device):
         self.dtype, self.device = dtype, device
-
-
-def _windows(a, R: int, C: int, h: int, w: int, rrel: bool, crel: bool, unfold):
-    """Footprint [FH, FW] -> per-cell windows [bR, bC, h, w] (views)."""
-    rrel, crel = rrel and (R > 1 or R == -1), crel and C > 1
-    if (not rrel or h == 1) and (not crel or w == 1):  # one reshape does it
-        if crel and not rrel and h > 1:  # one column each: [h, C] -> [1, C, h, 1]
-            return a.transpose(0, 1).reshape(1, C, h, 1)
-        return a.reshape(R if rrel else 1, C if crel else 1, 1 if rrel else h, 1 if crel else w)
-    a = unfold(a, 0, h).swapaxes(1, 2) if rrel else a[None]
-    return unfold(a, 2, w).swapaxes(1, 2) if crel else a[:, None]
-
-
-def _t_unfold(t, dim, size):
-    return t.unfold(dim, size, 1)
-
-
-def _np_unfold(a, dim, size):
-    return np.lib.stride_tricks.sliding_window_view(a, size, axis=dim)
 
 
 class Compiler(Areas):
