@@ -417,6 +417,7 @@ def _blocks(ws):
             ws.cell(i + 1, 13 + k, "=" + (f.format(rng) if "{}" in f else f"{f}({rng})"))
         ws[f"Z{i + 1}"] = f"=ROW()*S!$A$1+COLUMN()+ROW(A$2)+COLUMN(B{i + 1})"  # copied down
         ws.cell(6, 8 + i, f"=COLUMN()*S!$A$1+COLUMN({'ABCD'[i]}1)+ROW()+ROW($A1)")  # copied across
+    ws["Z6"] = openpyxl.worksheet.formula.ArrayFormula("Z6:Z8", "=ROW()*S!$A$1+COLUMN()")
 
 
 def test_row_and_column(book, recalculated):
@@ -431,11 +432,15 @@ def test_row_and_column(book, recalculated):
     want_across = [c * a + (c - 7) + 6 + 1 for c in range(8, 12)]
     assert down.tolist() == pytest.approx(want_down, rel=1e-12)
     assert across.tolist() == pytest.approx(want_across, rel=1e-12)
-    (g,) = torch.autograd.grad(down.sum() + across.sum(), p)
-    assert g.reshape(-1).tolist() == pytest.approx([1 + 2 + 3 + 4 + 8 + 9 + 10 + 11, 0, 0])
+    array = m.evaluate(["B!Z6:Z8"], [p])["B!Z6:Z8"].reshape(-1)  # {=ROW()...} over Z6:Z8
+    want_array = [r * a + 26 for r in (6, 7, 8)]
+    assert array.tolist() == pytest.approx(want_array, rel=1e-12)
+    (g,) = torch.autograd.grad(down.sum() + across.sum() + array.sum(), p)
+    assert g.reshape(-1).tolist() == pytest.approx([1 + 2 + 3 + 4 + 8 + 9 + 10 + 11 + 6 + 7 + 8, 0, 0])
     lo = recalculated["B"]
     assert [lo[f"Z{r}"] for r in range(1, 5)] == pytest.approx(want_down, rel=1e-12)
     assert [lo[f"{c}6"] for c in "HIJK"] == pytest.approx(want_across, rel=1e-12)
+    assert [lo[f"Z{r}"] for r in (6, 7, 8)] == pytest.approx(want_array, rel=1e-12)
 
 
 def test_functions_copied_down(book, recalculated):

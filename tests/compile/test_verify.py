@@ -122,7 +122,13 @@ def test_verify_compares_kinds(tmp_path, capsys):
 def test_verify_bad_input(tmp_path, capsys):
     assert main(["verify", str(tmp_path / "missing.xlsx")]) == 2
     assert "missing.xlsx" in capsys.readouterr().err
-    assert main(["verify", str(tmp_path / "missing.xlsx"), "--sheet", "x"]) == 2
+
+
+def test_verify_one_sheet(plain, capsys):
+    rc, res = _verify(plain, "--sheet", "s", capsys=capsys)
+    assert (rc, res["cells"], res["uncached"]) == (0, 5, 5)
+    assert main(["verify", str(plain), "--sheet", "nope"]) == 2
+    assert "no sheet named 'nope'" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,9 @@ def position(comp, node, b) -> _Expr:
             raise FormulaError(f"{b.anchor}: {node.name}() needs a reference")
         first, moves = (use.r1, use.rrel) if row else (use.c1, use.crel)
         size = use.r2 - use.r1 + 1 if row else use.c2 - use.c1 + 1
+    elif b.array:  # {=ROW()} over a range: the rows (columns) of that range
+        r1, c1, r2, c2 = b.out
+        first, moves, size = (r1, False, r2 - r1 + 1) if row else (c1, False, c2 - c1 + 1)
     else:
         first, moves, size = (b.r0 if row else b.c0), True, 1
     if row and moves:

@@ -82,6 +82,8 @@ def _order(graph, roots: list[int], failed: dict[int, str]) -> list[int]:
                     graph.analyse(b)
                 except XlmnistError as exc:
                     failed[bid] = _reason(exc)
+                except Exception as exc:  # noqa: BLE001 - a parser bug must not stop the check of the rest
+                    failed[bid] = f"internal error: {type(exc).__name__}: {exc}"
                     state[bid] = 2
                     stack.pop()
                     continue
