@@ -138,3 +138,20 @@ def test_row_in_a_formula_over_the_data_rows_is_refused(tmp_path):
         compile_workbook(tmp_path / "d.xlsx", objective="S!F1", params="S!E1", data="S!A2:B5")
     m = compile_workbook(tmp_path / "d.xlsx", objective="S!F1", params="S!E1")  # no data range: fine
     assert float(m.objective(m.initial_params())) == pytest.approx(7 + 14)
+
+
+def test_dropout_over_the_data_rows_draws_one_sample_per_row(tmp_path):
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "S"
+    ws["E1"] = 0.5
+    for r in range(2, 6):
+        ws[f"A{r}"], ws[f"B{r}"] = r, 1.0
+        ws[f"C{r}"] = f"=IF(RAND()<0.5,0,A{r}*$E$1/0.5)"
+    ws["F1"] = "=SUM(C2:C5)"
+    wb.save(tmp_path / "d.xlsx")
+    m = compile_workbook(tmp_path / "d.xlsx", objective="S!F1", params="S!E1", data="S!A2:B5", seed=0)
+    rows = torch.ones(1000, 2, dtype=torch.float64)  # 1000 data rows: 1000 samples, each row 0 or 1
+    got = [float(m.objective(m.initial_params(), rows)) for _ in range(50)]
+    assert all(x.is_integer() for x in got) and len(set(got)) > 1
+    assert sum(got) / len(got) == pytest.approx(500, rel=0.02)

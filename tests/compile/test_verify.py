@@ -185,3 +185,12 @@ def _first_formula_cell(path: Path) -> tuple[str, str]:
                 if m:
                     return name, m.group(1).decode()
     raise AssertionError("no plain formula cell with a cached number")
+
+
+def test_verify_after_training_matches_the_written_cached_values(lesson_books, tmp_path):
+    """``xlmnist train`` writes the weights and the cached values of the cells they change: verify agrees."""
+    book = tmp_path / "titanic.xlsx"
+    book.write_bytes(next(p for p in lesson_books if p.name == "titanic.xlsx").read_bytes())
+    assert main(["train", str(book), "--sheet", "nnet", "--epochs", "3", "--quiet"]) == 0
+    res = verify(book)
+    assert res["different"] == 0 and res["equal"] > 300, res["differences"][:3]
