@@ -377,6 +377,7 @@ def test_collaborative_filtering_matches_libreoffice(book, recalculated):
     assert float(m.objective(m.initial_params())) == pytest.approx(recalculated["CF"]["H1"], rel=1e-12)
 
 
+@pytest.mark.libreoffice
 def test_criterion_per_row(model, libreoffice):
     (p0,) = model.initial_params()
     p = p0.detach().clone().requires_grad_()
@@ -420,6 +421,7 @@ def _blocks(ws):
     ws["Z6"] = openpyxl.worksheet.formula.ArrayFormula("Z6:Z8", "=ROW()*S!$A$1+COLUMN()")
 
 
+@pytest.mark.libreoffice
 def test_row_and_column(book, recalculated):
     """ROW()/COLUMN() of the cell, of a moving and of a fixed reference, in blocks copied down and across."""
     m = compile_workbook(book, objective="S!B1", params="S!A1:A3")
@@ -443,6 +445,7 @@ def test_row_and_column(book, recalculated):
     assert [lo[f"Z{r}"] for r in (6, 7, 8)] == pytest.approx(want_array, rel=1e-12)
 
 
+@pytest.mark.libreoffice
 def test_functions_copied_down(book, recalculated):
     m = compile_workbook(book, objective="S!B1", params="S!A1:A3")
     (p0,) = m.initial_params()
