@@ -207,11 +207,11 @@ def verify(path, sheet: str | None = None, oracle: str = "cached", seed: int | N
         ref = excel if recalculated is None else _reference(recalculated.get(b.sheet, {}), *b.out)
         for (i, j), x in np.ndenumerate(ours):
             want = ref[i, j]
-            if want is None:  # no value (LibreOffice writes an empty text result as no value)
-                if x == "" or recalculated is None:
-                    out["equal" if x == "" else "uncached"] += 1
-                    continue
-            if same(x, want):
+            if want is None and recalculated is None:  # the file has no cached value (openpyxl wrote it)
+                out["uncached"] += 1
+                continue
+            if same(x, want) if want is not None else isinstance(x, str) and x == "":
+                # LibreOffice writes an empty text result as no value
                 out["equal"] += 1
                 continue
             out["different"] += 1
