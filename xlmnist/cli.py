@@ -21,6 +21,7 @@ COMMANDS = {
     "eval": "xlmnist.train.commands",
     "train": "xlmnist.train.commands",
     "step": "xlmnist.train.commands",
+    "verify": "xlmnist.compile.verify",
     "export": "xlmnist.export.codegen",
     "import": "xlmnist.export.importer",
     "addin": "xlmnist.excel.addin",

@@ -135,6 +135,11 @@ HAND = [
     ("=ISERROR(LN(A2))*A1+ISERROR(C3)*A2", lambda p: p[0]),
     ("=ISTEXT(C3)*A1+ISTEXT(C1)*A2+ISLOGICAL(C5)*A3+ISLOGICAL(A1>0)*A1", lambda p: 2 * p[0] + p[2]),
     ("=ROWS(A1:A3)*A1+COLUMNS(C1:E2)*A2", lambda p: 3 * p[0] + 3 * p[1]),
+    ("=ROW(D3)*A1+COLUMN(E1)*A2", lambda p: 3 * p[0] + 5 * p[1]),  # ROW()/COLUMN(): test_row_and_column
+    ("=SUM(ROW(A2:A4))*A1", lambda p: 9 * p[0]),
+    # a boolean typed as an argument counts, one in a referenced cell (C5) does not
+    ("=SUM(TRUE,1)*A1+SUM(A1>0,C5)*A2", lambda p: 2 * p[0] + p[1]),
+    ("=AVERAGE(TRUE,A3)", lambda p: (1 + p[2]) / 2),
     # empty cells (C4) in formulas: the collaborative-filtering pattern IF(rating="",0,...)
     ('=IF(C4="",0,A1*2)+IF(C1="",0,A1)', lambda p: p[0]),
     ("=C4*A1+A1", lambda p: p[0]),
@@ -145,6 +150,7 @@ HAND = [
 # Excel skips it ("logical values ... in the array or reference are ignored", the SUM/COUNT/AVERAGE
 # documentation). These follow Excel; the hand-written expressions above check them.
 LO_BOOLEANS_ARE_NUMBERS = {
+    "=SUM(TRUE,1)*A1+SUM(A1>0,C5)*A2",
     "=SUM(A1:A3,C1:C6)",
     "=AVERAGE(A1:A3,C1:C6)",
     "=COUNT(C1:C6)*A1",
@@ -182,6 +188,8 @@ EMPTY_RULES = [
     ("=ISBLANK(Z99)", 1),
     ("=ISBLANK(C7)", 1),
     ("=ISBLANK(C3)", 0),
+    ("=ISBLANK(Q1)", 0),  # Q1 is =C4: a formula over an empty cell is 0, not empty
+    ("=Q1*2+1", 1),
     ("=COUNTBLANK(C1:C7)", 2),
     ('=COUNTIF(C1:C7,"")', 2),
     ('=COUNTIF(C1:C7,"<>")', 5),
@@ -209,6 +217,11 @@ TYPE_RULES = [
     ("=C5=TRUE", 1),
     ("=(A1>0)=TRUE", 1),
     ("=(A1>0)=1", 0),
+    ("=SUM(TRUE,1)", 2),  # a boolean typed as an argument counts
+    ("=SUM(C5,1)", 1),  # one in a referenced cell does not
+    ("=COUNT(TRUE,C5,1)", 2),
+    ("=SUM({TRUE,1})", 1),  # nor one in an array constant
+    ("=Q1", 0),  # =C4 of an empty C4
 ]
 # Where LibreOffice differs from Excel's documented result: it has no boolean type (TRUE is the number
 # 1), so it answers TRUE to these comparisons; its SUMXMY2 (not SUMX2MY2) gives #VALUE! for a text cell
@@ -219,6 +232,9 @@ LO_DIFFERS = {
     "=C5>100": 0,
     "=(A1>0)=1": 1,
     "=SUMXMY2(C1:C4,D1:D4)": ERROR,
+    "=SUM(C5,1)": 2,
+    "=COUNT(TRUE,C5,1)": 3,
+    "=SUM({TRUE,1})": 2,
 }
 
 
@@ -241,6 +257,7 @@ def book(tmp_path_factory):
     for r in (1, 2, 3):  # copied down: a criterion per row
         ws[f"O{r}"] = f'=SUMIF($D$1:$D$3,">"&D{r},$A$1:$A$3)+COUNTIF($D$1:$D$4,D{r})*A{r}'
     ws["C7"].font = openpyxl.styles.Font(bold=True)  # formatted, no value
+    ws["Q1"] = "=C4"
     _collaborative_filtering(wb.create_sheet("CF"))
     _blocks(wb.create_sheet("B"))
     path = tmp_path_factory.mktemp("functions") / "functions.xlsx"
@@ -399,6 +416,33 @@ def _blocks(ws):
         for k, (f, _) in enumerate(BLOCKS):
             rng = f"H{i + 1}:K{i + 1}"
             ws.cell(i + 1, 13 + k, "=" + (f.format(rng) if "{}" in f else f"{f}({rng})"))
+        ws[f"Z{i + 1}"] = f"=ROW()*S!$A$1+COLUMN()+ROW(A$2)+COLUMN(B{i + 1})"  # copied down
+        ws.cell(6, 8 + i, f"=COLUMN()*S!$A$1+COLUMN({'ABCD'[i]}1)+ROW()+ROW($A1)")  # copied across
+    ws["Z6"] = openpyxl.worksheet.formula.ArrayFormula("Z6:Z8", "=ROW()*S!$A$1+COLUMN()")
+
+
+@pytest.mark.libreoffice
+def test_row_and_column(book, recalculated):
+    """ROW()/COLUMN() of the cell, of a moving and of a fixed reference, in blocks copied down and across."""
+    m = compile_workbook(book, objective="S!B1", params="S!A1:A3")
+    (p0,) = m.initial_params()
+    p = p0.detach().clone().requires_grad_()
+    down = m.evaluate(["B!Z1:Z4"], [p])["B!Z1:Z4"].reshape(-1)
+    across = m.evaluate(["B!H6:K6"], [p])["B!H6:K6"].reshape(-1)
+    a = P0[0]
+    want_down = [r * a + 26 + 2 + 2 for r in range(1, 5)]
+    want_across = [c * a + (c - 7) + 6 + 1 for c in range(8, 12)]
+    assert down.tolist() == pytest.approx(want_down, rel=1e-12)
+    assert across.tolist() == pytest.approx(want_across, rel=1e-12)
+    array = m.evaluate(["B!Z6:Z8"], [p])["B!Z6:Z8"].reshape(-1)  # {=ROW()...} over Z6:Z8
+    want_array = [r * a + 26 for r in (6, 7, 8)]
+    assert array.tolist() == pytest.approx(want_array, rel=1e-12)
+    (g,) = torch.autograd.grad(down.sum() + across.sum() + array.sum(), p)
+    assert g.reshape(-1).tolist() == pytest.approx([1 + 2 + 3 + 4 + 8 + 9 + 10 + 11 + 6 + 7 + 8, 0, 0])
+    lo = recalculated["B"]
+    assert [lo[f"Z{r}"] for r in range(1, 5)] == pytest.approx(want_down, rel=1e-12)
+    assert [lo[f"{c}6"] for c in "HIJK"] == pytest.approx(want_across, rel=1e-12)
+    assert [lo[f"Z{r}"] for r in (6, 7, 8)] == pytest.approx(want_array, rel=1e-12)
 
 
 @pytest.mark.libreoffice
@@ -442,19 +486,20 @@ def test_errors_and_types_match_libreoffice(libreoffice):
     assert got == want
 
 
-# issue #12's list; ROW and COLUMN need the cell's position, which the compiler has and the builders
-# do not (see the report of that change)
+# issue #12's list; ROW and COLUMN need the cell's position, which the compiler has and the builders do
+# not: they live in xlmnist.compile.cellwise
 LISTED = """SUM SUMSQ SUMPRODUCT SUMX2MY2 SUMXMY2 PRODUCT AVERAGE AVERAGEA COUNT COUNTA COUNTBLANK COUNTIF
 COUNTIFS SUMIF SUMIFS AVERAGEIF AVERAGEIFS MIN MAX MINIFS MAXIFS LARGE SMALL MEDIAN VAR.P VAR.S VAR STDEV.P
 STDEV.S STDEV ABS SIGN SQRT EXP LN LOG LOG10 POWER MOD ROUND ROUNDUP ROUNDDOWN INT TRUNC FLOOR CEILING PI
 IF IFS IFERROR IFNA AND OR NOT XOR SWITCH CHOOSE ISBLANK ISNUMBER ISERROR ROWS COLUMNS TRANSPOSE TANH SINH
-COSH""".split()
+COSH ROW COLUMN""".split()
 
 
 def test_listed_functions_are_in_the_table_and_tested():
+    from xlmnist.compile.cellwise import POSITION
     from xlmnist.compile.functions import FUNCTIONS
 
-    assert [f for f in LISTED if f not in FUNCTIONS] == []
+    assert [f for f in LISTED if f not in FUNCTIONS and f not in POSITION] == []
     formulas = " ".join([f for f, _ in HAND] + [f if "(" in f else f + "()" for f, _ in BLOCKS])
     assert [f for f in LISTED if not re.search(rf"(?<![A-Z]){re.escape(f)}\(", formulas)] == []
 

@@ -6,6 +6,7 @@ rendered and compiled once, validated in float64 (``program``); ``debug`` is ``X
 ``compile_workbook(path, sheet=...)`` -> :class:`CompiledModel` is the stage's entry point.
 """
 
-from xlmnist.compile.model import SENSES, CompiledModel, compile_workbook, read_settings
+from xlmnist.compile.model import SENSES, CompiledModel, compile_workbook
+from xlmnist.compile.settings import read_settings
 
 __all__ = ["SENSES", "CompiledModel", "compile_workbook", "read_settings"]

@@ -21,6 +21,25 @@ DATA = -1_000_000  # env slot of the data rows (the ``xlmnist_data`` range)
 TRUSTED = "trusted"  # env key: the data rows passed the generated program's ``check`` (skip its guards)
 
 
+def _windows(a, R: int, C: int, h: int, w: int, rrel: bool, crel: bool, unfold):
+    """Footprint [FH, FW] -> per-cell windows [bR, bC, h, w] (views)."""
+    rrel, crel = rrel and (R > 1 or R == -1), crel and C > 1
+    if (not rrel or h == 1) and (not crel or w == 1):  # one reshape does it
+        if crel and not rrel and h > 1:  # one column each: [h, C] -> [1, C, h, 1]
+            return a.transpose(0, 1).reshape(1, C, h, 1)
+        return a.reshape(R if rrel else 1, C if crel else 1, 1 if rrel else h, 1 if crel else w)
+    a = unfold(a, 0, h).swapaxes(1, 2) if rrel else a[None]
+    return unfold(a, 2, w).swapaxes(1, 2) if crel else a[:, None]
+
+
+def _t_unfold(t, dim, size):
+    return t.unfold(dim, size, 1)
+
+
+def _np_unfold(a, dim, size):
+    return np.lib.stride_tricks.sliding_window_view(a, size, axis=dim)
+
+
 class _Expr:
     __slots__ = ("const", "fn", "aligned", "info")
 

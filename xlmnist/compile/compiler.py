@@ -11,14 +11,19 @@ import math
 import numpy as np
 import torch
 
+from xlmnist.compile import cellwise
 from xlmnist.compile import functions as F
 from xlmnist.compile.areas import (
     DATA,
     Areas,
     _Expr,
+    _np_unfold,
+    _t_unfold,
+    _windows,
     parse_areas,  # noqa: F401 - also imported from here (export.module)
 )
 from xlmnist.compile.functions import BOOL, EMPTY, ERR, NUM, TEXT, ExcelError, Value
+from xlmnist.compile.values import typed
 from xlmnist.errors import FormulaError, WorkbookError
 from xlmnist.formula import parser as P
 from xlmnist.formula.graph import Graph, RefUse, topo_order
@@ -34,28 +39,14 @@ def _scalar(e: _Expr) -> float | None:
     return float(v.t.reshape(()))
 
 
+def _typed(e: _Expr) -> _Expr:
+    """A directly typed argument: its booleans become numbers."""
+    return _Expr(typed(e.const)) if e.const is not None else _Expr(fn=lambda env: typed(e(env)))
+
+
 class _Ctx:
     def __init__(self, dtype, device):
         self.dtype, self.device = dtype, device
-
-
-def _windows(a, R: int, C: int, h: int, w: int, rrel: bool, crel: bool, unfold):
-    """Footprint [FH, FW] -> per-cell windows [bR, bC, h, w] (views)."""
-    rrel, crel = rrel and (R > 1 or R == -1), crel and C > 1
-    if (not rrel or h == 1) and (not crel or w == 1):  # one reshape does it
-        if crel and not rrel and h > 1:  # one column each: [h, C] -> [1, C, h, 1]
-            return a.transpose(0, 1).reshape(1, C, h, 1)
-        return a.reshape(R if rrel else 1, C if crel else 1, 1 if rrel else h, 1 if crel else w)
-    a = unfold(a, 0, h).swapaxes(1, 2) if rrel else a[None]
-    return unfold(a, 2, w).swapaxes(1, 2) if crel else a[:, None]
-
-
-def _t_unfold(t, dim, size):
-    return t.unfold(dim, size, 1)
-
-
-def _np_unfold(a, dim, size):
-    return np.lib.stride_tricks.sliding_window_view(a, size, axis=dim)
 
 
 class Compiler(Areas):
@@ -77,6 +68,14 @@ class Compiler(Areas):
         self.rows_of: dict[int, tuple[int, int]] = {}
         self.reads: dict[int, set[int]] = {}  # block -> dynamic blocks it reads
         self._row_aligned = False
+        self.random: set[int] = set()  # blocks that use RAND() & co., or read one: re-sampled per call
+        self.gen = torch.Generator(device=self.ctx.device)  # their samples; reseed(seed) fixes them
+        self.gen.seed()
+        self._random = self._uses_row = False  # set while compiling one block's formula
+
+    def reseed(self, seed: int) -> None:
+        """Fix the samples of RAND() & co.: the same sequence of draws for the same seed."""
+        self.gen.manual_seed(int(seed))
 
     # ---- constants ----------------------------------------------------------------------------------
     def _const_grid(self, name: str) -> None:
@@ -223,6 +222,10 @@ class Compiler(Areas):
                 return self._op(b, lambda c, a: F.concat(c, a[0], a[1]), [node.left, node.right])
             raise FormulaError(f"{b.anchor}: the {op!r} reference operator is not supported")
         if T is P.Call:
+            if node.name in cellwise.POSITION:
+                return cellwise.position(self, node, b)
+            if node.name in cellwise.RANDOM:
+                return cellwise.random(self, node, b)
             entry = F.FUNCTIONS.get(node.name)
             if entry is None:
                 raise FormulaError(f"{b.anchor}: unsupported function {node.name}()")
@@ -231,7 +234,10 @@ class Compiler(Areas):
                 raise FormulaError(
                     f"{b.anchor}: {node.name}() takes {lo}..{hi} arguments, got {len(node.args)}"
                 )
-            return self._op(b, fn, list(node.args), node.name)
+            args = list(node.args)
+            if node.name in F.DIRECT_BOOLS:  # TRUE typed as an argument counts, in a cell it does not
+                args = [a if type(a) in (RefUse, P.Array) else _typed(self.expr(a, b)) for a in args]
+            return self._op(b, fn, args, node.name)
         raise FormulaError(f"{b.anchor}: cannot compile {type(node).__name__}")
 
     def _text(self, s: str) -> Value:
@@ -314,11 +320,18 @@ class Compiler(Areas):
             if bid in self.in_data:
                 self.compiled[bid] = False
                 continue
-            self._row_aligned = False
+            self._row_aligned = self._random = self._uses_row = False
             e = self.expr(b.ast, b)
             r1, c1, r2, c2 = b.out
             H, W = r2 - r1 + 1, c2 - c1 + 1
             aligned = self._row_aligned
+            if aligned and self._uses_row:
+                raise FormulaError(
+                    f"{b.anchor}: ROW() in {b.name}, a formula over the data rows, is the sheet row, which "
+                    "other data rows do not have (not row-polymorphic)"
+                )
+            if self._random or self.random.intersection(self.reads.get(bid, ())):
+                self.random.add(bid)
             if aligned:
                 self.aligned.add(bid)
                 self.rows_of[bid] = (r1, r2)
@@ -355,6 +368,7 @@ class Compiler(Areas):
                 kind = np.where(np.isfinite(out), NUM, ERR).astype(np.int8)
                 if v.kind is not None and not b.array:
                     kind = np.where(np.isfinite(out), np.broadcast_to(v.kind[:, :, 0, 0], (H, W)), kind)
+                    kind[kind == EMPTY] = NUM  # =A5 of an empty A5 is 0, not an empty cell
                 if v.s is not None and not b.array:
                     if self.cstr[b.sheet] is None:
                         self.cstr[b.sheet] = np.full(self.cnum[b.sheet].shape, None, object)

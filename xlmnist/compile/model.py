@@ -12,6 +12,7 @@ from xlmnist.compile import debug
 from xlmnist.compile.areas import DATA, TRUSTED, parse_areas
 from xlmnist.compile.compiler import Compiler
 from xlmnist.compile.program import checked_evaluator, lower_program, retarget
+from xlmnist.compile.settings import pick_sheet, read_settings
 from xlmnist.errors import FormulaError, WorkbookError, XlmnistError
 from xlmnist.xlsx.reader import read_workbook
 from xlmnist.xlsx.refs import area_name, cell_name
@@ -45,10 +46,14 @@ class CompiledModel:
         if blk is None:
             raise WorkbookError(f"{self.objective_ref}: the objective cell holds no formula")
         comp.compile_blocks([blk.id])
+        self._const = None  # the objective's value where it is a constant (a sheet without trainable cells)
         if not comp.compiled[blk.id]:
-            raise WorkbookError(
-                f"{self.objective_ref}: the objective does not depend on any trainable cell ({', '.join(self.param_refs)})"
-            )
+            if comp.params:
+                raise WorkbookError(
+                    f"{self.objective_ref}: the objective does not depend on any trainable cell "
+                    f"({', '.join(self.param_refs)})"
+                )
+            self._const = torch.tensor(comp.cnum[sheet][r, c], dtype=self.dtype, device=self.device)
         self._obj = (blk.id, r - blk.out[0], c - blk.out[1])
         needed, todo = set(), [blk.id]
         while todo:  # the blocks the objective reads (through the data range's replacement, if any)
@@ -57,6 +62,7 @@ class CompiledModel:
                 needed.add(bid)
                 todo += comp.reads.get(bid, ())
         self._obj_steps = [(bid, e) for bid, e in comp.steps if bid in needed]
+        self.random = bool(comp.random & needed)  # the objective depends on RAND() & co.: a sample per call
         self.data_ref = None if comp.data is None else area_name(*comp.data)
         self._ncols = None if comp.data is None else comp.data[4] - comp.data[2] + 1
         self._prog = self._twin = None
@@ -81,6 +87,12 @@ class CompiledModel:
         generated source) validated by its float64 ``twin``."""
         if os.environ.get("XLMNIST_LOWER") == "0":
             self.fallback_reason = "XLMNIST_LOWER=0"
+            return None
+        if self._const is not None:
+            self.fallback_reason = "the objective is a constant (no trainable cells): nothing to lower"
+            return None
+        if self.random:
+            self.fallback_reason = "the objective depends on RAND() & co. (not lowered: a sample per call)"
             return None
         if self.dtype != torch.float64 or self.device.type != "cpu":
             if twin is None:
@@ -117,7 +129,7 @@ class CompiledModel:
         its formula graph (no second read or parse of the file)."""
         c = self._c
         twin = self if self.dtype == torch.float64 and self.device.type == "cpu" else self._twin
-        return _compile(
+        model = _compile(
             c.wb,
             c.graph,
             *self._recipe[:3],
@@ -126,6 +138,9 @@ class CompiledModel:
             self._recipe[3],
             twin,
         )
+        if self.__dict__.get("_seed") is not None:
+            model.reseed(self._seed)
+        return model
 
     @property
     def workbook(self):
@@ -166,6 +181,11 @@ class CompiledModel:
     def initial_params(self) -> list[torch.Tensor]:
         return self._c.initial_params()
 
+    def reseed(self, seed: int) -> None:
+        """Fix the samples of RAND() & co. (:attr:`random`): the same draws again for the same seed."""
+        self._c.reseed(seed)
+        self._seed = seed  # recompile() keeps it
+
     def data_rows(self) -> torch.Tensor | None:
         """The data rows as the sheet holds them ([N, ncols]), or None without a data range."""
         return self._c.data_default
@@ -203,6 +223,8 @@ class CompiledModel:
             env[TRUSTED] = True
         if self._prog is not None:
             return self._prog(env)
+        if self._const is not None:
+            return self._const
         for bid, e in self._obj_steps:
             env[bid] = e(env)
         bid, i, j = self._obj
@@ -248,7 +270,10 @@ class CompiledModel:
             return cache[key]
         steps = [(bid, e) for bid, e in self._c.steps if bid in needed]
         prog = None
-        if steps and os.environ.get("XLMNIST_LOWER") != "0":
+        if steps and self._c.random & needed:
+            if debug.level() >= 3:
+                print("xlmnist: evaluate runs the block closures: they use RAND() & co.", file=sys.stderr)
+        elif steps and os.environ.get("XLMNIST_LOWER") != "0":
             prog = checked_evaluator(self._c, steps, env)
         cache[key] = prog
         return prog
@@ -292,57 +317,15 @@ class CompiledModel:
         return "\n".join(lines)
 
 
-def _pick_sheet(wb, sheet: str | None) -> str:
-    def has(s):
-        return wb.names.get((s, "XLMNIST_OBJECTIVE")) or wb.names.get((s, "SOLVER_OPT"))
-
-    if sheet is not None:
-        for s in wb.order:
-            if s.lower() == sheet.lower():
-                return s
-        raise WorkbookError(f"{os.path.basename(wb.path)}: no sheet named {sheet!r}")
-    if wb.active and has(wb.active):
-        return wb.active
-    for s in wb.order:
-        if has(s):
-            return s
-    return wb.active or wb.order[0]
-
-
-def read_settings(wb, sheet: str) -> dict:
-    """Rows of the ``settings`` sheet (header sheet | setting | value) for ``sheet``."""
-    st = next((wb.sheets[s] for s in wb.order if s.lower() == "settings"), None)
-    if st is None:
-        return {}
-    header = None
-    out = {}
-    rows: dict[int, dict[int, object]] = {}
-    for (r, c), v in st.values.items():
-        rows.setdefault(r, {})[c] = v
-    for r in sorted(rows):
-        cells = rows[r]
-        if header is None:
-            low = {c: str(v).strip().lower() for c, v in cells.items() if isinstance(v, str)}
-            if {"sheet", "setting", "value"} <= set(low.values()):
-                header = {name: c for c, name in low.items()}
-            continue
-        if str(cells.get(header["sheet"], "")).strip().lower() != sheet.lower():
-            continue
-        key = cells.get(header["setting"])
-        if not isinstance(key, str) or not key.strip():
-            continue
-        val = cells.get(header["value"])
-        if isinstance(val, float) and val.is_integer():
-            val = int(val)
-        out[key.strip()] = "" if val is None else val
-    return out
-
-
 def compile_workbook(
-    path, sheet=None, objective=None, params=None, dtype=torch.float64, device="cpu", data=None
+    path, sheet=None, objective=None, params=None, dtype=torch.float64, device="cpu", data=None, seed=None
 ) -> CompiledModel:
-    """Compile the objective of ``sheet`` (or of the flags) into a :class:`CompiledModel`."""
-    return _compile(read_workbook(path), None, sheet, objective, params, dtype, device, data)
+    """Compile the objective of ``sheet`` (or of the flags) into a :class:`CompiledModel`; ``seed`` fixes
+    the samples of RAND() & co. (default: a fresh seed)."""
+    model = _compile(read_workbook(path), None, sheet, objective, params, dtype, device, data)
+    if seed is not None:
+        model.reseed(seed)
+    return model
 
 
 def _compile(
@@ -350,14 +333,14 @@ def _compile(
 ) -> CompiledModel:
     if objective is not None and sheet is None:
         sheet = parse_areas(wb, objective, wb.active or wb.order[0])[0][0]
-    sheet = _pick_sheet(wb, sheet)
+    sheet = pick_sheet(wb, sheet)
     name = os.path.basename(wb.path)
     obj_text = objective or wb.names.get((sheet, "XLMNIST_OBJECTIVE")) or wb.names.get((sheet, "SOLVER_OPT"))
     par_text = params or wb.names.get((sheet, "XLMNIST_PARAMS")) or wb.names.get((sheet, "SOLVER_ADJ"))
-    if not obj_text or not par_text:
+    if not obj_text:
         raise WorkbookError(
-            f"{name}: sheet {sheet!r} has no objective/trainable cells "
-            "(no Solver settings or xlmnist_objective/xlmnist_params names; pass --objective and --params)"
+            f"{name}: sheet {sheet!r} has no objective cell "
+            "(no Solver settings or xlmnist_objective name; pass --objective)"
         )
     obj = parse_areas(wb, obj_text, sheet)
     if len(obj) != 1 or obj[0][1:3] != obj[0][3:5]:
@@ -371,7 +354,7 @@ def _compile(
         except ValueError:
             raise WorkbookError(f"{name}: sheet {sheet!r}: solver_val is not a number") from None
     comp = Compiler(wb, dtype=dtype, device=device, graph=graph)
-    for area in parse_areas(wb, par_text, sheet):
+    for area in parse_areas(wb, par_text, sheet) if par_text else ():  # none: evaluate only
         comp.add_param(*area)
     data_text = data or wb.names.get((sheet, "XLMNIST_DATA"))
     if data_text:

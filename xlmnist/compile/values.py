@@ -46,6 +46,13 @@ def num_of(ctx, x) -> Value:
     return Value(torch.as_tensor(float(x), dtype=ctx.dtype, device=ctx.device).reshape(1, 1, 1, 1))
 
 
+def typed(v: Value) -> Value:
+    """An argument typed into the formula (not a reference): its booleans count as numbers (SUM(TRUE,1))."""
+    if v.kind is None or not (v.kind == BOOL).any():
+        return v
+    return Value(v.t, np.where(v.kind == BOOL, NUM, v.kind).astype(np.int8), v.s)
+
+
 def as_bool(t: torch.Tensor) -> Value:
     """A 0/1 tensor as Excel booleans."""
     return Value(t, np.full((1, 1, 1, 1), BOOL, np.int8))

@@ -57,6 +57,7 @@ def _compile(args, device: str = "cpu"):
             params=args.params,
             dtype=torch.float64,
             device=device,
+            seed=getattr(args, "seed", None),
         )
     except XlmnistError:
         raise
@@ -84,6 +85,7 @@ def cmd_eval(args) -> int:
         "sense": model.sense,
         "params": model.param_refs,
         "metrics": mets,
+        "random": model.random,
     }
     extra = "".join(f", {k} {v:.6g}" for k, v in mets.items())
     _print(args, payload, f"{model.objective_ref} = {obj!r} ({model.sense}{extra})")
@@ -147,6 +149,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 def register(sub) -> None:
     p = sub.add_parser("eval", help="print the compiled objective for the current cell values")
     _common(p)
+    p.add_argument("--seed", type=int, help="seed of RAND() & co. (default: fresh samples)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from xlmnist.compile.functions import criteria, logic, lookup, maths, matrix, stats
 from xlmnist.compile.functions.operators import ARITH, compare, concat
 from xlmnist.compile.functions.operators import CMP as _CMP
+from xlmnist.compile.functions.stats import DIRECT_BOOLS
 from xlmnist.compile.values import BOOL, EMPTY, ERR, NUM, TEXT, ExcelError, Value
 from xlmnist.compile.values import as_bool as _bool
 from xlmnist.compile.values import num_of as _num_of
@@ -19,6 +20,7 @@ __all__ = [
     "ARITH",
     "BOOL",
     "EMPTY",
+    "DIRECT_BOOLS",
     "ERR",
     "FUNCTIONS",
     "NUM",

@@ -156,6 +156,12 @@ def _variance(ddof: int, root: bool):
     return build
 
 
+# Where a boolean typed directly as an argument (TRUE, A1>0) counts as 1/0 while one in a referenced cell or
+# an array constant is skipped (Excel: SUM(TRUE,1) is 2; "logical values ... that you type directly into
+# the list of arguments are counted"); the compiler turns such arguments into numbers.
+DIRECT_BOOLS = {"SUM", "SUMSQ", "PRODUCT", "COUNT", "AVERAGE", "MAX", "MIN", "MEDIAN"}
+DIRECT_BOOLS |= {"VAR.S", "VAR", "VAR.P", "VARP", "STDEV.S", "STDEV", "STDEV.P", "STDEVP"}
+
 STATS = {
     "SUM": (f_sum, 1, 255),
     "SUMSQ": (f_sumsq, 1, 255),
