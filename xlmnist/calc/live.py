@@ -16,7 +16,8 @@ from urllib.parse import unquote, urlparse
 
 from xlmnist.calc.formula import excel_formula, excel_reference
 from xlmnist.errors import WorkbookError
-from xlmnist.xlsx.reader import Sheet, Workbook, XLError, col_letters, parse_area
+from xlmnist.xlsx.reader import Sheet, Workbook, XLError
+from xlmnist.xlsx.refs import col_letters, parse_area
 
 FORMULA = 16  # com.sun.star.sheet.CellFlags.FORMULA
 CLEAR = 1 | 2 | 4 | 16  # VALUE | DATETIME | STRING | FORMULA

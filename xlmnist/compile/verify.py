@@ -19,8 +19,8 @@ from xlmnist import oracle as lo
 from xlmnist.compile.compiler import Compiler
 from xlmnist.compile.values import BOOL, EMPTY, ERR, NUM, TEXT
 from xlmnist.errors import WorkbookError, XlmnistError
-from xlmnist.formula.graph import sheet_for
-from xlmnist.xlsx.reader import XLError, cell_name, parse_cell, read_workbook
+from xlmnist.xlsx.reader import XLError, read_workbook
+from xlmnist.xlsx.refs import cell_name, parse_cell
 from xlmnist.xlsx.sheetxml import CellValues
 
 RTOL, ATOL = 1e-12, 1e-12  # numbers: |a - b| <= ATOL + RTOL * max(|a|, |b|)
@@ -164,7 +164,7 @@ def verify(path, sheet: str | None = None, oracle: str = "cached", seed: int | N
     if oracle not in ("cached", "libreoffice"):
         raise WorkbookError(f"--oracle must be cached or libreoffice, not {oracle!r}")
     wb = read_workbook(path)
-    sheets = [sheet_for(wb, sheet)] if sheet is not None else list(wb.order)
+    sheets = [wb.sheet(sheet).name] if sheet is not None else list(wb.order)
     cached = {s: wb.sheets[s].values for s in wb.order}
     recalculated = None
     if oracle == "libreoffice":
