@@ -14,14 +14,16 @@ from openpyxl.workbook.defined_name import DefinedName
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def book(path: Path, cells: dict, solver: tuple[str, str] | None = ("s!$C$1", "s!$A$1:$A$2")) -> Path:
+def book(
+    path: Path, cells: dict, solver: tuple[str, str] | None = ("s!$C$1", "s!$A$1:$A$2"), typ: str = "2"
+) -> Path:
     wb = openpyxl.Workbook()
     ws = wb.active
     ws.title = "s"
     for ref, value in cells.items():
         ws[ref] = value
     if solver:
-        for name, text in (("solver_opt", solver[0]), ("solver_adj", solver[1]), ("solver_typ", "2")):
+        for name, text in (("solver_opt", solver[0]), ("solver_adj", solver[1]), ("solver_typ", typ)):
             ws.defined_names[name] = DefinedName(name, attr_text=text)
     wb.save(path)
     return path
@@ -32,7 +34,9 @@ CASES = [
     ("unsupported function", {**BASE, "C1": "=FOOBAR(A1)+A2"}, None, r"s!C1.*FOOBAR"),
     ("circular reference", {**BASE, "C1": "=A1+D1", "D1": "=C1*2"}, None, r"circular.*s!(C1|D1)"),
     ("#DIV/0! reaches the objective", {**BASE, "C1": "=A1*B1+A2/0"}, None, r"s!C1.*#DIV/0!"),
-    ("#N/A reaches the objective", {**BASE, "C1": "=A1*B1+D1", "D1": "#N/A"}, None, r"s!C1.*s!D1.*error"),
+    ("#N/A reaches the objective", {**BASE, "C1": "=A1*B1+D1", "D1": "#N/A"}, None, r"s!C1.*s!D1 holds #N/A"),
+    ("#REF! in a cell", {**BASE, "C1": "=A1*B1+D1", "D1": "#REF!"}, None, r"s!C1.*s!D1 holds #REF!"),
+    ("#REF! in the formula", {**BASE, "C1": "=A1*B1+#REF!"}, None, r"s!C1.*holds the error #REF!"),
     ("text where a number is needed", {**BASE, "C1": "=A1*D1", "D1": "abc"}, None, r"s!C1.*s!D1.*text"),
     ("objective independent of the params", {**BASE, "C1": "=B1*B2"}, None, r"s!C1.*does not depend"),
     ("no Solver settings and no flags", {**BASE, "C1": "=A1*B1"}, "none", r"\bs\b.*(Solver|objective)"),
@@ -144,4 +148,13 @@ def test_write_failure_is_one_line(tmp_path):
     before = path.read_bytes()
     proc = run("train", path, "--quiet", "--out", tmp_path / "blocker" / "o.xlsx")
     assert_one_line_error(proc, r"blocker.*cannot write")
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_unknown_solver_goal_is_an_error(tmp_path, command):
+    """solver_typ 7 is no Solver goal: refused, not silently minimised."""
+    path = book(tmp_path / "b.xlsx", {**BASE, "C1": "=(A1*B1+A2*B2-1)^2"}, typ="7")
+    before = path.read_bytes()
+    assert_one_line_error(run(command, path), r"solver_typ = 7: unknown Solver goal")
     assert path.read_bytes() == before

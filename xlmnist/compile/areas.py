@@ -97,7 +97,8 @@ class Areas:
             bad = np.argwhere((kind == TEXT) | (kind == ERR))
             if len(bad) and owner not in self.bad_inputs:
                 rr, cc = int(bad[0][0]), int(bad[0][1])
-                what = "text" if kind[rr, cc] == TEXT else "an error value"
+                code = self.cerr.get(sheet, {}).get((r1 + rr, c1 + cc))
+                what = "text" if kind[rr, cc] == TEXT else code or "an error value"
                 self.bad_inputs[owner] = f"{cell_name(sheet, r1 + rr, c1 + cc)} holds {what}"
         kind = None if (kind == NUM).all() else kind
         if strs is not None and not (kind is not None and (kind == TEXT).any()):

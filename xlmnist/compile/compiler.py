@@ -55,6 +55,7 @@ class Compiler(Areas):
         self.graph = graph if graph is not None else Graph(wb)  # the graph is dtype-free: shareable
         self.src = {name: g.copy() for name, g in self.graph.grid.items()}
         self.cnum, self.ckind, self.cstr = {}, {}, {}
+        self.cerr: dict[str, dict] = {}  # sheet -> {(row, col): '#N/A'}: the error values the file holds
         for name in wb.order:
             self._const_grid(name)
         self.params: list[tuple[str, int, int, int, int]] = []
@@ -98,6 +99,7 @@ class Compiler(Areas):
                 num[r, c], kind[r, c] = v, NUM
             elif isinstance(v, XLError):
                 num[r, c], kind[r, c] = math.nan, ERR
+                self.cerr.setdefault(name, {})[(r, c)] = str(v)
             else:
                 if strs is None:
                     strs = np.full(shape, None, object)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import numpy as np
@@ -288,9 +289,12 @@ class CompiledModel:
                 b = c.graph.blocks[bid]
                 where = cell_name(b.sheet, b.out[0] + int(bad[0][0]), b.out[1] + int(bad[0][1]))
                 cause = c.bad_inputs.get(bid)
+                literal = _error_literal(c.wb.sheets[b.sheet].formula((b.r0, b.c0)))
                 why = (
                     f"{cause} where a number is needed"
                     if cause
+                    else f"the formula holds the error {literal}"
+                    if literal
                     else "#DIV/0! or #NUM! (division by zero or invalid math)"
                 )
                 raise FormulaError(f"{where}: evaluates to an error: {why}")
@@ -346,7 +350,11 @@ def _compile(
     if len(obj) != 1 or obj[0][1:3] != obj[0][3:5]:
         raise WorkbookError(f"{obj_text}: the objective must be a single cell")
     typ = str(wb.names.get((sheet, "SOLVER_TYP"), "2")).strip()
-    sense = SENSES.get(typ.split(".")[0], "min")
+    sense = SENSES.get(typ.split(".")[0].strip())
+    if sense is None:
+        raise WorkbookError(
+            f"{name}: sheet {sheet!r}: solver_typ = {typ}: unknown Solver goal (1 max, 2 min, 3 value of)"
+        )
     target = None
     if sense == "value":
         try:
@@ -367,3 +375,14 @@ def _compile(
     if report and debug.level():
         print(debug.report(model, debug.level()), file=sys.stderr)
     return model
+
+
+_ERROR_LITERAL = re.compile(r'"(?:[^"]|"")*"|(#REF!|#N/A|#NAME\?|#VALUE!|#NULL!|#NUM!|#DIV/0!)')
+
+
+def _error_literal(text: str) -> str | None:
+    """The first error value written into a formula's text (``=A1+#REF!`` after a deleted column), if any."""
+    for m in _ERROR_LITERAL.finditer(text or ""):
+        if m.group(1):
+            return m.group(1)
+    return None
