@@ -12,6 +12,7 @@ path (``S!A1 -> S!B1 -> S!A1``).
 from __future__ import annotations
 
 MAX_SPLIT_CELLS = 4096  # a bigger block in a cycle is not split cell by cell: the cycle is reported
+MAX_STEPS = 100_000  # a running recurrence (one column or row, or a few) is split into up to this many steps
 
 
 def components(graph) -> list[list[int]]:
@@ -49,7 +50,7 @@ def components(graph) -> list[list[int]]:
                     group.append(w)
                     if w == v:
                         break
-                if len(group) > 1:
+                if len(group) > 1 or v in _deps(graph, v):  # a block reading its own cells: a recurrence
                     out.append(group)
     return out
 
@@ -70,7 +71,13 @@ def split_false_cycles(graph) -> None:
         split = False
         for group in components(graph):
             blocks = [graph.blocks[i] for i in group]
-            ok = [b for b in blocks if not b.array and 1 < b.R * b.C <= MAX_SPLIT_CELLS]
+            ok = [b for b in blocks if not b.array and 1 < b.R * b.C and _splittable(b)]
+            if (
+                len(group) == 1 and ok
+            ):  # a running recurrence: one step per row (or column), vectorised across
+                graph.split_block(ok[0], "rows" if ok[0].R > 1 else "columns")
+                split = True
+                continue
             wide = [b for b in ok if b.C > 1]  # a row of side-by-side cells first, the smallest one
             for across, pick in (("columns", wide), ("rows", ok)):
                 if pick:
@@ -79,6 +86,10 @@ def split_false_cycles(graph) -> None:
                     break
         if not split:
             return
+
+
+def _splittable(b) -> bool:
+    return b.R * b.C <= MAX_SPLIT_CELLS or (min(b.R, b.C) <= 16 and max(b.R, b.C) <= MAX_STEPS)
 
 
 def cycle_message(graph, path: list[int]) -> str:

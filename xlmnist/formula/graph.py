@@ -14,7 +14,7 @@ import numpy as np
 
 from xlmnist.errors import FormulaError
 from xlmnist.formula import parser as P
-from xlmnist.formula.cycles import cycle_message, split_false_cycles
+from xlmnist.formula.cycles import MAX_STEPS, cycle_message, split_false_cycles
 from xlmnist.formula.r1c1 import r1c1_key
 from xlmnist.formula.structref import spec_items
 from xlmnist.xlsx.reader import Workbook
@@ -95,7 +95,12 @@ class Graph:
         self.grid: dict[str, np.ndarray] = {}
         for name in wb.order:
             self._build_sheet(name)
+        self.splitting = True  # a block reading its own other cells is split (xlmnist.formula.cycles)
         split_false_cycles(self)
+        self.splitting = False
+        for b in self.blocks:  # a recurrence left whole (too long) is reported when it is compiled
+            if b.id in b.deps:
+                b.ast, b.refs, b.deps = None, [], []
 
     def _build_sheet(self, name: str) -> None:
         sh = self.wb.sheets[name]
@@ -202,15 +207,20 @@ class Graph:
         b.deps = sorted(deps)
 
     def _self_dependency(self, b: Block) -> None:
+        """A block reading its own cells: its own cell is a circular reference; another of its cells is
+        a running recurrence (``C5 = C4 - lr*D4``), which the graph splits into one block per step while
+        it is built (kept as a self-dependency then), and reports here only when it was too long."""
         for use in b.refs:
             if use.sheet != b.sheet:
                 continue
             r1, c1, r2, c2 = use.r1, use.c1, use.r2, use.c2
             if r1 <= b.r0 <= r2 and c1 <= b.c0 <= c2 and (use.rrel or b.R == 1) and (use.crel or b.C == 1):
                 raise FormulaError(f"{b.anchor}: circular reference (the formula refers to its own cell)")
+        if getattr(self, "splitting", False):
+            return
         raise FormulaError(
             f"{b.anchor}: the copied formula in {b.name} refers to other cells of its own column/row "
-            "(a running recurrence); not supported"
+            f"(a running recurrence) over more than {MAX_STEPS} steps; not supported"
         )
 
     def resolve(self, node, b: Block, depth: int):
