@@ -15,6 +15,7 @@ import numpy as np
 from xlmnist.errors import FormulaError
 from xlmnist.formula import parser as P
 from xlmnist.formula.cycles import MAX_STEPS, cycle_message, split_false_cycles
+from xlmnist.formula.offset import resolve_offset
 from xlmnist.formula.r1c1 import r1c1_key
 from xlmnist.formula.structref import spec_items
 from xlmnist.xlsx.reader import Workbook
@@ -286,29 +287,7 @@ class Graph:
         return arg
 
     def _offset(self, node: P.Call, b: Block):
-        args = node.args
-        nums = []
-        for a in args[1:]:
-            if isinstance(a, P.Missing):
-                nums.append(None)
-            elif isinstance(a, P.Number):
-                nums.append(int(a.value))
-            elif isinstance(a, P.Unary) and a.op == "-" and isinstance(a.operand, P.Number):
-                nums.append(-int(a.operand.value))
-            else:
-                raise FormulaError(f"{b.anchor}: OFFSET is supported with constant arguments only")
-        base = args[0] if args else None
-        if isinstance(base, P.StructRef):
-            base = self.struct_ref(base, b)
-        if not isinstance(base, P.Ref) or len(nums) < 2:
-            raise FormulaError(f"{b.anchor}: OFFSET needs a reference and row/column offsets")
-        dr, dc = nums[0] or 0, nums[1] or 0
-        h = nums[2] if len(nums) > 2 and nums[2] else base.r2 - base.r1 + 1
-        w = nums[3] if len(nums) > 3 and nums[3] else base.c2 - base.c1 + 1
-        r1, c1 = base.r1 + dr, base.c1 + dc
-        if r1 < 1 or c1 < 1 or h < 1 or w < 1:
-            raise FormulaError(f"{b.anchor}: OFFSET outside the sheet (#REF!)")
-        return replace(base, r1=r1, c1=c1, r2=r1 + h - 1, c2=c1 + w - 1, ar2=base.ar1, ac2=base.ac1)
+        return resolve_offset(self, node, b)
 
     def struct_ref(self, node: P.StructRef, b: Block) -> P.Ref:
         table = self.wb.tables.get(node.table.upper())
