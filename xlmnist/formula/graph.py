@@ -169,8 +169,9 @@ class Graph:
         b.R, b.C, b.out = parts[0][2] - r1 + 1, parts[0][3] - c1 + 1, parts[0]
         for a1, d1, a2, d2 in parts[1:]:
             self._add(Block(len(self.blocks), b.sheet, a1, d1, a2 - a1 + 1, d2 - d1 + 1, (a1, d1, a2, d2)))
-        for x in self.blocks:  # the dependencies name the old extents
-            x.ast, x.refs, x.deps = None, [], []
+        for x in self.blocks:  # the dependencies on it name the old extents (the others are unchanged)
+            if x is b or b.id in x.deps:
+                x.ast, x.refs, x.deps = None, [], []
 
     def block_at(self, sheet: str, r: int, c: int) -> Block | None:
         grid = self.grid.get(sheet)
