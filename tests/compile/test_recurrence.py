@@ -13,6 +13,7 @@ from openpyxl.workbook.defined_name import DefinedName
 
 from xlmnist import oracle
 from xlmnist.compile import compile_workbook
+from xlmnist.errors import FormulaError
 
 T = 60  # steps
 X = [0.0, 1.0, 2.0, 3.0, 4.0]
@@ -200,3 +201,25 @@ def test_values_match_libreoffice(book):
             have = got[ref].reshape(-1).numpy()
             assert all(isinstance(x, float) and math.isfinite(x) for x in want), ref
             np.testing.assert_allclose(have, want, rtol=1e-12, atol=1e-14, err_msg=ref)
+
+
+def test_too_long_recurrence_is_reported_only_when_compiled(tmp_path, monkeypatch):
+    """A recurrence longer than the split limit stays one block: compiling it names it; an objective
+    that does not read it compiles."""
+    from xlmnist.formula import cycles
+
+    monkeypatch.setattr(cycles, "MAX_SPLIT_CELLS", 4)
+    monkeypatch.setattr(cycles, "MAX_STEPS", 8)
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "s"
+    ws["A1"], ws["B1"] = 0.0, 2.0
+    for r in range(2, 22):
+        ws[f"A{r}"] = f"=A{r - 1}+1"
+    ws["C1"], ws["C2"] = "=B1^2", "=A21*B1"
+    _names(ws, "s", "$C$1", "s!$B$1")
+    wb.save(tmp_path / "long.xlsx")
+    model = compile_workbook(tmp_path / "long.xlsx")
+    assert float(model.objective(model.initial_params())) == 4.0
+    with pytest.raises(FormulaError, match=r"s!A2: .*\(a running recurrence\) over more than"):
+        compile_workbook(tmp_path / "long.xlsx", objective="s!C2")

@@ -32,6 +32,8 @@ class Block:
     C: int
     out: tuple[int, int, int, int]  # the cells it writes (the array range for array formulas)
     array: bool = False
+    step: bool = False  # one step (row or column) of a running recurrence (xlmnist.formula.cycles)
+    origin: tuple[int, int] | None = None  # a step: the anchor of the block it was split from
     ast: object = None
     refs: list = field(default_factory=list)  # RefUse of every reference in the resolved AST
     deps: list[int] = field(default_factory=list)
@@ -94,6 +96,7 @@ class Graph:
         self.wb = wb
         self.blocks: list[Block] = []
         self.grid: dict[str, np.ndarray] = {}
+        self._parsed: dict[tuple[str, int, int], object] = {}  # anchor cell -> its formula parsed
         for name in wb.order:
             self._build_sheet(name)
         self.splitting = True  # a block reading its own other cells is split (xlmnist.formula.cycles)
@@ -160,15 +163,19 @@ class Graph:
         return new
 
     def split_block(self, b: Block, across: str) -> None:
-        """Split ``b`` into one block per column (``across="columns"``) or per row (``"rows"``)."""
+        """Split ``b`` into one block per column (``across="columns"``) or per row (``"rows"``): the
+        steps of a running recurrence (or a false cycle's parts), marked ``step``."""
         r1, c1, r2, c2 = b.out
         if across == "columns":
             parts = [(r1, c, r2, c) for c in range(c1, c2 + 1)]
         else:
             parts = [(r, c1, r, c2) for r in range(r1, r2 + 1)]
-        b.R, b.C, b.out = parts[0][2] - r1 + 1, parts[0][3] - c1 + 1, parts[0]
+        b.R, b.C, b.out, b.step = parts[0][2] - r1 + 1, parts[0][3] - c1 + 1, parts[0], True
+        origin = b.origin or (b.r0, b.c0)
         for a1, d1, a2, d2 in parts[1:]:
-            self._add(Block(len(self.blocks), b.sheet, a1, d1, a2 - a1 + 1, d2 - d1 + 1, (a1, d1, a2, d2)))
+            part = Block(len(self.blocks), b.sheet, a1, d1, a2 - a1 + 1, d2 - d1 + 1, (a1, d1, a2, d2))
+            part.step, part.origin = True, origin
+            self._add(part)
         for x in self.blocks:  # the dependencies on it name the old extents (the others are unchanged)
             if x is b or b.id in x.deps:
                 x.ast, x.refs, x.deps = None, [], []
@@ -195,10 +202,7 @@ class Graph:
         """Parse and resolve the block's formula, collect its references and dependencies."""
         if b.ast is not None:
             return
-        sh = self.wb.sheets[b.sheet]
-        text = sh.formula((b.r0, b.c0))
-        ast = P.parse(text, b.anchor)
-        b.ast = self.resolve(ast, b, depth=0)
+        b.ast = self.resolve(self._parse(b), b, depth=0)
         deps: set[int] = set()
         for use in b.refs:
             fp = use.footprint(b.R, b.C)
@@ -207,6 +211,20 @@ class Graph:
         if b.id in deps:
             self._self_dependency(b)
         b.deps = sorted(deps)
+
+    def _parse(self, b: Block):
+        """The block's formula parsed; a step's is its origin's parse shifted (the same relative formula),
+        so a recurrence of N rows is parsed once, not N times."""
+        key = (b.sheet, b.r0, b.c0)
+        ast = self._parsed.get(key)
+        if ast is None:
+            src = None if b.origin is None else self._parsed.get((b.sheet, *b.origin))
+            if src is not None:
+                ast = shift(src, b.r0 - b.origin[0], b.c0 - b.origin[1])
+            else:
+                ast = P.parse(self.wb.sheets[b.sheet].formula((b.r0, b.c0)), b.anchor)
+            self._parsed[key] = ast
+        return ast
 
     def _self_dependency(self, b: Block) -> None:
         """A block reading its own cells: its own cell is a circular reference; another of its cells is
@@ -330,6 +348,29 @@ class Graph:
             c1, c2 = tc1, tc2
         rel = this_row
         return P.Ref(table.sheet, r1, c1, r2, c2, not rel, True, not rel, True)
+
+
+def shift(node, dr: int, dc: int):
+    """A parsed formula as copied ``dr`` rows down and ``dc`` columns right (relative references move)."""
+    T = type(node)
+    if T is P.Ref:
+        r1, r2 = node.r1 + (0 if node.ar1 else dr), node.r2 + (0 if node.ar2 else dr)
+        c1, c2 = node.c1 + (0 if node.ac1 else dc), node.c2 + (0 if node.ac2 else dc)
+        ar1, ar2, ac1, ac2 = node.ar1, node.ar2, node.ac1, node.ac2
+        if r1 > r2:
+            r1, r2, ar1, ar2 = r2, r1, ar2, ar1
+        if c1 > c2:
+            c1, c2, ac1, ac2 = c2, c1, ac2, ac1
+        return P.Ref(node.sheet, r1, c1, r2, c2, ar1, ac1, ar2, ac2)
+    if T is P.Call:
+        return P.Call(node.name, tuple(shift(a, dr, dc) for a in node.args))
+    if T is P.Binary:
+        return P.Binary(node.op, shift(node.left, dr, dc), shift(node.right, dr, dc))
+    if T is P.Unary:
+        return P.Unary(node.op, shift(node.operand, dr, dc))
+    if T is P.Percent:
+        return P.Percent(shift(node.operand, dr, dc))
+    return node
 
 
 def topo_order(graph: Graph, roots: list[int]) -> list[int]:
