@@ -17,6 +17,7 @@ from xlmnist.formula import parser as P
 from xlmnist.formula.cycles import MAX_STEPS, cycle_message, split_false_cycles
 from xlmnist.formula.offset import resolve_offset
 from xlmnist.formula.r1c1 import r1c1_key
+from xlmnist.formula.shift import shift
 from xlmnist.formula.structref import spec_items
 from xlmnist.xlsx.reader import Workbook
 from xlmnist.xlsx.refs import area_name, cell_name
@@ -348,29 +349,6 @@ class Graph:
             c1, c2 = tc1, tc2
         rel = this_row
         return P.Ref(table.sheet, r1, c1, r2, c2, not rel, True, not rel, True)
-
-
-def shift(node, dr: int, dc: int):
-    """A parsed formula as copied ``dr`` rows down and ``dc`` columns right (relative references move)."""
-    T = type(node)
-    if T is P.Ref:
-        r1, r2 = node.r1 + (0 if node.ar1 else dr), node.r2 + (0 if node.ar2 else dr)
-        c1, c2 = node.c1 + (0 if node.ac1 else dc), node.c2 + (0 if node.ac2 else dc)
-        ar1, ar2, ac1, ac2 = node.ar1, node.ar2, node.ac1, node.ac2
-        if r1 > r2:
-            r1, r2, ar1, ar2 = r2, r1, ar2, ar1
-        if c1 > c2:
-            c1, c2, ac1, ac2 = c2, c1, ac2, ac1
-        return P.Ref(node.sheet, r1, c1, r2, c2, ar1, ac1, ar2, ac2)
-    if T is P.Call:
-        return P.Call(node.name, tuple(shift(a, dr, dc) for a in node.args))
-    if T is P.Binary:
-        return P.Binary(node.op, shift(node.left, dr, dc), shift(node.right, dr, dc))
-    if T is P.Unary:
-        return P.Unary(node.op, shift(node.operand, dr, dc))
-    if T is P.Percent:
-        return P.Percent(shift(node.operand, dr, dc))
-    return node
 
 
 def topo_order(graph: Graph, roots: list[int]) -> list[int]:
