@@ -7,6 +7,14 @@ blocks are built, :func:`split_false_cycles` finds the strongly connected groups
 one multi-cell block per group at a time (side-by-side cells into columns first, then rows) until
 every remaining group is a real cycle of single cells, which :func:`cycle_message` reports with its
 path (``S!A1 -> S!B1 -> S!A1``).
+
+A running recurrence is the same kind of cycle: a copied block reading its own earlier cells (``C5 =
+C4 - lr*D4``, a one-block group with a self-dependency), or several columns reading each other's row
+above (Adam's m, v and w). Its blocks are split into one block per step (a row, vectorised across the
+columns it spans; a column for a recurrence copied right), up to :data:`MAX_STEPS` steps: the steps run
+in dependency order, so values are exact and autograd differentiates through the whole unrolled loop
+(a hypergradient for the learning-rate cell). The steps are marked ``step``: the lowering runs their
+closures (noted at ``XLMNIST_DEBUG=3``). A longer recurrence stays whole and is reported when compiled.
 """
 
 from __future__ import annotations

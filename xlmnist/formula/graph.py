@@ -3,7 +3,10 @@
 A block is a rectangle of cells whose formulas are identical in relative (R1C1) form (a copied-down
 column, a rows x cols area) or one array formula with its range. Blocks are found by grouping the
 formula cells on their R1C1 text (dicts, linear time); names, structured references and OFFSET with
-constant arguments are resolved to plain ``Ref`` nodes relative to the block's top-left cell.
+constant arguments are resolved to plain ``Ref`` nodes relative to the block's top-left cell (OFFSET
+with cell-dependent offsets to a gather, :mod:`xlmnist.formula.offset`). A block reading its own
+earlier cells (a running recurrence: ``C5 = C4 - lr*D4``, an unrolled optimiser sheet) is split into
+one block per step when the graph is built (:mod:`xlmnist.formula.cycles`).
 """
 
 from __future__ import annotations
