@@ -223,3 +223,33 @@ def test_too_long_recurrence_is_reported_only_when_compiled(tmp_path, monkeypatc
     assert float(model.objective(model.initial_params())) == 4.0
     with pytest.raises(FormulaError, match=r"s!A2: .*\(a running recurrence\) over more than"):
         compile_workbook(tmp_path / "long.xlsx", objective="s!C2")
+
+
+def test_recurrence_along_rows_is_split_into_columns(tmp_path):
+    """A hidden state copied right (``C1 = TANH(B1*w+0.1)``), three sequences in three rows: one step
+    per column, vectorised over the rows; value and gradient as a torch loop."""
+    from openpyxl.utils import get_column_letter
+
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "s"
+    ws["A5"] = 0.9
+    for r in range(1, 4):
+        ws.cell(r, 1, float(r))
+        for c in range(2, 27):
+            ws.cell(r, c, f"=TANH({get_column_letter(c - 1)}{r}*$A$5+0.1)")
+    ws["A7"] = "=SUM(Z1:Z3)"
+    _names(ws, "s", "$A$7", "s!$A$5")
+    wb.save(tmp_path / "rnn.xlsx")
+    model = compile_workbook(tmp_path / "rnn.xlsx")
+    assert len(model.compiler.graph.blocks) == 26  # 25 steps of 3 rows each, and the objective
+    w = model.initial_params()[0].requires_grad_()
+    loss = model.objective([w])
+    loss.backward()
+    wt = torch.tensor(0.9, dtype=torch.float64, requires_grad=True)
+    h = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    for _ in range(25):
+        h = torch.tanh(h * wt + 0.1)
+    h.sum().backward()
+    assert float(loss.detach()) == pytest.approx(float(h.sum().detach()), rel=1e-13)
+    assert float(w.grad) == pytest.approx(float(wt.grad), rel=1e-12)

@@ -83,7 +83,7 @@ def split_false_cycles(graph) -> None:
             if (
                 len(group) == 1 and ok
             ):  # a running recurrence: one step per row (or column), vectorised across
-                graph.split_block(ok[0], "rows" if ok[0].R > 1 else "columns")
+                graph.split_block(ok[0], _direction(ok[0]))
                 split = True
                 continue
             wide = [b for b in ok if b.C > 1]  # a row of side-by-side cells first, the smallest one
@@ -94,6 +94,20 @@ def split_false_cycles(graph) -> None:
                     break
         if not split:
             return
+
+
+def _direction(b) -> str:
+    """How a recurrence's block is split: into columns when it reads earlier cells of its own row only
+    (copied right, e.g. a hidden state along a row), else into rows (vectorised across its columns)."""
+    if b.R == 1 or b.C == 1:
+        return "columns" if b.R == 1 else "rows"
+    own = [u for u in b.refs if u.sheet == b.sheet]
+    own = [u for u in own if _overlaps(u.footprint(b.R, b.C), b.out)]
+    return "columns" if own and all(u.rrel and u.r1 == u.r2 == b.r0 for u in own) else "rows"
+
+
+def _overlaps(a, b) -> bool:
+    return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
 
 
 def _splittable(b) -> bool:
