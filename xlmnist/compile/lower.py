@@ -362,6 +362,8 @@ class Lowerer:
         H, W = (-1 if b.id in comp.aligned else r2 - r1 + 1), c2 - c1 + 1
         mark = len(self.stmts)
         try:
+            if b.step:  # one step of a running recurrence (xlmnist.formula.cycles): its closure
+                raise Unsupported("a step of a running recurrence")
             n = self.expr(b.ast, b)
             if n.win is not None:
                 raise Unsupported("range result")

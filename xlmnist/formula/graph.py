@@ -3,7 +3,10 @@
 A block is a rectangle of cells whose formulas are identical in relative (R1C1) form (a copied-down
 column, a rows x cols area) or one array formula with its range. Blocks are found by grouping the
 formula cells on their R1C1 text (dicts, linear time); names, structured references and OFFSET with
-constant arguments are resolved to plain ``Ref`` nodes relative to the block's top-left cell.
+constant arguments are resolved to plain ``Ref`` nodes relative to the block's top-left cell (OFFSET
+with cell-dependent offsets to a gather, :mod:`xlmnist.formula.offset`). A block reading its own
+earlier cells (a running recurrence: ``C5 = C4 - lr*D4``, an unrolled optimiser sheet) is split into
+one block per step when the graph is built (:mod:`xlmnist.formula.cycles`).
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ import numpy as np
 
 from xlmnist.errors import FormulaError
 from xlmnist.formula import parser as P
-from xlmnist.formula.cycles import cycle_message, split_false_cycles
+from xlmnist.formula.cycles import MAX_STEPS, cycle_message, split_false_cycles
+from xlmnist.formula.offset import resolve_offset
 from xlmnist.formula.r1c1 import r1c1_key
+from xlmnist.formula.shift import shift
 from xlmnist.formula.structref import spec_items
 from xlmnist.xlsx.reader import Workbook
 from xlmnist.xlsx.refs import area_name, cell_name
@@ -31,6 +36,8 @@ class Block:
     C: int
     out: tuple[int, int, int, int]  # the cells it writes (the array range for array formulas)
     array: bool = False
+    step: bool = False  # one step (row or column) of a running recurrence (xlmnist.formula.cycles)
+    origin: tuple[int, int] | None = None  # a step: the anchor of the block it was split from
     ast: object = None
     refs: list = field(default_factory=list)  # RefUse of every reference in the resolved AST
     deps: list[int] = field(default_factory=list)
@@ -93,9 +100,15 @@ class Graph:
         self.wb = wb
         self.blocks: list[Block] = []
         self.grid: dict[str, np.ndarray] = {}
+        self._parsed: dict[tuple[str, int, int], object] = {}  # anchor cell -> its formula parsed
         for name in wb.order:
             self._build_sheet(name)
+        self.splitting = True  # a block reading its own other cells is split (xlmnist.formula.cycles)
         split_false_cycles(self)
+        self.splitting = False
+        for b in self.blocks:  # a recurrence left whole (too long) is reported when it is compiled
+            if b.id in b.deps:
+                b.ast, b.refs, b.deps = None, [], []
 
     def _build_sheet(self, name: str) -> None:
         sh = self.wb.sheets[name]
@@ -154,17 +167,22 @@ class Graph:
         return new
 
     def split_block(self, b: Block, across: str) -> None:
-        """Split ``b`` into one block per column (``across="columns"``) or per row (``"rows"``)."""
+        """Split ``b`` into one block per column (``across="columns"``) or per row (``"rows"``): the
+        steps of a running recurrence (or a false cycle's parts), marked ``step``."""
         r1, c1, r2, c2 = b.out
         if across == "columns":
             parts = [(r1, c, r2, c) for c in range(c1, c2 + 1)]
         else:
             parts = [(r, c1, r, c2) for r in range(r1, r2 + 1)]
-        b.R, b.C, b.out = parts[0][2] - r1 + 1, parts[0][3] - c1 + 1, parts[0]
+        b.R, b.C, b.out, b.step = parts[0][2] - r1 + 1, parts[0][3] - c1 + 1, parts[0], True
+        origin = b.origin or (b.r0, b.c0)
         for a1, d1, a2, d2 in parts[1:]:
-            self._add(Block(len(self.blocks), b.sheet, a1, d1, a2 - a1 + 1, d2 - d1 + 1, (a1, d1, a2, d2)))
-        for x in self.blocks:  # the dependencies name the old extents
-            x.ast, x.refs, x.deps = None, [], []
+            part = Block(len(self.blocks), b.sheet, a1, d1, a2 - a1 + 1, d2 - d1 + 1, (a1, d1, a2, d2))
+            part.step, part.origin = True, origin
+            self._add(part)
+        for x in self.blocks:  # the dependencies on it name the old extents (the others are unchanged)
+            if x is b or b.id in x.deps:
+                x.ast, x.refs, x.deps = None, [], []
 
     def block_at(self, sheet: str, r: int, c: int) -> Block | None:
         grid = self.grid.get(sheet)
@@ -188,10 +206,7 @@ class Graph:
         """Parse and resolve the block's formula, collect its references and dependencies."""
         if b.ast is not None:
             return
-        sh = self.wb.sheets[b.sheet]
-        text = sh.formula((b.r0, b.c0))
-        ast = P.parse(text, b.anchor)
-        b.ast = self.resolve(ast, b, depth=0)
+        b.ast = self.resolve(self._parse(b), b, depth=0)
         deps: set[int] = set()
         for use in b.refs:
             fp = use.footprint(b.R, b.C)
@@ -201,16 +216,35 @@ class Graph:
             self._self_dependency(b)
         b.deps = sorted(deps)
 
+    def _parse(self, b: Block):
+        """The block's formula parsed; a step's is its origin's parse shifted (the same relative formula),
+        so a recurrence of N rows is parsed once, not N times."""
+        key = (b.sheet, b.r0, b.c0)
+        ast = self._parsed.get(key)
+        if ast is None:
+            src = None if b.origin is None else self._parsed.get((b.sheet, *b.origin))
+            if src is not None:
+                ast = shift(src, b.r0 - b.origin[0], b.c0 - b.origin[1])
+            else:
+                ast = P.parse(self.wb.sheets[b.sheet].formula((b.r0, b.c0)), b.anchor)
+            self._parsed[key] = ast
+        return ast
+
     def _self_dependency(self, b: Block) -> None:
+        """A block reading its own cells: its own cell is a circular reference; another of its cells is
+        a running recurrence (``C5 = C4 - lr*D4``), which the graph splits into one block per step while
+        it is built (kept as a self-dependency then), and reports here only when it was too long."""
         for use in b.refs:
             if use.sheet != b.sheet:
                 continue
             r1, c1, r2, c2 = use.r1, use.c1, use.r2, use.c2
             if r1 <= b.r0 <= r2 and c1 <= b.c0 <= c2 and (use.rrel or b.R == 1) and (use.crel or b.C == 1):
                 raise FormulaError(f"{b.anchor}: circular reference (the formula refers to its own cell)")
+        if getattr(self, "splitting", False):
+            return
         raise FormulaError(
             f"{b.anchor}: the copied formula in {b.name} refers to other cells of its own column/row "
-            "(a running recurrence); not supported"
+            f"(a running recurrence) over more than {MAX_STEPS} steps; not supported"
         )
 
     def resolve(self, node, b: Block, depth: int):
@@ -276,29 +310,7 @@ class Graph:
         return arg
 
     def _offset(self, node: P.Call, b: Block):
-        args = node.args
-        nums = []
-        for a in args[1:]:
-            if isinstance(a, P.Missing):
-                nums.append(None)
-            elif isinstance(a, P.Number):
-                nums.append(int(a.value))
-            elif isinstance(a, P.Unary) and a.op == "-" and isinstance(a.operand, P.Number):
-                nums.append(-int(a.operand.value))
-            else:
-                raise FormulaError(f"{b.anchor}: OFFSET is supported with constant arguments only")
-        base = args[0] if args else None
-        if isinstance(base, P.StructRef):
-            base = self.struct_ref(base, b)
-        if not isinstance(base, P.Ref) or len(nums) < 2:
-            raise FormulaError(f"{b.anchor}: OFFSET needs a reference and row/column offsets")
-        dr, dc = nums[0] or 0, nums[1] or 0
-        h = nums[2] if len(nums) > 2 and nums[2] else base.r2 - base.r1 + 1
-        w = nums[3] if len(nums) > 3 and nums[3] else base.c2 - base.c1 + 1
-        r1, c1 = base.r1 + dr, base.c1 + dc
-        if r1 < 1 or c1 < 1 or h < 1 or w < 1:
-            raise FormulaError(f"{b.anchor}: OFFSET outside the sheet (#REF!)")
-        return replace(base, r1=r1, c1=c1, r2=r1 + h - 1, c2=c1 + w - 1, ar2=base.ar1, ac2=base.ac1)
+        return resolve_offset(self, node, b)
 
     def struct_ref(self, node: P.StructRef, b: Block) -> P.Ref:
         table = self.wb.tables.get(node.table.upper())

@@ -8,6 +8,7 @@ A name missing here fails at compile time naming the cell and the function.
 
 from __future__ import annotations
 
+from xlmnist.compile import gather
 from xlmnist.compile.functions import criteria, logic, lookup, maths, matrix, stats
 from xlmnist.compile.functions.operators import ARITH, compare, concat
 from xlmnist.compile.functions.operators import CMP as _CMP
@@ -50,4 +51,5 @@ FUNCTIONS = {
     "INDEX": (lookup.f_index, 2, 3),
     "MATCH": (lookup.f_match, 2, 3),
     "CHOOSE": (lookup.f_choose, 2, 255),
+    **gather.LOOKUPS,  # VLOOKUP, HLOOKUP, XLOOKUP, and OFFSET with cell-dependent offsets
 }

@@ -1,4 +1,4 @@
-"""Lookup functions with constant positions: INDEX, MATCH, CHOOSE."""
+"""Lookup functions: INDEX, MATCH, CHOOSE (per-cell positions: :mod:`xlmnist.compile.gather`)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ import math
 import numpy as np
 import torch
 
-from xlmnist.compile.values import NUM, ExcelError, Value, const_int, num_of, pyvalues, where
+from xlmnist.compile import gather
+from xlmnist.compile.values import NUM, ExcelError, Value, const_int, where
 
 
 def f_index(ctx, args):
+    if not all(_fixed(a) for a in args[1:]):  # per-cell positions (INDEX(table, MATCH(...))): a gather
+        return gather.index(args[0], args[1], args[2] if len(args) > 2 else None)
     v = args[0]
     h, w = v.t.shape[2], v.t.shape[3]
     r = const_int(args[1]) if len(args) > 1 else 0
@@ -26,6 +29,11 @@ def f_index(ctx, args):
         None if v.kind is None else _bsl(v.kind, rs, cs),
         None if v.s is None else _bsl(v.s, rs, cs),
     )
+
+
+def _fixed(v: Value) -> bool:
+    t = v.t
+    return t.numel() == 1 and not t.requires_grad and bool(torch.isfinite(t).all())
 
 
 def _bsl(a, rs, cs):
@@ -62,25 +70,7 @@ def f_match(ctx, args):
     mtype = const_int(args[2]) if len(args) > 2 else 1
     if _plain_numbers(look) and _plain_numbers(rng):
         return _match_numbers(look, rng, mtype)
-    vals = pyvalues(rng).reshape(-1)
-    key = pyvalues(look).reshape(-1)[0]
-    for k, x in enumerate(vals):
-        if mtype == 0 and _eq(x, key):
-            return num_of(ctx, k + 1)
-    if mtype == 1:
-        best = None
-        for k, x in enumerate(vals):
-            if isinstance(x, float) == isinstance(key, float) and x is not None and x <= key:
-                best = k + 1
-        if best is not None:
-            return num_of(ctx, best)
-    return Value(torch.full((1, 1, 1, 1), math.nan, dtype=ctx.dtype, device=ctx.device))
-
-
-def _eq(a, b) -> bool:
-    if isinstance(a, str) and isinstance(b, str):
-        return a.lower() == b.lower()
-    return a == b
+    return gather.match(look, rng, mtype)  # text, booleans, empty cells: one position per cell
 
 
 def f_choose(ctx, args):
