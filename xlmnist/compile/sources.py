@@ -85,7 +85,7 @@ class Area:
         full_r, full_c = (ra, rb) == (0, sr), (ca, cb) == (0, sc)
         tmp = self.L.tmp
         if lay == "0":
-            return name, "0"
+            return (name, "0") if one_d else (tmp(Op("as11", name)), "2d")
         if lay == "col":
             code = name if full_r else tmp(Op("index", name, slice(ra, rb)))
             return (code, "col") if one_d else (tmp(Op("unsqueeze", code)), "2d")
@@ -112,9 +112,13 @@ class Area:
             return N(code, self.fh, self.fw, lay)
         L = self.L
         if all(p[2][0] == "var" for p in self.parts) and all(p[1] - p[0] == 1 for p in self.parts):
-            cols = [self._var(p[2], True)[0] for p in self.parts]
-            code = L.stacked_mv(cols) or L.tmp(Op("stack", *cols))
-            return N(code, self.fh, self.fw, "2d")
+            mark = len(L.stmts)
+            vs = [self._var(p[2], True) for p in self.parts]
+            if all(lay == "col" for _, lay in vs):  # single cells (layout "0") are joined by cat below
+                cols = [code for code, _ in vs]
+                code = L.stacked_mv(cols) or L.tmp(Op("stack", *cols))
+                return N(code, self.fh, self.fw, "2d")
+            del L.stmts[mark:]
         cols = []
         for _, _, part in self.parts:
             if part[0] == "const":

@@ -1,0 +1,117 @@
+"""A course-style convolution workbook (like fast.ai's conv spreadsheet), and the same model in torch.
+
+Sheet ``conv``: a 28 x 28 digit on B2:AC29 (the first 3 of the shipped 3-vs-7 sample), six 3 x 3 kernels
+(54 trainable cells, AF2:AH4, AF6:AH8, ... one area each), per kernel a 26 x 26 conv layer whose cells are
+``{=MAX(0,SUM(B2:D4*$AF$2:$AH$4))}`` (one array formula per cell, ``form="array"``) or the plain
+``=MAX(0,SUMPRODUCT(B2:D4,$AF$2:$AH$4))`` (``form="plain"``), a 25 x 25 MAX pooling ``=MAX(B32:C33)`` over
+2 x 2 windows with stride 1, a dense readout of each pool against fixed weights (sheet ``readout``), their
+sum as the prediction and the squared error against a target as the loss. Used by
+``tests/compile/test_conv.py`` and ``bench/bench_conv.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from openpyxl import Workbook
+from openpyxl.utils import get_column_letter as L
+from openpyxl.workbook.defined_name import DefinedName
+from openpyxl.worksheet.formula import ArrayFormula
+
+K = 6  # kernels
+N = 28  # input size
+O = N - 2  # conv output size
+P = O - 1  # pool output size
+IN_R, IN_C = 2, 2  # input top-left (B2)
+K_C = 32  # kernels in AF:AH
+CONV_R = 32  # first conv layer's top row; layer k at CONV_R + k * (O + 2)
+POOL_C = 30  # pools in AD... beside their conv layer
+TARGET = "AI1"
+PRED, LOSS = "AK1", "AL1"
+
+
+def digit() -> np.ndarray:
+    """A 28 x 28 digit in 0..1: the first 3 of the shipped sample (synthetic if it cannot be loaded)."""
+    try:
+        from xlmnist.data import load_3v7
+
+        return load_3v7("sample")["train_x"][0].astype(np.float64) / 255.0
+    except Exception:  # noqa: BLE001 - any data problem: a synthetic ring
+        y, x = np.mgrid[0:N, 0:N]
+        r = np.hypot(y - 13.5, x - 13.5)
+        return np.clip(1.0 - np.abs(r - 8.0) / 3.0, 0.0, 1.0)
+
+
+def init(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(kernels [K, 3, 3], readout weights [K, P, P])."""
+    rng = np.random.default_rng(seed)
+    return rng.normal(0, 0.5, (K, 3, 3)), rng.normal(0, 0.05, (K, P, P))
+
+
+def conv_row(k: int) -> int:
+    return CONV_R + k * (O + 2)
+
+
+def kernel_ref(k: int) -> str:
+    r = 2 + 4 * k
+    return f"${L(K_C)}${r}:${L(K_C + 2)}${r + 2}"
+
+
+def build(path, form: str = "array", seed: int = 0, target: float = 3.0) -> str:
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "conv"
+    ro = wb.create_sheet("readout")
+    img = digit()
+    kern, wout = init(seed)
+    for i in range(N):
+        for j in range(N):
+            ws.cell(IN_R + i, IN_C + j, float(img[i, j]))
+    ws[TARGET] = target
+    reads = []
+    for k in range(K):
+        r0 = 2 + 4 * k
+        for i in range(3):
+            for j in range(3):
+                ws.cell(r0 + i, K_C + j, float(kern[k, i, j]))
+        kr, cr = kernel_ref(k), conv_row(k)
+        for i in range(O):
+            for j in range(O):
+                win = f"{L(IN_C + j)}{IN_R + i}:{L(IN_C + j + 2)}{IN_R + i + 2}"
+                cell = f"{L(2 + j)}{cr + i}"
+                if form == "array":
+                    ws[cell] = ArrayFormula(cell, f"=MAX(0,SUM({win}*{kr}))")
+                else:
+                    ws[cell] = f"=MAX(0,SUMPRODUCT({win},{kr}))"
+        for i in range(P):
+            for j in range(P):
+                win = f"{L(2 + j)}{cr + i}:{L(3 + j)}{cr + i + 1}"
+                ws.cell(cr + i, POOL_C + j, f"=MAX({win})")
+                ro.cell(cr + i, POOL_C + j, float(wout[k, i, j]))
+        area = f"{L(POOL_C)}{cr}:{L(POOL_C + P - 1)}{cr + P - 1}"
+        ws.cell(1, 60 + k, f"=SUMPRODUCT({area},readout!{area})")
+        reads.append(f"{L(60 + k)}1")
+    ws[PRED] = f"=SUM({reads[0]}:{reads[-1]})"
+    ws[LOSS] = f"=({PRED}-{TARGET})^2"
+    adj = ",".join(f"conv!{kernel_ref(k)}" for k in range(K))
+    for name, text in (("solver_opt", f"conv!${LOSS[:2]}$1"), ("solver_adj", adj), ("solver_typ", "2")):
+        ws.defined_names[name] = DefinedName(name, attr_text=text, hidden=True)
+    wb.save(path)
+    return str(path)
+
+
+def torch_model(dtype=None):
+    """The same sheet as a hand-written torch model: ``loss(kernels [K,1,3,3])`` and the initial kernels."""
+    import torch  # deferred: heavy
+    import torch.nn.functional as F
+
+    dtype = dtype or torch.float64
+    kern, wout = init()
+    x = torch.tensor(digit(), dtype=dtype)[None, None]
+    w = torch.tensor(wout, dtype=dtype)
+
+    def loss(k):
+        h = F.relu(F.conv2d(x, k))  # [1, K, O, O]
+        p = F.max_pool2d(h, 2, stride=1)[0]  # [K, P, P]
+        return ((p * w).sum() - 3.0) ** 2
+
+    return loss, torch.tensor(kern, dtype=dtype)[:, None]
