@@ -18,6 +18,7 @@ import math
 import numpy as np
 import torch
 
+from xlmnist.compile import conv
 from xlmnist.compile.areas import DATA
 from xlmnist.compile.functions import BOOL, EMPTY, NUM, TEXT
 from xlmnist.compile.ir import Op, Stmt
@@ -265,6 +266,8 @@ class Lowerer:
             return self.op(_UNARY[name], [self.expr(args[0], b)])
         if name == "IF" and len(args) == 3:
             return self.if_(node, b)
+        if name in ("SUMPRODUCT", "SUM") and (n := conv.conv_call(self, node, b)) is not None:
+            return n
         if name in ("SUMPRODUCT", "MMULT") and len(args) == 2:
             return self.dot(name, [self.expr(a, b) for a in args], b)
         if name in _REDUCE:
@@ -353,6 +356,8 @@ class Lowerer:
             if b.C == 1:
                 return N(self.tmp(Op("reduce", x, fn=fn, dim=1)), n.r, 1, "col")
             return N(self.tmp(Op("reduce", x, fn=fn, dim=1, keep=True)), n.r, 1, "2d")
+        if rrel and crel and b.R > 1 and b.C > 1:
+            return conv.pool(self, fn, n, b)
         raise Unsupported("reduction window")
 
     # ---- blocks -------------------------------------------------------------------------------------
