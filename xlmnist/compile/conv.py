@@ -4,8 +4,11 @@ across a grid (a convolution sheet) as one tensor op instead of a closure over `
 * ``SUMPRODUCT(window, kernel)`` / ``SUM(window*kernel)`` (either order), the kernel a fixed range of the
   window's size -> ``conv2d`` (a cross-correlation: what the sheet computes); the blocks of several kernels
   over the same grid -> one ``conv2d`` with a channel per kernel (:func:`fuse_channels`);
-* ``MAX``/``MIN``/``SUM``/``AVERAGE`` over a moving window (pooling with stride 1) -> ``unfold`` twice and
-  one reduction over the window, the closures' own form (a tie in MAX splits the gradient as there).
+* ``MAX``/``MIN``/``SUM``/``AVERAGE`` over a moving window (pooling with stride 1) -> ``max_pool2d`` /
+  ``avg_pool2d``. The same values; where several cells of a window hold exactly the maximum, max_pool2d
+  gives the gradient to one of them and the closures (``amax``) split it: a different subgradient only
+  where the tied cells depend differently on the parameters (equal inputs, e.g. a blank background,
+  give equal ones).
 
 Only numbers and empty cells (0 for SUMPRODUCT and products) in the grid and the kernel; anything else
 raises :class:`Unsupported` and the block runs its closure.
@@ -40,11 +43,19 @@ def _grid(L: Lowerer, use: RefUse, b) -> tuple[str, int, int]:
     return L.code(area.node(), "2d"), fh, fw
 
 
+def sliding(use: RefUse, b) -> bool:
+    """Whether a reference is a window that slides over a grid: it moves with the cells along an axis in
+    which it is wider than one cell, and along every axis in which the block has several cells."""
+    h, w = use.r2 - use.r1 + 1, use.c2 - use.c1 + 1
+    moves = (use.rrel and h > 1) or (use.crel and w > 1)
+    return moves and (use.rrel or b.R == 1) and (use.crel or b.C == 1)
+
+
 def conv_call(L: Lowerer, node: P.Call, b) -> N | None:
     """``SUMPRODUCT(window, kernel)`` or ``SUM(window*kernel)`` with a window moving both ways -> conv2d;
     None where the call is not of that form."""
     args = node.args
-    if b.array or b.R < 2 or b.C < 2:
+    if b.array or b.R * b.C == 1:
         return None
     if node.name == "SUMPRODUCT" and len(args) == 2:
         pair = args
@@ -54,7 +65,7 @@ def conv_call(L: Lowerer, node: P.Call, b) -> N | None:
         return None
     if not all(type(a) is RefUse for a in pair):
         return None
-    moving = [a for a in pair if a.rrel and a.crel]
+    moving = [a for a in pair if sliding(a, b)]
     fixed = [a for a in pair if not a.rrel and not a.crel]
     if len(moving) != 1 or len(fixed) != 1:
         return None
@@ -74,7 +85,9 @@ def pool(L: Lowerer, fn: str, n: N, b) -> N:
     if area.fh == -1:
         raise Unsupported("a 2-D window over the data rows")
     x = L.code(area.node(), "2d")
-    L.note(f"pool: {b.name} = {fn} over {h}x{w} windows -> unfold + {fn}")
+    L.note(
+        f"pool: {b.name} = {fn} over {h}x{w} windows -> {'max' if fn in ('amax', 'amin') else 'avg'}_pool2d"
+    )
     return N(L.tmp(Op("winreduce", x, fn=fn, h=h, w=w)), n.r, n.c, "2d")
 
 

@@ -356,7 +356,7 @@ class Lowerer:
             if b.C == 1:
                 return N(self.tmp(Op("reduce", x, fn=fn, dim=1)), n.r, 1, "col")
             return N(self.tmp(Op("reduce", x, fn=fn, dim=1, keep=True)), n.r, 1, "2d")
-        if rrel and crel and b.R > 1 and b.C > 1:
+        if (rrel and h > 1 or crel and w > 1) and (rrel or b.R == 1) and (crel or b.C == 1):
             return conv.pool(self, fn, n, b)
         raise Unsupported("reduction window")
 
