@@ -55,12 +55,13 @@ def conv_row(k: int) -> int:
     return CONV_R + k * (OUT + 2)
 
 
-def kernel_ref(k: int) -> str:
-    r = 2 + 4 * k
+def kernel_ref(k: int, stacked: bool = False) -> str:
+    r = 2 + (3 if stacked else 4) * k
     return f"${L(K_C)}${r}:${L(K_C + 2)}${r + 2}"
 
 
-def build(path, form: str = "array", seed: int = 0) -> str:
+def build(path, form: str = "array", seed: int = 0, stacked: bool = False) -> str:
+    """``stacked``: the kernels one under the other in one area AF2:AH19 (else one area each, a row apart)."""
     wb = Workbook()
     ws = wb.active
     ws.title = "conv"
@@ -72,11 +73,11 @@ def build(path, form: str = "array", seed: int = 0) -> str:
             ws.cell(IN_R + i, IN_C + j, float(img[i, j]))
     reads = []
     for k in range(K):
-        r0 = 2 + 4 * k
+        r0 = 2 + (3 if stacked else 4) * k
         for i in range(3):
             for j in range(3):
                 ws.cell(r0 + i, K_C + j, float(kern[k, i, j]))
-        kr, cr = kernel_ref(k), conv_row(k)
+        kr, cr = kernel_ref(k, stacked), conv_row(k)
         for i in range(OUT):
             for j in range(OUT):
                 win = f"{L(IN_C + j)}{IN_R + i}:{L(IN_C + j + 2)}{IN_R + i + 2}"
@@ -96,7 +97,7 @@ def build(path, form: str = "array", seed: int = 0) -> str:
         ws.cell(1, 90 + k, f"=SUM({area})")
         reads.append(f"{L(90 + k)}1")
     ws[LOSS] = f"=SUM({reads[0]}:{reads[-1]})"
-    adj = ",".join(f"conv!{kernel_ref(k)}" for k in range(K))
+    adj = f"conv!$AF$2:$AH${1 + 3 * K}" if stacked else ",".join(f"conv!{kernel_ref(k)}" for k in range(K))
     for name, text in (("solver_opt", f"conv!${LOSS[:2]}$1"), ("solver_adj", adj), ("solver_typ", "2")):
         ws.defined_names[name] = DefinedName(name, attr_text=text, hidden=True)
     wb.save(path)

@@ -76,7 +76,7 @@ def conv_call(L: Lowerer, node: P.Call, b) -> N | None:
     x, _, _ = _grid(L, win, b)
     k, _, _ = _grid(L, ker, b)
     L.note(f"conv2d: {b.name} = a {h}x{w} window times a fixed kernel -> one conv2d")
-    return N(L.tmp(Op("conv2d", x, k)), b.R, b.C, "2d")
+    return N(L.tmp(Op("conv2d", x, k, h=h, w=w)), b.R, b.C, "2d")
 
 
 def pool(L: Lowerer, fn: str, n: N, b) -> N:
@@ -94,41 +94,35 @@ def pool(L: Lowerer, fn: str, n: N, b) -> N:
 def fuse_channels(L: Lowerer) -> None:
     """The conv2d of several kernels over the same grid -> one conv2d with a channel per kernel (placed at
     the first of them; only where every kernel is defined before it)."""
-    at = {s.name: i for i, s in enumerate(L.stmts) if s.name}
-    groups: dict[str, list[int]] = {}
-    for i, s in enumerate(L.stmts):
+    groups: dict[str, list[str]] = {}
+    for s in L.stmts:
         if isinstance(s.op, Op) and s.op.kind == "conv2d" and isinstance(s.op.args[0], str):
-            groups.setdefault(s.op.args[0], []).append(i)
-    for x, idx in groups.items():
-        if len(idx) < 2:
+            groups.setdefault(s.op.args[0], []).append(s.name)
+    for x, outs in groups.items():
+        ops = [L.defs[o] for o in outs]
+        if len(outs) < 2 or len({(o.attrs["h"], o.attrs["w"]) for o in ops}) != 1:
             continue
-        first = idx[0]
-        kernels = [L.stmts[i].op.args[1] for i in idx]
-        shapes = {_kshape(L, k) for k in kernels}
-        if len(shapes) != 1 or None in shapes:
-            continue
+        kernels = [o.args[1] for o in ops]
+        at = {s.name: i for i, s in enumerate(L.stmts) if s.name}
+        first = at[outs[0]]
+        for v in sorted({v for k in kernels for v in names(k) if at.get(v, -1) > first}, key=at.get):
+            i = at[v]  # a kernel computed after the first conv (a slice of one parameter area): earlier
+            if any(at.get(u, -1) >= first for u in names(L.stmts[i].op)):
+                break
+            L.stmts.insert(first, L.stmts.pop(i))
+            at = {s.name: i for i, s in enumerate(L.stmts) if s.name}
+            first = at[outs[0]]
         if any(at.get(v, -1) >= first for k in kernels for v in names(k)):
             continue
         L.n += 1
         out = f"t{L.n}"
         op = Op("conv2dn", x, Op("kernels", *kernels))
-        for j, i in enumerate(idx):
-            s = L.stmts[i]
-            s.op = L.defs[s.name] = Op("index", out, j)
+        for j, o in enumerate(outs):
+            L.stmts[at[o]].op = L.defs[o] = Op("index", out, j)
         L.stmts.insert(first, Stmt((out,), op))
         L.defs[out] = op
-        L.note(f"conv2d channels: {len(idx)} conv2d over {x} -> one conv2d with {len(idx)} channels")
-        batch_channels(L, out, len(idx), [L.stmts[i + 1].name for i in idx])
-        at = {s.name: i for i, s in enumerate(L.stmts) if s.name}
-
-
-def _kshape(L: Lowerer, k):
-    """The (h, w) of a kernel operand where known (a parameter or a constant), else None."""
-    if isinstance(k, str) and k[0] == "p" and k[1:].isdigit():
-        _, r1, c1, r2, c2 = L.comp.params[int(k[1:])]
-        return r2 - r1 + 1, c2 - c1 + 1
-    t = L.g.get(k) if isinstance(k, str) else None
-    return tuple(t.shape) if t is not None and t.dim() == 2 else None
+        L.note(f"conv2d channels: {len(outs)} conv2d over {x} -> one conv2d with {len(outs)} channels")
+        batch_channels(L, out, len(outs), outs)
 
 
 # ---- channels -------------------------------------------------------------------------------------------
