@@ -57,13 +57,15 @@ def main() -> None:
     ap.add_argument("--form", choices=("array", "plain"), default="array")
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     a = ap.parse_args()
 
     import torch
 
     from xlmnist.compile import compile_workbook
 
-    torch.set_num_threads(1)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     with tempfile.TemporaryDirectory() as tmp:
         book = conv_book.build(Path(tmp) / "conv.xlsx", a.form)
         t = time.perf_counter()
