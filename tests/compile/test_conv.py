@@ -29,7 +29,8 @@ EDGE = "edge"
 def add_edge_sheet(path) -> None:
     """Sheet ``edge``: the other window forms on an 8 x 8 grid with empty cells: SUM(kernel*window) as
     per-cell array formulas (the kernel first), a second conv layer over the first (SUMPRODUCT), MIN,
-    AVERAGE, SUM and MAX over moving windows, and a loss of their squares."""
+    AVERAGE, SUM and MAX over moving windows, windows of one row or column, a layer over two channels,
+    and a loss of their squares."""
     wb = openpyxl.load_workbook(path)
     ws = wb.create_sheet(EDGE)
     rng = np.random.default_rng(1)
@@ -66,7 +67,9 @@ def add_edge_sheet(path) -> None:
         ws.cell(9, 12 + j, float(rng.normal()))  # L9:N9, a 1 x 3 kernel
     fill(44, 2, 1, 5, lambda i, j: f"=SUMPRODUCT({win(12, 2 + j, 1, 3)},$L$9:$N$9)")  # G: one row, B44:F44
     fill(46, 2, 5, 1, lambda i, j: f"=MAX({win(12 + i, 2, 3, 2)})")  # H: one column, B46:B50
-    parts = ["B28:E31", "H28:M33", "B36:F40", "H36:K39", "B44:F44", "B46:B50"]
+    two = "=MAX(0,SUMPRODUCT({},$L$5:$N$7)+SUMPRODUCT({},$L$2:$M$3))"  # a layer over two channels
+    fill(46, 8, 5, 5, lambda i, j: two.format(win(12 + i, 2 + j, 3, 3), win(28 + i, 8 + j, 2, 2)))  # H46:L50
+    parts = ["B28:E31", "H28:M33", "B36:F40", "H36:K39", "B44:F44", "B46:B50", "H46:L50"]
     ws["P1"] = "=" + "+".join(f"SUMPRODUCT({a},{a})" for a in parts)
     for name, text in (
         ("solver_opt", f"{EDGE}!$P$1"),
@@ -150,7 +153,7 @@ def test_other_window_forms_match_the_closures(books, monkeypatch):
     m = compile_workbook(path, sheet=EDGE)
     assert m.program_kind == "lowered" and m._prog.fallback == [], m._prog.notes
     src = m._prog.source
-    assert src.count("conv2d(") == 3 and "max_pool2d(-" in src and src.count("avg_pool2d(") == 2, src
+    assert src.count("conv2d(") == 4 and "max_pool2d(-" in src and src.count("avg_pool2d(") == 2, src
     assert src.count("max_pool2d(") == 3, src
     ref = _closures(path, EDGE, monkeypatch)
     rng = np.random.default_rng(2)
@@ -160,7 +163,7 @@ def test_other_window_forms_match_the_closures(books, monkeypatch):
         assert math.isclose(value, rv, rel_tol=1e-12)
         assert torch.allclose(grad, rg, rtol=1e-10, atol=1e-12)
     blocks = ["edge!B12:H18", "edge!B21:F25", "edge!B28:E31", "edge!H28:M33", "edge!B36:F40", "edge!H36:K39"]
-    blocks += ["edge!B44:F44", "edge!B46:B50"]
+    blocks += ["edge!B44:F44", "edge!B46:B50", "edge!H46:L50"]
     got, want = m.evaluate(blocks, m.initial_params()), ref.evaluate(blocks, m.initial_params())
     for r in blocks:
         assert torch.allclose(got[r], want[r], rtol=1e-12, atol=1e-14), r
@@ -173,7 +176,7 @@ def test_libreoffice_agrees(books):
     lo = oracle.recalc(path)
     for sheet, cells in (
         ("conv", [conv_book.LOSS, "B32", "Z57", f"AD{conv_book.conv_row(5) + 3}"]),
-        (EDGE, ["P1", "B12", "H18", "F25", "E31", "M33", "F40", "K39", "F44", "B50"]),
+        (EDGE, ["P1", "B12", "H18", "F25", "E31", "M33", "F40", "K39", "F44", "B50", "L50"]),
     ):
         m = compile_workbook(path, sheet=sheet)
         got = m.evaluate([f"{sheet}!{c}" for c in cells], m.initial_params())

@@ -114,15 +114,22 @@ def fuse_channels(L: Lowerer) -> None:
             first = at[outs[0]]
         if any(at.get(v, -1) >= first for k in kernels for v in names(k)):
             continue
+        uniq = list(dict.fromkeys(kernels))  # the same kernel twice over one grid: one channel
+        if len(uniq) == 1:
+            for o in outs[1:]:
+                L.stmts[at[o]].op = L.defs[o] = outs[0]
+            L.note(f"conv2d: {len(outs)} equal conv2d over {x} -> one")
+            continue
         L.n += 1
         out = f"t{L.n}"
-        op = Op("conv2dn", x, Op("kernels", *kernels))
-        for j, o in enumerate(outs):
-            L.stmts[at[o]].op = L.defs[o] = Op("index", out, j)
+        op = Op("conv2dn", x, Op("kernels", *uniq))
+        for o, kern in zip(outs, kernels):
+            L.stmts[at[o]].op = L.defs[o] = Op("index", out, uniq.index(kern))
         L.stmts.insert(first, Stmt((out,), op))
         L.defs[out] = op
-        L.note(f"conv2d channels: {len(outs)} conv2d over {x} -> one conv2d with {len(outs)} channels")
-        batch_channels(L, out, len(outs), outs)
+        L.note(f"conv2d channels: {len(outs)} conv2d over {x} -> one conv2d with {len(uniq)} channels")
+        if len(uniq) == len(outs):
+            batch_channels(L, out, len(outs), outs)
 
 
 # ---- channels -------------------------------------------------------------------------------------------
