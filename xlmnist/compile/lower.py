@@ -104,27 +104,6 @@ class Lowerer:
         """The Op that defined a variable, through plain aliases (None for inputs and constants)."""
         return self.defs.get(self.resolve(name))
 
-    def stacked_mv(self, cols: list[str]) -> str | None:
-        """stack([mv(K, p[0]), mv(K, p[1]), ...], 1) over all rows of p -> mm(K, p.T) (nnet's hidden layer)."""
-        ks, ps = set(), []
-        for c in cols:
-            m = self.origin(c)
-            if not (isinstance(m, Op) and m.kind == "mv" and isinstance(m.args[1], str)):
-                return None
-            w = self.defs.get(m.args[1])
-            if not (isinstance(w, Op) and w.kind == "index" and isinstance(w.args[1], int)):
-                return None
-            if not (w.args[0].startswith("p") and m.args[0].startswith("k")):
-                return None
-            ks.add(m.args[0])
-            ps.append((w.args[0], w.args[1]))
-        p = ps[0][0]
-        rows = self.comp.params[int(p[1:])]
-        if len(ks) != 1 or ps != [(p, i) for i in range(len(cols))] or rows[3] - rows[1] + 1 != len(cols):
-            return None
-        self.note(f"stacked mv: {len(cols)} torch.mv of the rows of {p} -> one torch.mm")
-        return self.tmp(Op("mmT", ks.pop(), p))
-
     def source(self, i: int) -> tuple[str, str, int, int]:
         """Variable, layout and logical shape of a source id (param, the data rows, a block)."""
         comp = self.comp

@@ -116,7 +116,7 @@ class Area:
             vs = [self._var(p[2], True) for p in self.parts]
             if all(lay == "col" for _, lay in vs):  # single cells (layout "0") are joined by cat below
                 cols = [code for code, _ in vs]
-                code = L.stacked_mv(cols) or L.tmp(Op("stack", *cols))
+                code = stacked_mv(L, cols) or L.tmp(Op("stack", *cols))
                 return N(code, self.fh, self.fw, "2d")
             del L.stmts[mark:]
         cols = []
@@ -130,6 +130,28 @@ class Area:
             else:
                 cols.append(self._var(part, False)[0])
         return N(L.tmp(Op("cat", *cols)), self.fh, self.fw, "2d")
+
+
+def stacked_mv(L: Lowerer, cols: list[str]) -> str | None:
+    """stack([mv(K, p[0]), mv(K, p[1]), ...], 1) over all rows of p -> mm(K, p.T) (nnet's hidden layer)."""
+    ks, ps = set(), []
+    for c in cols:
+        m = L.origin(c)
+        if not (isinstance(m, Op) and m.kind == "mv" and isinstance(m.args[1], str)):
+            return None
+        w = L.defs.get(m.args[1])
+        if not (isinstance(w, Op) and w.kind == "index" and isinstance(w.args[1], int)):
+            return None
+        if not (w.args[0].startswith("p") and m.args[0].startswith("k")):
+            return None
+        ks.add(m.args[0])
+        ps.append((w.args[0], w.args[1]))
+    p = ps[0][0]
+    rows = L.comp.params[int(p[1:])]
+    if len(ks) != 1 or ps != [(p, i) for i in range(len(cols))] or rows[3] - rows[1] + 1 != len(cols):
+        return None
+    L.note(f"stacked mv: {len(cols)} torch.mv of the rows of {p} -> one torch.mm")
+    return L.tmp(Op("mmT", ks.pop(), p))
 
 
 def relu_t(dtype) -> float:

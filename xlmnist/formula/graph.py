@@ -151,15 +151,14 @@ class Graph:
             groups.setdefault("\0" + key if single else key, []).append(cell)
         grid = np.full((sh.max_row + 2, sh.max_col + 2), -1, dtype=np.int32)
         self.grid[name] = grid
-        grouped = set()  # copied one-cell array formulas: a block like copied plain formulas
         for key, cells in groups.items():
-            if key[0] == "\0" and len(cells) == 1:
-                continue  # a lone one-cell array formula stays an array block
-            grouped.update(cells if key[0] == "\0" else ())
+            lone = key[0] == "\0" and len(cells) == 1  # a lone one-cell array formula stays an array
             for r1, c1, r2, c2 in _rects(cells):
-                self._add(Block(len(self.blocks), name, r1, c1, r2 - r1 + 1, c2 - c1 + 1, (r1, c1, r2, c2)))
+                self._add(
+                    Block(len(self.blocks), name, r1, c1, r2 - r1 + 1, c2 - c1 + 1, (r1, c1, r2, c2), lone)
+                )
         for (r, c), (r1, c1, r2, c2) in sh.arrays.items():
-            if (r, c) not in grouped:
+            if (r1, c1, r2, c2) != (r, c, r, c):
                 self._add(Block(len(self.blocks), name, r, c, 1, 1, (r1, c1, r2, c2), array=True))
 
     def _add(self, b: Block) -> None:
