@@ -60,8 +60,9 @@ def kernel_ref(k: int, stacked: bool = False) -> str:
     return f"${L(K_C)}${r}:${L(K_C + 2)}${r + 2}"
 
 
-def build(path, form: str = "array", seed: int = 0, stacked: bool = False) -> str:
-    """``stacked``: the kernels one under the other in one area AF2:AH19 (else one area each, a row apart)."""
+def build(path, form: str = "array", seed: int = 0, stacked: bool = False, dense: bool = False) -> str:
+    """``stacked``: the kernels one under the other in one area AF2:AH19 (else one area each, a row apart);
+    ``dense``: the loss is ``(SUM(readouts)-1)^2``, a readout per kernel ``SUMPRODUCT(pool, weights)``."""
     wb = Workbook()
     ws = wb.active
     ws.title = "conv"
@@ -94,9 +95,11 @@ def build(path, form: str = "array", seed: int = 0, stacked: bool = False) -> st
                 pc = f"{L(POOL_C + j)}{cr + i}"
                 ws.cell(cr + i, ERR_C + j, f"=({pc}-readout!{pc})^2")
         area = f"{L(ERR_C)}{cr}:{L(ERR_C + P - 1)}{cr + P - 1}"
-        ws.cell(1, 90 + k, f"=SUM({area})")
+        pool = f"{L(POOL_C)}{cr}:{L(POOL_C + P - 1)}{cr + P - 1}"
+        ws.cell(1, 90 + k, f"=SUMPRODUCT({pool},readout!{pool})" if dense else f"=SUM({area})")
         reads.append(f"{L(90 + k)}1")
-    ws[LOSS] = f"=SUM({reads[0]}:{reads[-1]})"
+    total = f"SUM({reads[0]}:{reads[-1]})"
+    ws[LOSS] = f"=({total}-1)^2" if dense else f"={total}"
     adj = f"conv!$AF$2:$AH${1 + 3 * K}" if stacked else ",".join(f"conv!{kernel_ref(k)}" for k in range(K))
     for name, text in (("solver_opt", f"conv!${LOSS[:2]}$1"), ("solver_adj", adj), ("solver_typ", "2")):
         ws.defined_names[name] = DefinedName(name, attr_text=text, hidden=True)

@@ -132,6 +132,19 @@ def test_conv_sheet_is_one_conv2d_and_matches_torch(books, form, monkeypatch):
     assert torch.allclose(grad, rg, rtol=1e-10, atol=1e-12)
 
 
+def test_dense_readout_is_batched_too(tmp_path, monkeypatch):
+    """A readout per kernel (SUMPRODUCT of its pooled map and fixed weights) after the one conv2d: one
+    row-wise dot over the six channels, not six dot products."""
+    path = conv_book.build(tmp_path / "dense.xlsx", dense=True)
+    m = compile_workbook(path)
+    src = m._prog.source
+    assert src.count("conv2d(") == 1 and "torch.dot" not in src and ".flatten(1)" in src, src
+    ref = _closures(path, None, monkeypatch)
+    (value, grad), (rv, rg) = _value_grad(m), _value_grad(ref)
+    assert math.isclose(value, rv, rel_tol=1e-12)
+    assert torch.allclose(grad, rg, rtol=1e-10, atol=1e-12)
+
+
 def test_conv_sheet_trains(books):
     m = compile_workbook(books["array"])
     ps = [p.clone().requires_grad_(True) for p in m.initial_params()]
