@@ -175,6 +175,10 @@ def test_other_window_forms_match_the_closures(books, monkeypatch):
         rv, rg = _value_grad(ref, params)
         assert math.isclose(value, rv, rel_tol=1e-12)
         assert torch.allclose(grad, rg, rtol=1e-10, atol=1e-12)
+    f32 = m.recompile(dtype=torch.float32)  # the same program, retargeted
+    assert f32.program_kind == "lowered"
+    want = float(m.objective(m.initial_params()))
+    assert math.isclose(float(f32.objective(f32.initial_params())), want, rel_tol=1e-5)
     blocks = ["edge!B12:H18", "edge!B21:F25", "edge!B28:E31", "edge!H28:M33", "edge!B36:F40", "edge!H36:K39"]
     blocks += ["edge!B44:F44", "edge!B46:B50", "edge!H46:L50"]
     got, want = m.evaluate(blocks, m.initial_params()), ref.evaluate(blocks, m.initial_params())
