@@ -118,6 +118,7 @@ def test_conv_sheet_is_one_conv2d_and_matches_torch(books, form, monkeypatch):
     assert m.program_kind == "lowered" and m._prog.fallback == []
     src = m._prog.source
     assert src.count("conv2d(") == 1 and src.count("max_pool2d(") == 1, src  # six kernels, one op each
+    assert form != "stacked" or "conv2d(k1[None, None], p0.reshape(6, 1, 3, 3))" in src, src
     assert "S" not in {ln.split("=")[-1].strip()[:1] for ln in src.splitlines()}  # no closure calls
     value, grad = _value_grad(m)
     loss, k0 = conv_book.torch_model()

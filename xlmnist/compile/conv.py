@@ -103,6 +103,7 @@ def fuse_channels(L: Lowerer) -> None:
         if len(outs) < 2 or len({(o.attrs["h"], o.attrs["w"]) for o in ops}) != 1:
             continue
         kernels = [o.args[1] for o in ops]
+        h_w = (ops[0].attrs["h"], ops[0].attrs["w"])
         at = {s.name: i for i, s in enumerate(L.stmts) if s.name}
         first = at[outs[0]]
         for v in sorted({v for k in kernels for v in names(k) if at.get(v, -1) > first}, key=at.get):
@@ -122,7 +123,7 @@ def fuse_channels(L: Lowerer) -> None:
             continue
         L.n += 1
         out = f"t{L.n}"
-        op = Op("conv2dn", x, Op("kernels", *uniq))
+        op = Op("conv2dn", x, _stacked(L, uniq, *h_w) or Op("kernels", *uniq))
         for o, kern in zip(outs, kernels):
             L.stmts[at[o]].op = L.defs[o] = Op("index", out, uniq.index(kern))
         L.stmts.insert(first, Stmt((out,), op))
@@ -130,6 +131,24 @@ def fuse_channels(L: Lowerer) -> None:
         L.note(f"conv2d channels: {len(outs)} conv2d over {x} -> one conv2d with {len(uniq)} channels")
         if len(uniq) == len(outs):
             batch_channels(L, out, len(outs), outs)
+
+
+def _stacked(L: Lowerer, kernels: list, h: int, w: int):
+    """The kernels as ``p.reshape(K, 1, h, w)`` where they are the h-row slices of one parameter area, in
+    order (kernels stacked one under the other on the sheet), else None."""
+    ops = [L.defs.get(k) if isinstance(k, str) else None for k in kernels]
+    if not all(isinstance(o, Op) and o.kind == "index" and isinstance(o.args[1], tuple) for o in ops):
+        return None
+    p = ops[0].args[0]
+    if not (isinstance(p, str) and p[0] == "p" and p[1:].isdigit()):
+        return None
+    _, r1, c1, r2, c2 = L.comp.params[int(p[1:])]
+    if (r2 - r1 + 1, c2 - c1 + 1) != (len(kernels) * h, w):
+        return None
+    want = [(slice(j * h, (j + 1) * h), slice(0, w)) for j in range(len(kernels))]
+    if [o.args[0] for o in ops] != [p] * len(ops) or [o.args[1] for o in ops] != want:
+        return None
+    return Op("view4", p, len(kernels), 1, h, w)
 
 
 # ---- channels -------------------------------------------------------------------------------------------

@@ -62,6 +62,7 @@ OPS = {
     "conv2d": "torch.nn.functional.conv2d({0}[None, None], {1}[None, None])[0, 0]",  # grid, kernel
     "conv2dn": "torch.nn.functional.conv2d({0}[None, None], {1})[0]",  # grid, kernels [K, 1, h, w]
     "kernels": "torch.stack([{*}])[:, None]",
+    "view4": "{0}.reshape({1}, {2}, {3}, {4})",
     "winreduce": None,  # fn over h x w windows, stride 1: max_pool2d / avg_pool2d ([K, R, C] with chan)
     "chanreduce": None,  # {0}.fn((1, 2))
     "chanflat": "{0}.flatten(1)",
