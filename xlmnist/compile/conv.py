@@ -1,5 +1,6 @@
-"""2-D windows in the lowered program: a copied block whose formula reads a window moving both down and
-across a grid (a convolution sheet) as one tensor op instead of a closure over ``[R, C, h, w]`` windows.
+"""2-D windows in the lowered program: a copied block whose formula reads a window sliding over a grid
+(a convolution sheet: down and across, or along one row or column) as one tensor op instead of a closure
+over ``[R, C, h, w]`` windows.
 
 * ``SUMPRODUCT(window, kernel)`` / ``SUM(window*kernel)`` (either order), the kernel a fixed range of the
   window's size -> ``conv2d`` (a cross-correlation: what the sheet computes); the blocks of several kernels
@@ -52,7 +53,7 @@ def sliding(use: RefUse, b) -> bool:
 
 
 def conv_call(L: Lowerer, node: P.Call, b) -> N | None:
-    """``SUMPRODUCT(window, kernel)`` or ``SUM(window*kernel)`` with a window moving both ways -> conv2d;
+    """``SUMPRODUCT(window, kernel)`` or ``SUM(window*kernel)`` with a sliding window -> conv2d;
     None where the call is not of that form."""
     args = node.args
     if b.array or b.R * b.C == 1:
@@ -80,7 +81,7 @@ def conv_call(L: Lowerer, node: P.Call, b) -> N | None:
 
 
 def pool(L: Lowerer, fn: str, n: N, b) -> N:
-    """A reduction over a window moving both ways (``MAX(B2:C3)`` copied over a grid): stride 1."""
+    """A reduction over a sliding window (``MAX(B2:C3)`` copied over a grid): stride 1."""
     area, h, w, rrel, crel = n.win
     if area.fh == -1:
         raise Unsupported("a 2-D window over the data rows")
