@@ -14,6 +14,7 @@ from xlmnist.compile.fuse import fuse_softmax
 from xlmnist.compile.ir import Op, Stmt, names, render, render_op, render_stmt, substitute
 from xlmnist.compile.lower import Lowerer
 from xlmnist.compile.program import dead_code
+from xlmnist.compile.sources import stacked_mv
 
 
 def test_render_ops():
@@ -127,11 +128,11 @@ def test_stacked_mv(comp):
     L = Lowerer(comp)
     k = L.const(torch.ones(6, 3).numpy())
     cols = [L.tmp(Op("mv", k, L.tmp(Op("index", "p0", i)))) for i in (0, 1)]
-    t = L.stacked_mv(cols)
+    t = stacked_mv(L, cols)
     assert L.defs[t] == Op("mmT", k, "p0")
     L = Lowerer(comp)
     cols = [L.tmp(Op("mv", k, L.tmp(Op("index", "p0", i)))) for i in (1, 0)]  # not in row order
-    assert L.stacked_mv(cols) is None
+    assert stacked_mv(L, cols) is None
 
 
 def test_formula_text_never_reaches_the_program(tmp_path):

@@ -59,6 +59,14 @@ OPS = {
     "mm": "torch.mm({0}, {1})",
     "mmT": "torch.mm({0}, {1}.T)",
     "dot": "torch.dot({0}, {1})",
+    "conv2d": "torch.nn.functional.conv2d({0}[None, None], {1}[None, None])[0, 0]",  # grid, kernel
+    "conv2dn": "torch.nn.functional.conv2d({0}[None, None], {1})[0]",  # grid, kernels [K, 1, h, w]
+    "kernels": "torch.stack([{*}])[:, None]",
+    "view4": "{0}.reshape({1}, {2}, {3}, {4})",
+    "winreduce": None,  # fn over h x w windows, stride 1: max_pool2d / avg_pool2d ([K, R, C] with chan)
+    "chanreduce": None,  # {0}.fn((1, 2))
+    "chanflat": "{0}.flatten(1)",
+    "row": "{0}.reshape(1, -1)",
     "rowdot": "({0} * {1}).sum(1)",
     "reduce": None,  # {0}.fn() / {0}.fn(1) / {0}.fn(1, keepdim=True)
     "softmax": "torch.softmax({0}, 1)",
@@ -195,6 +203,22 @@ def render_op(op: Op) -> str:
         if dim is None:
             return f"{operand(args[0])}.{fn}()"
         return f"{operand(args[0])}.{fn}(1{', keepdim=True' if op.attrs.get('keep') else ''})"
+    if k == "winreduce":
+        fn, h, w = op.attrs["fn"], int(op.attrs["h"]), int(op.attrs["w"])
+        if fn not in REDUCE:
+            raise KeyError(fn)
+        x, F = operand(args[0]), "torch.nn.functional"
+        x, tail = (x, "") if op.attrs.get("chan") else (f"{x}[None]", "[0]")  # pooling wants [C, H, W]
+        if fn == "amax":
+            return f"{F}.max_pool2d({x}, ({h}, {w}), 1){tail}"
+        if fn == "amin":
+            return f"(-{F}.max_pool2d(-{x}, ({h}, {w}), 1){tail})"
+        mean = f"{F}.avg_pool2d({x}, ({h}, {w}), 1){tail}"
+        return mean if fn == "mean" else f"({mean} * {h * w})"
+    if k == "chanreduce":
+        if op.attrs["fn"] not in REDUCE:
+            raise KeyError(op.attrs["fn"])
+        return f"{operand(args[0])}.{op.attrs['fn']}((1, 2))"
     if k == "cross_entropy":
         red = {"none": '"none"', "mean": '"mean"'}[op.attrs["reduction"]]
         return f"torch.nn.functional.cross_entropy({operand(args[0])}, {operand(args[1])}, reduction={red})"

@@ -18,6 +18,7 @@ import math
 import numpy as np
 import torch
 
+from xlmnist.compile import conv
 from xlmnist.compile.areas import DATA
 from xlmnist.compile.functions import BOOL, EMPTY, NUM, TEXT
 from xlmnist.compile.ir import Op, Stmt
@@ -102,27 +103,6 @@ class Lowerer:
     def origin(self, name: str):
         """The Op that defined a variable, through plain aliases (None for inputs and constants)."""
         return self.defs.get(self.resolve(name))
-
-    def stacked_mv(self, cols: list[str]) -> str | None:
-        """stack([mv(K, p[0]), mv(K, p[1]), ...], 1) over all rows of p -> mm(K, p.T) (nnet's hidden layer)."""
-        ks, ps = set(), []
-        for c in cols:
-            m = self.origin(c)
-            if not (isinstance(m, Op) and m.kind == "mv" and isinstance(m.args[1], str)):
-                return None
-            w = self.defs.get(m.args[1])
-            if not (isinstance(w, Op) and w.kind == "index" and isinstance(w.args[1], int)):
-                return None
-            if not (w.args[0].startswith("p") and m.args[0].startswith("k")):
-                return None
-            ks.add(m.args[0])
-            ps.append((w.args[0], w.args[1]))
-        p = ps[0][0]
-        rows = self.comp.params[int(p[1:])]
-        if len(ks) != 1 or ps != [(p, i) for i in range(len(cols))] or rows[3] - rows[1] + 1 != len(cols):
-            return None
-        self.note(f"stacked mv: {len(cols)} torch.mv of the rows of {p} -> one torch.mm")
-        return self.tmp(Op("mmT", ks.pop(), p))
 
     def source(self, i: int) -> tuple[str, str, int, int]:
         """Variable, layout and logical shape of a source id (param, the data rows, a block)."""
@@ -265,6 +245,8 @@ class Lowerer:
             return self.op(_UNARY[name], [self.expr(args[0], b)])
         if name == "IF" and len(args) == 3:
             return self.if_(node, b)
+        if name in ("SUMPRODUCT", "SUM") and (n := conv.conv_call(self, node, b)) is not None:
+            return n
         if name in ("SUMPRODUCT", "MMULT") and len(args) == 2:
             return self.dot(name, [self.expr(a, b) for a in args], b)
         if name in _REDUCE:
@@ -353,6 +335,8 @@ class Lowerer:
             if b.C == 1:
                 return N(self.tmp(Op("reduce", x, fn=fn, dim=1)), n.r, 1, "col")
             return N(self.tmp(Op("reduce", x, fn=fn, dim=1, keep=True)), n.r, 1, "2d")
+        if (rrel and h > 1 or crel and w > 1) and (rrel or b.R == 1) and (crel or b.C == 1):
+            return conv.pool(self, fn, n, b)
         raise Unsupported("reduction window")
 
     # ---- blocks -------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import re
 import torch
 
 from xlmnist.compile.areas import DATA
+from xlmnist.compile.conv import fuse_channels
 from xlmnist.compile.fuse import fuse_softmax
 from xlmnist.compile.ir import Op, Stmt, names, render
 from xlmnist.compile.lower import Lowerer
@@ -27,6 +28,7 @@ def lower_program(comp, steps, obj):
         L.g[f"S{bid}"] = e
         L.block(comp.graph.blocks[bid])
     fuse_softmax(L)
+    fuse_channels(L)
     need = set()  # blocks a compiled closure reads from env
     for bid in L.fallback:
         need |= comp.reads.get(bid, set())

@@ -85,7 +85,7 @@ class Area:
         full_r, full_c = (ra, rb) == (0, sr), (ca, cb) == (0, sc)
         tmp = self.L.tmp
         if lay == "0":
-            return name, "0"
+            return (name, "0") if one_d else (tmp(Op("as11", name)), "2d")
         if lay == "col":
             code = name if full_r else tmp(Op("index", name, slice(ra, rb)))
             return (code, "col") if one_d else (tmp(Op("unsqueeze", code)), "2d")
@@ -112,9 +112,13 @@ class Area:
             return N(code, self.fh, self.fw, lay)
         L = self.L
         if all(p[2][0] == "var" for p in self.parts) and all(p[1] - p[0] == 1 for p in self.parts):
-            cols = [self._var(p[2], True)[0] for p in self.parts]
-            code = L.stacked_mv(cols) or L.tmp(Op("stack", *cols))
-            return N(code, self.fh, self.fw, "2d")
+            mark = len(L.stmts)
+            vs = [self._var(p[2], True) for p in self.parts]
+            if all(lay == "col" for _, lay in vs):  # single cells (layout "0") are joined by cat below
+                cols = [code for code, _ in vs]
+                code = stacked_mv(L, cols) or L.tmp(Op("stack", *cols))
+                return N(code, self.fh, self.fw, "2d")
+            del L.stmts[mark:]
         cols = []
         for _, _, part in self.parts:
             if part[0] == "const":
@@ -126,6 +130,28 @@ class Area:
             else:
                 cols.append(self._var(part, False)[0])
         return N(L.tmp(Op("cat", *cols)), self.fh, self.fw, "2d")
+
+
+def stacked_mv(L: Lowerer, cols: list[str]) -> str | None:
+    """stack([mv(K, p[0]), mv(K, p[1]), ...], 1) over all rows of p -> mm(K, p.T) (nnet's hidden layer)."""
+    ks, ps = set(), []
+    for c in cols:
+        m = L.origin(c)
+        if not (isinstance(m, Op) and m.kind == "mv" and isinstance(m.args[1], str)):
+            return None
+        w = L.defs.get(m.args[1])
+        if not (isinstance(w, Op) and w.kind == "index" and isinstance(w.args[1], int)):
+            return None
+        if not (w.args[0].startswith("p") and m.args[0].startswith("k")):
+            return None
+        ks.add(m.args[0])
+        ps.append((w.args[0], w.args[1]))
+    p = ps[0][0]
+    rows = L.comp.params[int(p[1:])]
+    if len(ks) != 1 or ps != [(p, i) for i in range(len(cols))] or rows[3] - rows[1] + 1 != len(cols):
+        return None
+    L.note(f"stacked mv: {len(cols)} torch.mv of the rows of {p} -> one torch.mm")
+    return L.tmp(Op("mmT", ks.pop(), p))
 
 
 def relu_t(dtype) -> float:

@@ -115,7 +115,8 @@ class Graph:
         groups: dict[str, list[tuple[int, int]]] = {}
         key_cache: dict[tuple, str] = {}
         for cell in sh.formula_cells():
-            if cell in sh.arrays:
+            single = sh.arrays.get(cell) == (*cell, *cell)  # one-cell array formulas group like copies
+            if cell in sh.arrays and not single:
                 continue
             origin, text = sh.master_text(cell)
             if origin != cell and (origin, text) in key_cache:
@@ -124,14 +125,18 @@ class Graph:
                 key = r1c1_key(text, *origin)
                 if origin != cell:
                     key_cache[(origin, text)] = key
-            groups.setdefault(key, []).append(cell)
+            groups.setdefault("\0" + key if single else key, []).append(cell)
         grid = np.full((sh.max_row + 2, sh.max_col + 2), -1, dtype=np.int32)
         self.grid[name] = grid
-        for cells in groups.values():
+        for key, cells in groups.items():
+            lone = key[0] == "\0" and len(cells) == 1  # a lone one-cell array formula stays an array
             for r1, c1, r2, c2 in _rects(cells):
-                self._add(Block(len(self.blocks), name, r1, c1, r2 - r1 + 1, c2 - c1 + 1, (r1, c1, r2, c2)))
+                self._add(
+                    Block(len(self.blocks), name, r1, c1, r2 - r1 + 1, c2 - c1 + 1, (r1, c1, r2, c2), lone)
+                )
         for (r, c), (r1, c1, r2, c2) in sh.arrays.items():
-            self._add(Block(len(self.blocks), name, r, c, 1, 1, (r1, c1, r2, c2), array=True))
+            if (r1, c1, r2, c2) != (r, c, r, c):
+                self._add(Block(len(self.blocks), name, r, c, 1, 1, (r1, c1, r2, c2), array=True))
 
     def _add(self, b: Block) -> None:
         self.blocks.append(b)
