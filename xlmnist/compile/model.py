@@ -104,9 +104,13 @@ class CompiledModel:
             if twin._prog is None:
                 self.fallback_reason = f"the float64 program is not used: {twin.fallback_reason}"
                 return None
-            prog = retarget(twin._prog, self.dtype, self.device, self._obj_steps)
-            with torch.no_grad():
-                got = prog(self._env(self.initial_params(), None))
+            try:
+                prog = retarget(twin._prog, self.dtype, self.device, self._obj_steps)
+                with torch.no_grad():
+                    got = prog(self._env(self.initial_params(), None))
+            except Exception as exc:  # noqa: BLE001 - a retargeting bug: the closures are the reference
+                self.fallback_reason = f"the {self.dtype} program failed: {type(exc).__name__}: {exc}"
+                return None
             if not torch.isclose(got.double(), value.double(), rtol=1e-3, atol=1e-6):  # a dtype-only bug
                 self.fallback_reason = (
                     f"the {self.dtype} program gives {float(got)!r}, the closures {float(value)!r}"
@@ -115,11 +119,11 @@ class CompiledModel:
             return prog
         try:
             prog = lower_program(self._c, self._obj_steps, self._obj)
+            with torch.no_grad():
+                got = prog(self._env(self.initial_params(), None))
         except Exception as exc:  # noqa: BLE001 - a lowering bug: the closures are the reference
             self.fallback_reason = f"lowering failed: {type(exc).__name__}: {exc}"
             return None
-        with torch.no_grad():
-            got = prog(self._env(self.initial_params(), None))
         if not torch.isclose(got, value, rtol=1e-12, atol=1e-300):
             self.fallback_reason = f"the lowered objective {float(got)!r} != the closures' {float(value)!r}"
             return None
