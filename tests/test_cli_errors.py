@@ -158,3 +158,19 @@ def test_unknown_solver_goal_is_an_error(tmp_path, command):
     before = path.read_bytes()
     assert_one_line_error(run(command, path), r"solver_typ = 7: unknown Solver goal")
     assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "params, pattern",
+    [
+        ("s!$BZ$1:$XFD$1048576", r"s!BZ1:XFD1048576: the trainable range spans 17,099,128,832 cells"),
+        ("s!$A$1,s!$XFD$1048576", r"s!XFD1048576: the trainable range reaches far beyond"),
+    ],
+    ids=["whole-sheet-range", "one-far-cell"],
+)
+def test_trainable_range_too_large_is_refused_before_allocating(tmp_path, params, pattern):
+    """A trainable range over (nearly) a whole sheet drove the machine out of memory; now a limit error."""
+    path = book(tmp_path / "b.xlsx", {**BASE, "C1": "=(A1*2-1)^2"}, solver=("s!$C$1", params))
+    before = path.read_bytes()
+    assert_one_line_error(run("train", path), pattern)
+    assert path.read_bytes() == before

@@ -15,6 +15,7 @@ import torch
 from xlmnist.compile.functions import EMPTY, ERR, NUM, TEXT, Value
 from xlmnist.errors import WorkbookError
 from xlmnist.formula import parser as P
+from xlmnist.xlsx import limits
 from xlmnist.xlsx.refs import area_name, cell_name
 
 DATA = -1_000_000  # env slot of the data rows (the ``xlmnist_data`` range)
@@ -53,6 +54,32 @@ class _Expr:
 
 class Areas:
     """Rectangle assembly over ``self.src`` / ``cnum`` / ``ckind`` / ``cstr`` (see Compiler)."""
+
+    def _check_extent(self, sheet, where, what, r1, c1, r2, c2) -> None:
+        """Before anything is allocated: a range (and the grid grown to hold it) within the limits."""
+        cells = (r2 - r1 + 1) * (c2 - c1 + 1)
+        if cells > limits.MAX_RANGE_CELLS:
+            raise WorkbookError(
+                f"{where}: the {what} spans {cells:,} cells, more than {limits.MAX_RANGE_CELLS:,} "
+                "(XLMNIST_MAX_RANGE_CELLS); name only the cells the model uses"
+            )
+        h, w = self.src[sheet].shape
+        if max(h, r2 + 2) * max(w, c2 + 2) > limits.MAX_CELLS:
+            raise WorkbookError(
+                f"{where}: the {what} reaches far beyond the sheet's cells (a grid of more than "
+                f"{limits.MAX_CELLS:,} cells, XLMNIST_MAX_CELLS); name only the cells the model uses"
+            )
+
+    def _grow(self, sheet, r2, c2):
+        old = self.src[sheet]
+        shape = (max(old.shape[0], r2 + 2), max(old.shape[1], c2 + 2))
+        for store, fill in ((self.src, -1), (self.cnum, 0.0), (self.ckind, EMPTY), (self.cstr, None)):
+            a = store[sheet]
+            if a is None:
+                continue
+            b = np.full(shape, fill, dtype=a.dtype)
+            b[: a.shape[0], : a.shape[1]] = a
+            store[sheet] = b
 
     def _grid_slice(self, arr, r1, c1, r2, c2, fill):
         H, W = arr.shape

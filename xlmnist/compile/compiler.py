@@ -108,6 +108,7 @@ class Compiler(Areas):
 
     def add_param(self, sheet: str, r1: int, c1: int, r2: int, c2: int) -> None:
         where = area_name(sheet, r1, c1, r2, c2)
+        self._check_extent(sheet, where, "trainable range", r1, c1, r2, c2)
         if self.graph.blocks_in(sheet, r1, c1, r2, c2):
             b = self.graph.blocks[self.graph.blocks_in(sheet, r1, c1, r2, c2)[0]]
             raise WorkbookError(f"{where}: trainable range overlaps the formula cells {b.name}")
@@ -129,6 +130,7 @@ class Compiler(Areas):
     def set_data(self, sheet: str, r1: int, c1: int, r2: int, c2: int) -> None:
         """Make the rectangle of data rows an input: ``env[DATA]`` of shape [M, ncols], any M."""
         where = area_name(sheet, r1, c1, r2, c2)
+        self._check_extent(sheet, where, "data range", r1, c1, r2, c2)
         # a copied column that runs past the data rows (e.g. one-hot labels over all rows of the data
         # sheet while the model reads only the first rows) becomes one part per side of each boundary
         for bid in self.graph.split_rows(sheet, (r1, r2 + 1)):
@@ -163,17 +165,6 @@ class Compiler(Areas):
         grid[r1 : r2 + 1, c1 : c2 + 1] = DATA
         self.data = (sheet, r1, c1, r2, c2)
         self.rows_of[DATA] = (r1, r2)
-
-    def _grow(self, sheet, r2, c2):
-        old = self.src[sheet]
-        shape = (max(old.shape[0], r2 + 2), max(old.shape[1], c2 + 2))
-        for store, fill in ((self.src, -1), (self.cnum, 0.0), (self.ckind, EMPTY), (self.cstr, None)):
-            a = store[sheet]
-            if a is None:
-                continue
-            b = np.full(shape, fill, dtype=a.dtype)
-            b[: a.shape[0], : a.shape[1]] = a
-            store[sheet] = b
 
     def initial_params(self) -> list[torch.Tensor]:
         out = []

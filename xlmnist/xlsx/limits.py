@@ -23,6 +23,7 @@ def _env_int(name: str, default: int) -> int:
 MAX_MEMBER_MB = _env_int("XLMNIST_MAX_MEMBER_MB", 512)  # one decompressed zip member
 MAX_UNZIPPED_MB = _env_int("XLMNIST_MAX_UNZIPPED_MB", 2048)  # all the members read from one workbook
 MAX_CELLS = _env_int("XLMNIST_MAX_CELLS", 100_000_000)  # rows x columns of a sheet's used range
+MAX_RANGE_CELLS = _env_int("XLMNIST_MAX_RANGE_CELLS", 20_000_000)  # a trainable or data range
 MAX_FORMULA_CHARS = _env_int("XLMNIST_MAX_FORMULA_CHARS", 8192)  # Excel's own limit
 MAX_FORMULA_DEPTH = _env_int("XLMNIST_MAX_FORMULA_DEPTH", 200)  # nesting: parentheses, calls, operators
 _CHUNK = 1 << 20
