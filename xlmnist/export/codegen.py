@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from xlmnist.compile.model import compile_workbook
 from xlmnist.errors import XlmnistError
+from xlmnist.export.general import General
 from xlmnist.export.module import Exporter, Unsupported
 from xlmnist.export.template import BOOK_PARAMS, TEMPLATE_TAIL
 from xlmnist.export.translate import escape
@@ -144,8 +146,31 @@ def _sequential(ex, lines, pred_code):
 def generate(book, sheet=None, out_path="model.py", objective=None, params=None, state_dict=False) -> Path:
     """Write the module for ``book``'s model sheet to ``out_path`` (and ``<stem>.pt`` for large parameters,
     or always with ``state_dict``: the weights as a state dict ``xlmnist import`` reads)."""
-    ex = Exporter(book, sheet, objective, params)
-    out_path = Path(out_path)
+    return export_module(book, sheet, out_path, objective, params, state_dict)[0]
+
+
+def export_module(book, sheet=None, out_path="model.py", objective=None, params=None, state_dict=False):
+    """(path, form): the layer form when the sheet is an affine/activation stack, else the general form."""
+    try:
+        ex = Exporter(book, sheet, objective, params)
+        return _layer_form(ex, book, Path(out_path), state_dict), "layer"
+    except Unsupported as layer_err:
+        cm = compile_workbook(book, sheet=sheet, objective=objective, params=params)
+        try:
+            gen = General(cm)
+        except Unsupported as exc:
+            raise Unsupported(f"{exc} (layer form: {layer_err})") from None
+        out_path = Path(out_path)
+        state = {
+            f"p{k}": cm.compiler.cnum[s][r1 : r2 + 1, c1 : c2 + 1]
+            for k, (s, r1, c1, r2, c2) in enumerate(cm.compiler.params)
+        }
+        src = gen.render(os.path.basename(book), out_path.name, _params_src(state, out_path, state_dict))
+        _atomic_write(out_path, src.encode())
+        return out_path, "general"
+
+
+def _layer_form(ex, book, out_path, state_dict) -> Path:
     pred_code = ex.area("model", *ex.pred)
     loss_var, helper = _loss(ex)
     feats = {
@@ -235,23 +260,27 @@ def _linear_ctor(lay) -> str:
     return f"nn.Linear({i}, {o}{', bias=False' if lay['bias'] is None else ''}, dtype=torch.float64)"
 
 
-def _render(ex, book, init, fwd, loss_lines, feat, helper, state, out_path, recipes, state_dict) -> str:
-    pred = area_name(*ex.pred)
+def _params_src(state, out_path: Path, state_dict: bool) -> str:
+    """``_params()`` returning the baked weights: a PARAMS literal, or the .pt file beside the module."""
     size = sum(np.asarray(v).size for v in state.values())
     if state_dict or size > EMBED_LIMIT:
         _save_state(state, out_path.with_suffix(".pt"))
     if size <= EMBED_LIMIT:
         body = ",\n".join(f"    {k!r}: {np.asarray(v).tolist()!r}" for k, v in state.items())
-        params = (
+        return (
             f"PARAMS = {{\n{body},\n}}\n\n\ndef _params():\n"
             "    return {k: torch.tensor(v, dtype=torch.float64) for k, v in PARAMS.items()}\n"
         )
-    else:
-        pt = out_path.with_suffix(".pt")
-        params = (
-            f"def _params():\n    # {size} numbers saved beside this file\n"
-            f"    return torch.load(Path(__file__).with_name({escape(pt.name, literal=True)}), weights_only=True)\n"
-        )
+    pt = out_path.with_suffix(".pt")
+    return (
+        f"def _params():\n    # {size} numbers saved beside this file\n"
+        f"    return torch.load(Path(__file__).with_name({escape(pt.name, literal=True)}), weights_only=True)\n"
+    )
+
+
+def _render(ex, book, init, fwd, loss_lines, feat, helper, state, out_path, recipes, state_dict) -> str:
+    pred = area_name(*ex.pred)
+    params = _params_src(state, out_path, state_dict)
     params += "\n\n" + _recipes(recipes) + BOOK_PARAMS
     xdoc = "\n".join("        " + d for d in _doc(ex, "x")) or "        (no inputs)"
     ydoc = "\n".join("    " + d for d in _doc(ex, "y")) or "    (no labels)"
@@ -341,8 +370,11 @@ def _cmd_export(args) -> int:
     out = Path(args.output)
     if not out.parent.is_dir():
         raise XlmnistError(f"{out.parent}: no such folder")
-    path = generate(args.book, args.sheet, out, args.objective, args.params, args.state_dict)
-    print(f"wrote {path}" + (f" and {path.with_suffix('.pt')} (state dict)" if args.state_dict else ""))
+    path, form = export_module(args.book, args.sheet, out, args.objective, args.params, args.state_dict)
+    print(
+        f"wrote {path} ({form} form)"
+        + (f" and {path.with_suffix('.pt')} (state dict)" if args.state_dict else "")
+    )
     return 0
 
 
