@@ -98,6 +98,10 @@ class General:
             h, w = n.r2 - n.r1 + 1, n.c2 - n.c1 + 1
             if h == 1 and w == 1:
                 return a
+            if (self.c.ckind[n.sheet][r1 : r2 + 1, c1 : c2 + 1] == BOOL).any():
+                raise Unsupported(
+                    f"{b.anchor}: a range with TRUE/FALSE cells (ranges skip them; the export would not)"
+                )
             return E(f"{a.code}.unfold(0, {h}, 1).unfold(1, {w}, 1)", True, dense=a.dense)
         if T is P.Number or T is P.Bool:
             return E(repr(float(n.value)))
