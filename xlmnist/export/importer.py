@@ -322,7 +322,8 @@ def register(sub) -> None:
     p = sub.add_parser("import", help="write a PyTorch Linear/ReLU/Sigmoid/Softmax model as a workbook")
     p.add_argument(
         "model",
-        help="a state dict saved with torch.save(model.state_dict(), path) (with --arch), or an exported model.py",
+        help="a state dict saved with torch.save(model.state_dict(), path) (with --arch), or a layer-form model.py "
+        "written by xlmnist export (parsed, never run)",
     )
     p.add_argument("-o", "--output", required=True, help="the workbook to write (.xlsx)")
     src = p.add_mutually_exclusive_group()
