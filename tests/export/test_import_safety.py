@@ -84,3 +84,31 @@ def test_whole_module_is_refused_state_dict_loads(tmp_path):
     layers = load_model(state, arch="3-2-relu-1-sigmoid")
     assert [type(m).__name__ for m in layers] == ["Linear", "ReLU", "Linear", "Sigmoid"]
     torch.testing.assert_close(layers[0].weight, model[0].weight)
+
+
+def test_model_py_is_read_not_run(tmp_path):
+    """An exported model.py with a side effect at import: its layers and weights load, the code never runs."""
+    from xlmnist.export.codegen import generate
+    from xlmnist.export.importer import build_workbook
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 1)).double()
+    X = torch.rand(6, 3, dtype=torch.float64).numpy()
+    book = tmp_path / "b.xlsx"
+    build_workbook(list(net), X, X[:, 0] * 2.0, ["a", "b", "c"], book)
+    module = tmp_path / "model.py"
+    generate(book, "model", module)
+    marker = tmp_path / "MARKER"
+    src = module.read_text()
+    module.write_text(f"open({str(marker)!r}, 'w').close()\n" + src)
+    layers = load_model(module)
+    assert not marker.exists()
+    assert [type(m).__name__ for m in layers] == ["Linear", "ReLU", "Linear"]
+    x = torch.from_numpy(X)
+    torch.testing.assert_close(nn.Sequential(*layers)(x), net(x), rtol=1e-12, atol=1e-12)
+    hostile = tmp_path / "hostile.py"
+    hostile.write_text(f"import os\nos.system('touch {marker}')\nclass Model: pass\n")
+    with pytest.raises(XlmnistError) as exc:
+        load_model(hostile)
+    msg = str(exc.value)
+    assert "\n" not in msg and "state_dict()" in msg and "--arch" in msg and not marker.exists()

@@ -10,69 +10,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from xlmnist.compile.model import compile_workbook
 from xlmnist.errors import XlmnistError
+from xlmnist.export.general import General
 from xlmnist.export.module import Exporter, Unsupported
+from xlmnist.export.template import BOOK_PARAMS, TEMPLATE_TAIL
 from xlmnist.export.translate import escape
 from xlmnist.formula import parser as P
 from xlmnist.formula.graph import RefUse
 from xlmnist.xlsx.refs import area_name
 
 EMBED_LIMIT = 4096  # parameters embedded in the source up to this many numbers, else saved as .pt beside it
-
-_TEMPLATE_TAIL = '''
-
-def _area(wb, sheet, r1, c1, r2, c2, cached=False):
-    """Cell values of sheet!r1c1:r2c2 as a numpy array (float64, or object when it holds text)."""
-    import numpy as np
-
-    values = wb.sheet(sheet).values
-    out = np.empty((r2 - r1 + 1, c2 - c1 + 1), dtype=object)
-    for r in range(r1, r2 + 1):
-        for c in range(c1, c2 + 1):
-            v = values.get((r, c))
-            if v is None:
-                if cached:
-                    raise SystemExit(f"{sheet}!R{r}C{c}: no cached value; recalculate and save the workbook first")
-                v = 0.0
-            out[r - r1, c - c1] = v
-    try:
-        return out.astype(np.float64)
-    except (TypeError, ValueError):
-        return out
-
-
-def read_data(book):
-    """(x, y) of BOOK: the model's input columns and the loss's label columns, recomputed from raw cells."""
-    import numpy as np
-    from xlmnist.xlsx.reader import read_workbook
-
-    wb = read_workbook(book)
-@FEAT@
-    return x, y
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("book", help="the workbook to read the data rows from")
-    parser.add_argument("--json", action="store_true", help="print {objective, predictions} as JSON")
-    args = parser.parse_args(argv)
-    x, y = read_data(args.book)
-    model = Model()
-    with torch.no_grad():
-        pred = model(x)
-        objective = float(loss_fn(pred, y))
-    preds = pred[:, 0].tolist() if pred.shape[1] == 1 else pred.tolist()
-    if args.json:
-        print(json.dumps({"objective": objective, "predictions": preds}))
-    else:
-        print(f"objective ({OBJECTIVE}): {objective!r}")
-        print(f"predictions ({PREDICTIONS}): {len(preds)} rows, first {preds[:5]}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-'''
 
 
 def _loss_pattern(ex: Exporter, L):
@@ -195,10 +143,34 @@ def _sequential(ex, lines, pred_code):
     return out if prev == pred_code and out else None
 
 
-def generate(book, sheet=None, out_path="model.py") -> Path:
-    """Write the module for ``book``'s model sheet to ``out_path`` (and ``<stem>.pt`` for large parameters)."""
-    ex = Exporter(book, sheet)
-    out_path = Path(out_path)
+def generate(book, sheet=None, out_path="model.py", objective=None, params=None, state_dict=False) -> Path:
+    """Write the module for ``book``'s model sheet to ``out_path`` (and ``<stem>.pt`` for large parameters,
+    or always with ``state_dict``: the weights as a state dict ``xlmnist import`` reads)."""
+    return export_module(book, sheet, out_path, objective, params, state_dict)[0]
+
+
+def export_module(book, sheet=None, out_path="model.py", objective=None, params=None, state_dict=False):
+    """(path, form): the layer form when the sheet is an affine/activation stack, else the general form."""
+    try:
+        ex = Exporter(book, sheet, objective, params)
+        return _layer_form(ex, book, Path(out_path), state_dict), "layer"
+    except Unsupported as layer_err:
+        cm = compile_workbook(book, sheet=sheet, objective=objective, params=params)
+        try:
+            gen = General(cm)
+        except Unsupported as exc:
+            raise Unsupported(f"{exc} (layer form: {layer_err})") from None
+        out_path = Path(out_path)
+        state = {
+            f"p{k}": cm.compiler.cnum[s][r1 : r2 + 1, c1 : c2 + 1]
+            for k, (s, r1, c1, r2, c2) in enumerate(cm.compiler.params)
+        }
+        src = gen.render(os.path.basename(book), out_path.name, _params_src(state, out_path, state_dict))
+        _atomic_write(out_path, src.encode())
+        return out_path, "general"
+
+
+def _layer_form(ex, book, out_path, state_dict) -> Path:
     pred_code = ex.area("model", *ex.pred)
     loss_var, helper = _loss(ex)
     feats = {
@@ -216,16 +188,14 @@ def generate(book, sheet=None, out_path="model.py") -> Path:
     mlines = [(k, v, fix(c), cm, None if xi is None else fix(xi)) for k, v, c, cm, xi in ex.lines["model"]]
     pred_code = fix(pred_code)
     seq = _sequential(ex, mlines, pred_code)
-    state, init = {}, []
+    state, recipes, init = {}, {}, []
     if seq is not None:
         init.append("        self.net = nn.Sequential(")
         for i, (mod, comment) in enumerate(seq):
             if mod.startswith("self.lin"):
                 lay = ex.layers[int(mod[8:]) - 1]
                 mod = _linear_ctor(lay)
-                state[f"net.{i}.weight"] = lay["weight"]
-                if lay["bias"] is not None:
-                    state[f"net.{i}.bias"] = lay["bias"]
+                _layer_state(state, recipes, f"net.{i}", lay)
             init.append(f"            {mod},  # {escape(comment)}")
         init.append("        )")
         fwd = ["        return self.net(x)"]
@@ -234,9 +204,7 @@ def generate(book, sheet=None, out_path="model.py") -> Path:
             init.append(
                 f"        self.{lay['attr']} = {_linear_ctor(lay)}  # weight, bias: {escape(', '.join(lay['refs']))}"
             )
-            state[f"{lay['attr']}.weight"] = lay["weight"]
-            if lay["bias"] is not None:
-                state[f"{lay['attr']}.bias"] = lay["bias"]
+            _layer_state(state, recipes, lay["attr"], lay)
         fwd = [f"        {v} = {c}  # {escape(cm)}" for _, v, c, cm, _ in mlines] + [
             f"        return {pred_code}"
         ]
@@ -247,7 +215,8 @@ def generate(book, sheet=None, out_path="model.py") -> Path:
             f"  # {escape(area_name(s, r1, c1, r2, c2))}"
         )
         state[attr] = ex.c.cnum[s][r1 : r2 + 1, c1 : c2 + 1]
-    init.append("        self.load_state_dict(_params())")
+        recipes[attr] = ("r", [((s, r1, c1, r2, c2), False, None)])
+    init.append("        self.load_state_dict(_params() if weights is None else weights)")
     loss_lines = [f"    {v} = {fix(c)}  # {escape(cm)}" for _, v, c, cm, _ in ex.lines["loss"]] + [
         f"    return {loss_var}"
     ]
@@ -260,9 +229,30 @@ def generate(book, sheet=None, out_path="model.py") -> Path:
             if parts
             else f"    {w} = torch.zeros({ex.N}, 0, dtype=torch.float64)"
         )
-    src = _render(ex, book, init, fwd, loss_lines, feat, helper, state, out_path)
+    src = _render(ex, book, init, fwd, loss_lines, feat, helper, state, out_path, recipes, state_dict)
     _atomic_write(out_path, src.encode())
     return out_path
+
+
+def _layer_state(state, recipes, key, lay) -> None:
+    """The layer's weights under ``key`` and where BOOK's trainable cells hold them (for ``--weights book``)."""
+    state[f"{key}.weight"] = lay["weight"]
+    recipes[f"{key}.weight"] = ("w", [(area, t, cols) for area, t, cols, _ in lay["src"]])
+    if lay["bias"] is not None:
+        state[f"{key}.bias"] = lay["bias"]
+        recipes[f"{key}.bias"] = ("b", [(area, t, one) for area, t, _, one in lay["src"]])
+
+
+def _recipes(recipes) -> str:
+    """WEIGHTS = {state key: (kind, [(sheet, r1, c1, r2, c2, transposed, index)])} as source."""
+    rows = []
+    for key, (kind, parts) in recipes.items():
+        items = ", ".join(
+            f"({escape(a[0], literal=True)}, {a[1]}, {a[2]}, {a[3]}, {a[4]}, {t!r}, {idx!r})"
+            for a, t, idx in parts
+        )
+        rows.append(f"    {key!r}: ({kind!r}, [{items}]),")
+    return "WEIGHTS = {\n" + "\n".join(rows) + "\n}\n"
 
 
 def _linear_ctor(lay) -> str:
@@ -270,25 +260,28 @@ def _linear_ctor(lay) -> str:
     return f"nn.Linear({i}, {o}{', bias=False' if lay['bias'] is None else ''}, dtype=torch.float64)"
 
 
-def _render(ex, book, init, fwd, loss_lines, feat, helper, state, out_path) -> str:
-    pred = area_name(*ex.pred)
+def _params_src(state, out_path: Path, state_dict: bool) -> str:
+    """``_params()`` returning the baked weights: a PARAMS literal, or the .pt file beside the module."""
     size = sum(np.asarray(v).size for v in state.values())
+    if state_dict or size > EMBED_LIMIT:
+        _save_state(state, out_path.with_suffix(".pt"))
     if size <= EMBED_LIMIT:
         body = ",\n".join(f"    {k!r}: {np.asarray(v).tolist()!r}" for k, v in state.items())
-        params = (
+        return (
             f"PARAMS = {{\n{body},\n}}\n\n\ndef _params():\n"
             "    return {k: torch.tensor(v, dtype=torch.float64) for k, v in PARAMS.items()}\n"
         )
-    else:
-        pt = out_path.with_suffix(".pt")
-        buf = tempfile.NamedTemporaryFile(dir=pt.parent, prefix=f".{pt.stem}-", suffix=".tmp", delete=False)
-        buf.close()
-        torch.save({k: torch.tensor(np.asarray(v), dtype=torch.float64) for k, v in state.items()}, buf.name)
-        os.replace(buf.name, pt)
-        params = (
-            f"def _params():\n    # {size} numbers saved beside this file\n"
-            f"    return torch.load(Path(__file__).with_name({escape(pt.name, literal=True)}), weights_only=True)\n"
-        )
+    pt = out_path.with_suffix(".pt")
+    return (
+        f"def _params():\n    # {size} numbers saved beside this file\n"
+        f"    return torch.load(Path(__file__).with_name({escape(pt.name, literal=True)}), weights_only=True)\n"
+    )
+
+
+def _render(ex, book, init, fwd, loss_lines, feat, helper, state, out_path, recipes, state_dict) -> str:
+    pred = area_name(*ex.pred)
+    params = _params_src(state, out_path, state_dict)
+    params += "\n\n" + _recipes(recipes) + BOOK_PARAMS
     xdoc = "\n".join("        " + d for d in _doc(ex, "x")) or "        (no inputs)"
     ydoc = "\n".join("    " + d for d in _doc(ex, "y")) or "    (no labels)"
     mnist = (
@@ -307,6 +300,10 @@ Run as a script: ``python {escape(out_path.name)} BOOK --json`` reads the data r
 objective ({escape(objective)}) and the predictions ({escape(pred)}). The inputs are recomputed from the raw
 cells by the feature formulas translated below (cached values are used only for formulas that could
 not be translated). Trainable cells: {escape(", ".join(ex.cm.param_refs))}.
+
+Weights: by default the ones baked in at export time (PARAMS, or the .pt file beside this one), NOT the
+values now in the workbook; ``--weights book`` reads them from BOOK's trainable cells instead (e.g. after
+``xlmnist train BOOK``), as does ``Model(book_weights(BOOK))``.
 """
 
 import argparse
@@ -331,7 +328,8 @@ class Model(nn.Module):
 {xdoc}
     """
 
-    def __init__(self):
+    def __init__(self, weights=None):
+        """weights: a state dict (default: the weights baked in at export, see _params / book_weights)."""
         super().__init__()
 '''
     return (
@@ -345,8 +343,15 @@ class Model(nn.Module):
         + "\n".join(loss_lines)
         + "\n\n\n"
         + params
-        + _TEMPLATE_TAIL.replace("@FEAT@", "\n".join(feat))
+        + TEMPLATE_TAIL.replace("@FEAT@", "\n".join(feat))
     )
+
+
+def _save_state(state, pt: Path) -> None:
+    buf = tempfile.NamedTemporaryFile(dir=pt.parent, prefix=f".{pt.stem}-", suffix=".tmp", delete=False)
+    buf.close()
+    torch.save({k: torch.tensor(np.asarray(v), dtype=torch.float64) for k, v in state.items()}, buf.name)
+    os.replace(buf.name, pt)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -365,8 +370,11 @@ def _cmd_export(args) -> int:
     out = Path(args.output)
     if not out.parent.is_dir():
         raise XlmnistError(f"{out.parent}: no such folder")
-    path = generate(args.book, args.sheet, out)
-    print(f"wrote {path}")
+    path, form = export_module(args.book, args.sheet, out, args.objective, args.params, args.state_dict)
+    print(
+        f"wrote {path} ({form} form)"
+        + (f" and {path.with_suffix('.pt')} (state dict)" if args.state_dict else "")
+    )
     return 0
 
 
@@ -375,6 +383,17 @@ def register(sub) -> None:
     p.add_argument("book", help="the .xlsx workbook")
     p.add_argument("--sheet", default=None, help="the model sheet (default: the active Solver sheet)")
     p.add_argument("-o", "--output", default="model.py", help="the module to write (default model.py)")
+    p.add_argument(
+        "--objective", default=None, help="the objective cell, e.g. Sheet1!$B$2 (default: the sheet's)"
+    )
+    p.add_argument(
+        "--params", default=None, help="the trainable ranges, e.g. Sheet1!$B$4:$D$4 (default: the sheet's)"
+    )
+    p.add_argument(
+        "--state-dict",
+        action="store_true",
+        help="also write the weights as a state dict beside it (<stem>.pt)",
+    )
     p.set_defaults(func=_cmd_export)
 
 

@@ -9,7 +9,6 @@ Sheet ``data``: the sample rows (inputs, ``Ones``, label, one-hot label columns 
 
 from __future__ import annotations
 
-import importlib.util
 import pickle
 import re
 from pathlib import Path
@@ -21,6 +20,7 @@ from torch import nn
 
 from xlmnist import data as D
 from xlmnist.errors import DataError, XlmnistError
+from xlmnist.export.pyread import read_exported
 from xlmnist.xlsx.book import Book, absref, col
 
 ACTS = {nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.Softmax: "softmax"}
@@ -46,7 +46,7 @@ def parse_arch(text: str) -> nn.Sequential:
 
 
 def load_model(path, arch: str | None = None) -> list[nn.Module]:
-    """The layers of a state dict (+ ``arch``) or an exported ``model.py`` (its ``Model()``).
+    """The layers of a state dict (+ ``arch``) or an exported layer-form ``model.py`` (read, not run).
 
     Saved files are read with ``torch.load(weights_only=True)``: tensors and plain containers only; a
     pickled module (which could run any code while loading) is refused with a one-line error."""
@@ -55,11 +55,8 @@ def load_model(path, arch: str | None = None) -> list[nn.Module]:
     if not path.is_file():
         raise XlmnistError(f"{name}: no such model file")
     try:
-        if path.suffix == ".py":
-            spec = importlib.util.spec_from_file_location(f"_xlmnist_model_{abs(hash(str(path)))}", path)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            obj = module.Model()
+        if path.suffix == ".py":  # parsed, never executed
+            obj = read_exported(path)
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except XlmnistError:
@@ -325,7 +322,8 @@ def register(sub) -> None:
     p = sub.add_parser("import", help="write a PyTorch Linear/ReLU/Sigmoid/Softmax model as a workbook")
     p.add_argument(
         "model",
-        help="a state dict saved with torch.save(model.state_dict(), path) (with --arch), or an exported model.py",
+        help="a state dict saved with torch.save(model.state_dict(), path) (with --arch), or a layer-form model.py "
+        "written by xlmnist export (parsed, never run)",
     )
     p.add_argument("-o", "--output", required=True, help="the workbook to write (.xlsx)")
     src = p.add_mutually_exclusive_group()

@@ -49,9 +49,9 @@ def _varies(b) -> bool:
 
 
 class Exporter(Translator):
-    def __init__(self, path, sheet=None):
+    def __init__(self, path, sheet=None, objective=None, params=None):
         self.path = os.fspath(path)
-        self.cm = compile_workbook(self.path, sheet=sheet)
+        self.cm = compile_workbook(self.path, sheet=sheet, objective=objective, params=params)
         self.c = self.cm.compiler  # graph, constant grids, parameter areas
         self.g, self.wb = self.c.graph, self.c.wb
         self.sheet, orow, ocol, _, _ = split_ref(self.cm.objective_ref)
@@ -292,7 +292,8 @@ class Exporter(Translator):
         xcode = xcode[0] if len(xcode) == 1 else "torch.cat([" + ", ".join(xcode) + "], 1)"
         bias = W[ones[0] - c1] if ones else None
         wref = area_name(ws, w1, wc1, w2, wc2)
-        return xcode, W[cols].T.copy(), (None if bias is None else bias.copy()), wref
+        src = ((ws, w1, wc1, w2, wc2), transposed, cols, None if bias is None else ones[0] - c1)
+        return xcode, W[cols].T.copy(), (None if bias is None else bias.copy()), wref, src
 
     def emit_linear(self, b):
         """nn.Linear for ``b`` merged with the neighbouring blocks that are the same layer's other units."""
@@ -325,7 +326,15 @@ class Exporter(Translator):
         var = self._name(chain[0]) if len(chain) == 1 else f"{attr}_out"
         self.names.add(var)
         self.width[var] = weight.shape[0]
-        self.layers.append({"attr": attr, "weight": weight, "bias": bias, "refs": [p[3] for p in parts]})
+        self.layers.append(
+            {
+                "attr": attr,
+                "weight": weight,
+                "bias": bias,
+                "refs": [p[3] for p in parts],
+                "src": [p[4] for p in parts],
+            }
+        )
         off = 0
         for blk in chain:
             self.vars[("model", blk.id)] = (var, off)

@@ -19,9 +19,11 @@ import torch
 
 from xlmnist.compile import compile_workbook
 from xlmnist.errors import WorkbookError, XlmnistError
+from xlmnist.export.names import save_names
 from xlmnist.train.optim import OPTIMIZERS
 from xlmnist.train.session import step_book, train_book
 from xlmnist.train.settings import check_book, metrics, to_float
+from xlmnist.xlsx.refs import col_letters, quote_sheet, split_ref
 
 
 def _number(cast, low: float, strict: bool):
@@ -113,7 +115,29 @@ def cmd_train(args) -> int:
     )
     if payload.get("diagnosis"):
         print(f"xlmnist: warning: {payload['diagnosis']}", file=sys.stderr)
+    if args.save_names:
+        _save_names(args, payload)
     return 0
+
+
+def _absolute(ref: str) -> str:
+    sheet, r1, c1, r2, c2 = split_ref(ref)
+    one = f"${col_letters(c1)}${r1}"
+    return f"{quote_sheet(sheet)}!{one}" + ("" if (r1, c1) == (r2, c2) else f":${col_letters(c2)}${r2}")
+
+
+def _save_names(args, payload) -> None:
+    """``--save-names``: the objective and trainable ranges as the sheet's xlmnist_objective/_params names."""
+    if not (args.objective and args.params):
+        raise XlmnistError("--save-names stores --objective and --params: give both")
+    sheet = split_ref(payload["objective_cell"])[0]
+    objective = _absolute(payload["objective_cell"])
+    params = ",".join(_absolute(r) for r in payload["params"])
+    save_names(payload["book"], sheet, objective, params)
+    if not args.json:
+        print(
+            f"saved names in {payload['book']}: {sheet}!xlmnist_objective = {objective}, xlmnist_params = {params}"
+        )
 
 
 def cmd_step(args) -> int:
@@ -186,6 +210,11 @@ def register(sub) -> None:
         "--batch-size", type=POSITIVE_INT, help="minibatch size for adam/sgd on a dataset (default: settings)"
     )
     p.add_argument("--out", help="write the trained workbook to this copy instead of BOOK")
+    p.add_argument(
+        "--save-names",
+        action="store_true",
+        help="store --objective/--params as the sheet's xlmnist_objective/xlmnist_params names",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument(
         "--force", action="store_true", help="write the parameters even when the run collapsed to one class"
