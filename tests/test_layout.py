@@ -233,7 +233,7 @@ def test_shared_is_reached_only_through_conftest(path):
     if path == "conftest.py":
         return
     text = (TESTS / path).read_text(encoding="utf-8")
-    assert not re.search(r"""["']shared["']|parent\s*/\s*["']shared""", text), path
+    assert not re.search(r"""parent\s*/\s*["']shared["']|["']\.\./shared|["']shared["']\s*/""", text), path
 
 
 @pytest.mark.parametrize("require", ["", "1"], ids=["skips", "required-fails"])
