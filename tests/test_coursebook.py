@@ -17,7 +17,7 @@ import numpy as np
 import openpyxl
 import pytest
 import torch
-from conftest import COURSE_TITANIC, ROOT, needs_course
+from testenv import COURSE_TITANIC, ROOT, needs_course
 
 from xlmnist import data, oracle
 from xlmnist.compile import compile_workbook

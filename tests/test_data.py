@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import openpyxl
 import pytest
-from conftest import COURSE_TITANIC as COURSE_XLSX
-from conftest import MNIST_DIR, needs_course, needs_mnist
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from testenv import COURSE_TITANIC as COURSE_XLSX
+from testenv import MNIST_DIR, needs_course, needs_mnist
 
 from xlmnist import data
 from xlmnist.errors import DataError

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from testenv import ROOT
 
 from xlmnist import oracle
 from xlmnist.demo import model_sheets

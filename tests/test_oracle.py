@@ -6,8 +6,8 @@ import shutil
 import numpy as np
 import openpyxl
 import pytest
-from conftest import COURSE_TITANIC as COURSE
-from conftest import needs_course
+from testenv import COURSE_TITANIC as COURSE
+from testenv import needs_course
 
 from xlmnist import oracle
 

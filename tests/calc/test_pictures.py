@@ -69,7 +69,7 @@ def test_weights_ten_digits_on_one_page(calc, workdir):
     folder = workdir / "ten"
     data = folder / "mnist"
     code = (f"import sys; sys.path.insert(0, {str(ROOT / 'tests')!r}); from pathlib import Path; "
-            f"from conftest import make_tiny_mnist; make_tiny_mnist(Path({str(data)!r}), per_digit=20, test_per_digit=5)")  # fmt: skip
+            f"from testenv import make_tiny_mnist; make_tiny_mnist(Path({str(data)!r}), per_digit=20, test_per_digit=5)")  # fmt: skip
     subprocess.run([sys.executable, "-c", code], check=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "XLMNIST_DATA": str(data), "XLMNIST_CACHE": str(folder)}
     subprocess.run([sys.executable, "-m", "xlmnist", "build", "--out", str(folder), "--rows", "100", "--only",

@@ -11,8 +11,8 @@ import numpy as np
 import openpyxl
 import pytest
 import torch
-from conftest import COURSE_TITANIC as COURSE
 from openpyxl.worksheet.formula import ArrayFormula
+from testenv import COURSE_TITANIC as COURSE
 
 from xlmnist import oracle
 from xlmnist.compile import compile_workbook

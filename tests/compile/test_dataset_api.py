@@ -8,8 +8,8 @@ import numpy as np
 import openpyxl
 import pytest
 import torch
-from conftest import COURSE_TITANIC as COURSE
-from conftest import needs_course
+from testenv import COURSE_TITANIC as COURSE
+from testenv import needs_course
 
 from xlmnist.compile import compile_workbook
 from xlmnist.errors import WorkbookError

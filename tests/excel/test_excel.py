@@ -20,8 +20,8 @@ import torch
 os.environ.setdefault("XLWINGS_LICENSE_KEY", "noncommercial")
 
 import xlwings as xw  # noqa: E402
-from conftest import COURSE_TITANIC as COURSE  # noqa: E402
-from conftest import HAVE_COURSE  # noqa: E402
+from testenv import COURSE_TITANIC as COURSE  # noqa: E402
+from testenv import HAVE_COURSE  # noqa: E402
 from xlbook import make_payload  # noqa: E402
 
 from xlmnist import excel, oracle  # noqa: E402

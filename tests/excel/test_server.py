@@ -11,9 +11,9 @@ import torch
 
 os.environ.setdefault("XLWINGS_LICENSE_KEY", "noncommercial")
 
-from conftest import COURSE_TITANIC as COURSE  # noqa: E402
-from conftest import HAVE_COURSE  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
+from testenv import COURSE_TITANIC as COURSE  # noqa: E402
+from testenv import HAVE_COURSE  # noqa: E402
 from xlbook import make_payload  # noqa: E402
 
 from xlmnist import oracle  # noqa: E402

@@ -13,8 +13,8 @@ import numpy as np
 import openpyxl
 import pytest
 import torch
-from conftest import COURSE_TITANIC as COURSE
 from openpyxl.workbook.defined_name import DefinedName
+from testenv import COURSE_TITANIC as COURSE
 from torch import nn
 
 from xlmnist import oracle

@@ -18,9 +18,9 @@ from xml.etree import ElementTree as ET
 
 import numpy as np
 import pytest
-from conftest import COURSE_TITANIC, MNIST_DIR, needs_course
 from openpyxl.formula.translate import Translator
 from openpyxl.utils.cell import coordinate_from_string, range_boundaries
+from testenv import COURSE_TITANIC, MNIST_DIR, needs_course
 
 from xlmnist import data, oracle
 from xlmnist.xlsx.book import SOLVER_OPTIONS

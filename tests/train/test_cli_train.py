@@ -16,9 +16,9 @@ from pathlib import Path
 import openpyxl
 import pytest
 import torch
-from conftest import COURSE_TITANIC as TITANIC
-from conftest import HAVE_COURSE, needs_course
 from openpyxl.workbook.defined_name import DefinedName
+from testenv import COURSE_TITANIC as TITANIC
+from testenv import HAVE_COURSE, needs_course
 
 from xlmnist import cli, oracle
 

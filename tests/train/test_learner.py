@@ -18,7 +18,7 @@ import numpy as np
 import openpyxl
 import pytest
 import torch
-from conftest import COURSE_TITANIC, needs_course
+from testenv import COURSE_TITANIC, needs_course
 
 from xlmnist import oracle
 from xlmnist.compile import compile_workbook

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import COURSE_TITANIC as TITANIC
-from conftest import HAVE_COURSE, needs_course
+from testenv import COURSE_TITANIC as TITANIC
+from testenv import HAVE_COURSE, needs_course
 
 from xlmnist.compile import compile_workbook
 from xlmnist.errors import TrainingError

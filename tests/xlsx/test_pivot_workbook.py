@@ -12,8 +12,8 @@ from pathlib import Path
 
 import openpyxl
 import pytest
-from conftest import COURSE_TITANIC as COURSE
-from conftest import HAVE_COURSE, needs_course
+from testenv import COURSE_TITANIC as COURSE
+from testenv import HAVE_COURSE, needs_course
 
 from xlmnist import oracle
 from xlmnist.compile import compile_workbook

@@ -6,8 +6,8 @@ import time
 import zipfile
 
 import pytest
-from conftest import COURSE_TITANIC as COURSE
-from conftest import needs_course
+from testenv import COURSE_TITANIC as COURSE
+from testenv import needs_course
 
 from xlmnist.errors import WorkbookError
 from xlmnist.xlsx.reader import XLError, read_workbook

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import openpyxl
 import pytest
-from conftest import COURSE_TITANIC as TITANIC
-from conftest import HAVE_COURSE, needs_course
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openpyxl.chart import BarChart, Reference
 from openpyxl.drawing.image import Image
+from testenv import COURSE_TITANIC as TITANIC
+from testenv import HAVE_COURSE, needs_course
 
 from xlmnist import oracle
 from xlmnist.errors import WorkbookError
