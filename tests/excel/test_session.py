@@ -53,7 +53,9 @@ def written(book) -> dict:
     out = {}
     for a in book.json()["actions"]:
         if a["func"] == "setValues":
-            block = np.array([[np.nan if v in (None, "") else v for v in row] for row in a["values"]], dtype=float)
+            block = np.array(
+                [[np.nan if v in (None, "") else v for v in row] for row in a["values"]], dtype=float
+            )
             out.update(cells.write_actions_to_values([{**a, "values": block}], names))
     return out
 
@@ -133,7 +135,9 @@ def test_cuda_asked_for_without_cuda_says_so_in_excel_words(mnist_book):
     assert "settings sheet" in res["error"] and "--" not in res["error"]
 
 
-def test_cancel_file_stops_the_run_and_a_second_train_is_refused(mnist_book, tmp_path, tiny_mnist, monkeypatch):
+def test_cancel_file_stops_the_run_and_a_second_train_is_refused(
+    mnist_book, tmp_path, tiny_mnist, monkeypatch
+):
     monkeypatch.setenv("XLMNIST_DATA", str(tiny_mnist))
     path = tmp_path / "mnist_3v7.xlsx"
     shutil.copyfile(mnist_book, path)
