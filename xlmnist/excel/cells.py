@@ -146,6 +146,17 @@ def _same(live, saved) -> bool:
     return str(live).strip() == str(saved).strip()
 
 
+def not_sent(book, sheet: str) -> bool:
+    """The remote engine's payload left this sheet's values out (xlwings' ``include``/``exclude``)."""
+    if engine(book) != "remote":
+        return False
+    try:
+        values = book.sheets[sheet].api["values"]
+    except Exception:  # noqa: BLE001 - no such sheet: not "left out", the caller says what is wrong
+        return False
+    return not values or values == [[]]
+
+
 def check_live_inputs(book, model, path: Path, wb=None) -> None:
     """Stop when the open workbook's data rows (features and labels) or its ``settings`` sheet differ from
     the saved file: the formulas, data and settings are read from the file, so an unsaved edit would be
@@ -163,6 +174,8 @@ def check_live_inputs(book, model, path: Path, wb=None) -> None:
     for ref, what in blocks:
         sheet, addr = split_ref(ref)
         r1, c1, _, _ = parse_area(addr)
+        if not_sent(book, sheet):
+            continue  # Excel on the web sent only the model sheet: the server's copy is the source
         try:
             live = np.array(read_cells(book.sheets[sheet].range(addr)), dtype=object, ndmin=2)
         except Exception as exc:  # noqa: BLE001 - the sheet was deleted or renamed in the open workbook
