@@ -157,3 +157,17 @@ def test_cancel_file_stops_the_run_and_a_second_train_is_refused(
     assert res["message"].endswith("cancelled; the values so far were written")  # also an alert
     assert not runs.run_file(path).exists() and not runs.cancel_file(path).exists()
     assert not excel.cancel(open_book(path, "linear"))["ok"]  # nothing running any more
+
+
+def test_time_limit_setting_stops_the_run(mnist_book, tmp_path, tiny_mnist, monkeypatch):
+    """``max_seconds`` in the settings sheet: the run stops after the first step and keeps its values."""
+    import openpyxl
+
+    monkeypatch.setenv("XLMNIST_DATA", str(tiny_mnist))
+    path = tmp_path / "limited.xlsx"
+    wb = openpyxl.load_workbook(mnist_book)
+    wb["settings"].append(["linear", "max_seconds", 1e-9, "time limit of a run (seconds)"])
+    wb.save(path)
+    res = excel.train(open_book(path, "linear"))
+    assert res["ok"], res
+    assert res["max_seconds"] == 1e-9 and res["steps"] == 1 and res["epochs"] == 1

@@ -204,10 +204,8 @@ def install(path: str | os.PathLike | None = None, settings=None) -> int:
         path = build(tempfile.mkdtemp(prefix="xlmnist-addin-"), settings=settings)
     exe = shutil.which("xlwings")
     cmd = [exe] if exe else [sys.executable, "-m", "xlwings.cli"]
-    code = subprocess.call([*cmd, "addin", "install", "-f", str(path)])
-    if code == 0 and sys.platform == "darwin":  # RunPython on macOS needs xlwings' AppleScript once
-        code = subprocess.call([*cmd, "runpython", "install"])
-    return code
+    # on macOS, xlwings' addin install also installs the AppleScript RunPython needs
+    return subprocess.call([*cmd, "addin", "install", "-f", str(path)])
 
 
 def _settings(args) -> dict[str, str]:

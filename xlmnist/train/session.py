@@ -176,11 +176,12 @@ class Outcome:
 
 def _progress_hooks(progress, cancel, total):
     """(full-batch ``progress(step, objective)``, minibatch ``progress(epoch, row)``) calling the caller's
-    ``progress(done, total, loss, accuracy)`` and stopping (KeyboardInterrupt) when ``cancel()``."""
+    ``progress(done, total, loss, accuracy, unit="epoch"|"step")``; full batch stops (KeyboardInterrupt,
+    which train() turns into ``interrupted``) when ``cancel()``; minibatch polls ``cancel`` itself."""
 
     def steps(step, objective):
         if progress is not None:
-            progress(step, total, objective, None)
+            progress(step, total, objective, None, unit="step")
         if cancel is not None and cancel():
             raise KeyboardInterrupt
 
@@ -198,7 +199,7 @@ def run_session(
 ) -> Outcome:  # fmt: skip
     """The training session on a compiled ``model``: starting values ``cells`` (the live workbook's) or the
     file's, settings from the arguments else the settings sheet; returns what to write (module docstring).
-    ``progress(done, total, loss, accuracy)`` after each step/epoch; ``cancel()`` True stops at the next
+    ``progress(done, total, loss, accuracy, unit=...)`` after each step/epoch; ``cancel()`` True stops at the next
     step and keeps the values so far (``payload["interrupted"]``)."""
     model, device = training_device(model, device, where)
     seed = setting(model, "seed", seed, lambda v: int(float(v)))
