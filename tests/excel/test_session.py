@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -171,3 +172,17 @@ def test_time_limit_setting_stops_the_run(mnist_book, tmp_path, tiny_mnist, monk
     res = excel.train(open_book(path, "linear"))
     assert res["ok"], res
     assert res["max_seconds"] == 1e-9 and res["steps"] == 1 and res["epochs"] == 1
+
+
+def test_export_writes_the_live_weights_and_never_overwrites(mnist_book, tmp_path):
+    path = tmp_path / "mnist_3v7.xlsx"
+    shutil.copyfile(mnist_book, path)
+    shape = tuple(compile_workbook(path, sheet="linear").initial_params()[0].shape)
+    first = excel.export(open_book(path, "linear", {"linear!A3:ADE3": np.full(shape, 0.25)}))
+    second = excel.export(open_book(path, "linear", {"linear!A3:ADE3": np.full(shape, -0.5)}))
+    assert first["ok"] and second["ok"], (first, second)
+    one, two = Path(first["path"]), Path(second["path"])
+    assert one.name == "mnist_3v7_linear.py" and two.name == "mnist_3v7_linear_2.py"
+    assert "mnist_3v7_linear.py exists and was kept" in second["message"]
+
+    assert "[[0.25, 0.25, 0.25" in one.read_text() and "[[-0.5, -0.5, -0.5" in two.read_text()  # live values
