@@ -186,3 +186,25 @@ def test_export_writes_the_live_weights_and_never_overwrites(mnist_book, tmp_pat
     assert "mnist_3v7_linear.py exists and was kept" in second["message"]
 
     assert "[[0.25, 0.25, 0.25" in one.read_text() and "[[-0.5, -0.5, -0.5" in two.read_text()  # live values
+
+
+def test_unsaved_name_change_is_refused(mnist_book):
+    """The trainable cells redefined in the open workbook (Solver's By Changing Variable Cells, or the
+    xlmnist_params name) but not saved: refused; the same names as the file pass."""
+
+    def names(params):
+        return [
+            {"name": f"linear!{k}", "sheet_index": 1, "address": a, "book_scope": False,
+             "scope_sheet_name": "linear", "scope_sheet_index": 1}
+            for k, a in (("xlmnist_params", params), ("xlmnist_objective", "B5"))
+        ]  # fmt: skip
+
+    for params, ok in (("A3:ADE3", True), ("A3:ADD3", False)):
+        payload = make_payload(file_values(mnist_book), str(mnist_book), "linear")
+        payload["names"] = names(params)
+        res = excel.reset(xw.Book(json=payload))
+        assert res["ok"] is ok, res
+        if not ok:
+            assert res["error"].startswith(
+                "linear!A3:ADE3: the name xlmnist_params in the open workbook differs"
+            )

@@ -27,6 +27,7 @@ from xlmnist.excel.cells import (
     book_file,
     check_live_formulas,
     check_live_inputs,
+    check_live_names,
     check_protection,
     engine,
     model_sheet,
@@ -70,6 +71,7 @@ def load_model(book, sheet=None, path=None):
     name = model_sheet(book, sheet)
     wb = read_workbook(file)
     check_live_formulas(book, name, file, wb)
+    check_live_names(book, name, file, wb)
     model = session.compile_sheet(file, sheet=name)
     check_live_inputs(book, model, file, wb)
     live = [read_block(book, ref) for ref in model.param_refs]

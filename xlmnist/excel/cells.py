@@ -146,6 +146,42 @@ def _same(live, saved) -> bool:
     return str(live).strip() == str(saved).strip()
 
 
+MODEL_NAMES = ("XLMNIST_", "SOLVER_OPT", "SOLVER_ADJ")  # the names that define a model sheet
+
+
+def _name_key(text: str) -> str:
+    return re.sub(r"[\s$']", "", str(text)).lstrip("=").upper()
+
+
+def check_live_names(book, sheet: str, path: Path, wb) -> None:
+    """Stop when the model sheet's names (objective, trainable cells, data, ... as Solver or xlmnist_*
+    define them) differ between the open workbook and the saved file: every such name the engine reports
+    must be in the file with the same reference (desktop Excel reports all, hidden Solver names too)."""
+    try:
+        names = list(book.names)
+    except Exception:  # noqa: BLE001 - an engine without names
+        return
+    live = {}
+    for n in names:
+        try:
+            full, ref = n.name, n.refers_to
+        except Exception:  # noqa: BLE001 - a broken name: Excel shows it as #REF!, the file check decides
+            continue
+        scope, _, bare = str(full).rpartition("!")
+        if scope.strip("'").replace("''", "'") == sheet and bare.upper().startswith(MODEL_NAMES):
+            live[bare.upper()] = _name_key(ref)
+    if not live:
+        return
+    saved = {k: v for (s, k), v in wb.names.items() if s == sheet and k.startswith(MODEL_NAMES)}
+    for key in sorted(live):  # names the engine did not send (hidden ones on some clients) are not compared
+        if live[key] != _name_key(saved.get(key, "")):
+            where = str(saved.get(key) or f"{sheet}!A1").replace("$", "")
+            raise WorkbookError(
+                f"{where.split(',')[0]}: the name {key.lower()} in the open workbook differs from the saved file "
+                f"{path.name}; {SAVE_FIRST}"
+            )
+
+
 def not_sent(book, sheet: str) -> bool:
     """The remote engine's payload left this sheet's values out (xlwings' ``include``/``exclude``)."""
     if engine(book) != "remote":
