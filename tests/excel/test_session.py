@@ -130,10 +130,17 @@ def test_error_cells_in_weights_are_refused_by_name(mnist_book):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
-def test_cuda_asked_for_without_cuda_says_so_in_excel_words(mnist_book):
-    res = excel.train(open_book(mnist_book, "linear"), device="cuda", epochs=1)
+@pytest.mark.parametrize("action", [excel.train, excel.step])
+def test_cuda_asked_for_without_cuda_says_so_in_excel_words(mnist_book, action):
+    res = action(open_book(mnist_book, "linear"), device="cuda")
     assert not res["ok"] and "CUDA is not available" in res["error"]
-    assert "settings sheet" in res["error"] and "--" not in res["error"]
+    assert "set device to cpu (or auto) in the settings sheet" in res["error"] and "--" not in res["error"]
+
+
+def test_sheet_without_objective_is_explained_in_excel_words(mnist_book):
+    res = excel.train(open_book(mnist_book, "weights"))
+    assert not res["ok"] and "--" not in res["error"], res
+    assert "xlmnist_objective" in res["error"] and "Solver" in res["error"]
 
 
 def test_cancel_file_stops_the_run_and_a_second_train_is_refused(

@@ -197,11 +197,11 @@ def train(book, sheet=None, path=None, cancel: Callable[[], bool] | None = None,
 
 def step(book, sheet=None, path=None, **options) -> dict:
     """Exactly one update from the live values (:func:`xlmnist.train.session.run_step`, as ``xlmnist
-    step``): options lr, optimizer, seed, batch_size, dataset."""
+    step``): options lr, optimizer, seed, batch_size, dataset, device."""
 
     def run():
         model, live, _, file = load_model(book, sheet, path)
-        out = session.run_step(model, cells=live, **options)
+        out = session.run_step(model, cells=live, where=SETTINGS_DEVICE, **options)
         values = _write(book, file, out, live)
         p = out.payload
         msg = f"{p['objective_cell']}: {p['initial_objective']:.6g} -> {p['objective']:.6g} after one {p['optimizer']} step"

@@ -326,11 +326,13 @@ def train_book(
 
 
 def run_step(
-    model, *, cells=None, lr=None, optimizer=None, seed=None, batch_size=None, dataset=None
+    model, *, cells=None, lr=None, optimizer=None, seed=None, batch_size=None, dataset=None, device=None,
+    where="--device",
 ) -> Outcome:  # fmt: skip
     """Exactly one optimisation step from ``cells`` (else the file's values): on one seeded minibatch of
     the dataset's train split (the first batch ``train --epochs 1 --seed S`` would take) or, without a
     dataset, on the visible rows (full batch). Adam starts from fresh moments (no optimizer state is kept)."""
+    model, _ = training_device(model, device, where)
     given = optimizer or setting(model, "optimizer", None, _text)
     name = given if given in ("sgd", "adam") else "sgd"
     lr = setting(model, "lr", lr, float)
