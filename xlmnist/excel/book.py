@@ -1,14 +1,16 @@
-"""xlwings entry points of the xlmnist Excel add-in: Train, Step, Export, Reset on an open workbook.
+"""xlwings entry points of the xlmnist Excel add-in: Train, Step, Cancel, Export, Reset on an open workbook.
 
-Each takes an ``xlwings.Book`` (desktop Excel, or xlwings' remote engine ``xw.Book(json=...)``). The
-model is read live: the trainable cells' values through xlwings (one range call per block), the formulas
-from the workbook file ``book.fullname`` names (or ``path=``), which must therefore be saved. On desktop
-Excel the live formulas of the model sheet are read too (one ``.formula`` call on the used range) and the
-run stops if they no longer match the saved file. Results go back with one range call per block (chunked
-for very large blocks), only after training finished, so a failed run writes nothing.
+Each takes an ``xlwings.Book`` (desktop Excel, or xlwings' remote engine ``xw.Book(json=...)``). Train and
+Step run the same training session as ``xlmnist train``/``step`` (:mod:`xlmnist.train.session`) on the
+model compiled from the saved file ``book.fullname`` (or ``path=``), starting from the trainable cells'
+live values (one range call per block). The open workbook must match the saved file: formulas (desktop
+Excel), names, data rows and the settings sheet are compared, and a difference stops the run with "Save
+the workbook (Ctrl+S), then press Train". Results (parameters, gradient row, history, confusion matrix)
+go back with one range call per block, only after training finished, then ``calculate()``.
 
-Errors are shown in Excel (``book.app.alert``, also on the remote engine where it becomes an action)
-and returned as ``{"ok": False, "error": "..."}``; successful runs return ``{"ok": True, ...}``.
+Errors are shown in Excel (``book.app.alert``, also on the remote engine where it becomes an action), in
+Excel's words (:func:`excel_words`), and returned as ``{"ok": False, "error": "..."}``; successful runs
+return ``{"ok": True, ...}`` (for Train the ``xlmnist train --json`` fields).
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """Train (or step) one model sheet of a workbook and write the results back; the engine of ``xlmnist
-train``, ``xlmnist step``, ``xlmnist demo`` and ``bench/bench_mnist.py`` (one code path for all of them).
+train``, ``xlmnist step``, ``xlmnist demo``, ``bench/bench_mnist.py`` and the Excel add-in's Train/Step
+(one code path for all of them): :func:`run_session` / :func:`run_step` take a compiled model and
+(optionally) the live cell values and return an :class:`Outcome`; :func:`train_book` / :func:`step_book`
+write it into the file, :mod:`xlmnist.excel.book` into the open workbook.
 
 * Settings: a flag wins, else the ``settings`` sheet's row for the model sheet, else the defaults.
 * A sheet whose settings name a dataset is trained on that dataset's *train* split: its rows replace the
