@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from xlmnist.calc import live
+from xlmnist.compile.settings import pick_sheet
 from xlmnist.errors import TrainingError, WorkbookError, XlmnistError
 
 TITLE = "xlmnist"
@@ -56,17 +57,19 @@ class Status:
             except Exception:  # noqa: BLE001
                 self.toolkit = None
 
-    def __call__(self, step: int, value) -> None:
+    def __call__(self, done: int, total, loss, accuracy=None, unit: str = "epoch") -> None:
+        """The session's ``progress``: "epoch k/N, loss ..., accuracy ..." at most every STATUS_EVERY s."""
         now = time.monotonic()
         if now - self.last >= STATUS_EVERY:
             self.last = now
-            if isinstance(value, dict):
-                text = f"xlmnist: epoch {step}, train loss {value.get('train_loss', float('nan')):.6g}"
-            else:
-                text = f"xlmnist: step {step}, objective {float(value):.6g}"
-            self.show(text + " (Cancel stops)")
-        if CANCEL["requested"]:
-            raise KeyboardInterrupt
+            of = f"/{total}" if total else ""
+            acc = "" if accuracy is None else f", accuracy {float(accuracy):.2%}"
+            self.show(f"xlmnist: {unit} {done}{of}, loss {float(loss):.6g}{acc} (Cancel stops)")
+        self.events()
+
+    @staticmethod
+    def cancelled() -> bool:
+        return CANCEL["requested"]
 
     def end(self, text: str | None = None) -> None:
         if self.ind is not None:
@@ -149,13 +152,11 @@ def _writer(doc):
 
 def _sheet(wb) -> str:
     """The model sheet: the active sheet when it has an objective, else the first one that has."""
-    from xlmnist.compile.model import _pick_sheet
-
-    return _pick_sheet(wb, None)
+    return pick_sheet(wb, None)
 
 
 def _run(ctx, doc, action: str, **options) -> dict:
-    from xlmnist.train.session import step_book, train_book  # deferred: torch
+    from xlmnist.train.session import compile_sheet, run_session, run_step  # deferred: torch
 
     status = Status(ctx, doc)
     CANCEL["requested"] = False
@@ -164,11 +165,15 @@ def _run(ctx, doc, action: str, **options) -> dict:
     sheet = _sheet(wb)
     live.check_protection(doc, sheet)
     status.show(f"xlmnist: {action} on {sheet}...")
+    where = "set device to cpu (or auto) in the settings sheet"
     try:
-        if action == "train":
-            res = train_book(wb, sheet=sheet, write=_writer(doc), progress=status, **options)
+        model = compile_sheet(wb, sheet)
+        if action == "train":  # the CLI's session: the same settings, dataset, minibatches, history
+            run = run_session(model, progress=status, cancel=status.cancelled, where=where, **options)
         else:
-            res = step_book(wb, sheet=sheet, write=_writer(doc), **options)
+            run = run_step(model, where=where, **options)
+        _writer(doc)(wb, run.model, run.params, grads=run.grads, history=run.history, confusion=run.confusion)
+        res = run.payload
     except KeyboardInterrupt:
         raise TrainingError(f"{sheet}: cancelled; nothing written") from None
     finally:

@@ -5,6 +5,6 @@
 take an ``xlwings.Book``.
 """
 
-from xlmnist.excel.book import ACTIONS, export, main, reset, run, step, train
+from xlmnist.excel.book import ACTIONS, cancel, export, main, reset, run, step, train
 
-__all__ = ["ACTIONS", "export", "main", "reset", "run", "step", "train"]
+__all__ = ["ACTIONS", "cancel", "export", "main", "reset", "run", "step", "train"]

@@ -1,31 +1,35 @@
-"""xlwings entry points of the xlmnist Excel add-in: Train, Step, Export, Reset on an open workbook.
+"""xlwings entry points of the xlmnist Excel add-in: Train, Step, Cancel, Export, Reset on an open workbook.
 
-Each takes an ``xlwings.Book`` (desktop Excel, or xlwings' remote engine ``xw.Book(json=...)``). The
-model is read live: the trainable cells' values through xlwings (one range call per block), the formulas
-from the workbook file ``book.fullname`` names (or ``path=``), which must therefore be saved. On desktop
-Excel the live formulas of the model sheet are read too (one ``.formula`` call on the used range) and the
-run stops if they no longer match the saved file. Results go back with one range call per block (chunked
-for very large blocks), only after training finished, so a failed run writes nothing.
+Each takes an ``xlwings.Book`` (desktop Excel, or xlwings' remote engine ``xw.Book(json=...)``). Train and
+Step run the same training session as ``xlmnist train``/``step`` (:mod:`xlmnist.train.session`) on the
+model compiled from the saved file ``book.fullname`` (or ``path=``), starting from the trainable cells'
+live values (one range call per block). The open workbook must match the saved file: formulas (desktop
+Excel), names, data rows and the settings sheet are compared, and a difference stops the run with "Save
+the workbook (Ctrl+S), then press Train". Results (parameters, gradient row, history, confusion matrix)
+go back with one range call per block, only after training finished, then ``calculate()``.
 
-Errors are shown in Excel (``book.app.alert``, also on the remote engine where it becomes an action)
-and returned as ``{"ok": False, "error": "..."}``; successful runs return ``{"ok": True, ...}``.
+Errors are shown in Excel (``book.app.alert``, also on the remote engine where it becomes an action), in
+Excel's words (:func:`excel_words`), and returned as ``{"ok": False, "error": "..."}``; successful runs
+return ``{"ok": True, ...}`` (for Train the ``xlmnist train --json`` fields).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from xlmnist.compile import compile_workbook
-from xlmnist.errors import TrainingError, WorkbookError, XlmnistError
+from xlmnist.errors import XlmnistError
 from xlmnist.excel.cells import (
     book_file,
     check_live_formulas,
+    check_live_inputs,
+    check_live_names,
     check_protection,
     engine,
     model_sheet,
@@ -33,36 +37,49 @@ from xlmnist.excel.cells import (
     split_ref,
     write_blocks,
 )
+from xlmnist.excel.runs import Run, request_cancel
 from xlmnist.export.codegen import generate
 from xlmnist.train import optim as trainer
-from xlmnist.train.session import check_params_used
-from xlmnist.train.settings import setting
+from xlmnist.train import session
+from xlmnist.train.results import result_blocks
+from xlmnist.xlsx.reader import read_workbook
+from xlmnist.xlsx.writeback import write_values
 
 STATUS_EVERY = 0.5  # seconds between status bar updates
 TITLE = "xlmnist"
+SETTINGS_DEVICE = "set device to cpu (or auto) in the settings sheet"
+# CLI wording in messages shared with `xlmnist train` -> what an Excel user changes instead
+EXCEL_WORDS = (
+    ("pass --objective and --params", "define the names xlmnist_objective and xlmnist_params, or Solver's "
+     "objective and variable cells (Data > Solver), on the model sheet"),
+    ("use --device cpu", SETTINGS_DEVICE),
+    ("--dtype float64 goes further", "dtype float64 in the settings sheet goes further"),
+    ("--force", "force"),
+    ("(try --lr ", "(try a smaller lr in the settings sheet, e.g. "),
+    ("--", ""),
+)  # fmt: skip
 
 
-def training_options(model, given: dict) -> dict:
-    """train() keyword arguments: each option given, else the workbook's settings sheet, else left out
-    (train()'s default); max_seconds is never a workbook setting."""
-    casts = {"optimizer": lambda v: str(v).strip().lower(), "lr": float, "epochs": lambda v: int(float(v)),
-             "seed": lambda v: int(float(v)), "device": lambda v: str(v).strip().lower()}  # fmt: skip
-    out = {key: setting(model, key, given.get(key), cast) for key, cast in casts.items()}
-    out["max_seconds"] = given.get("max_seconds")
-    return {key: value for key, value in out.items() if value is not None}
+def excel_words(message: str) -> str:
+    for cli, excel in EXCEL_WORDS:
+        message = message.replace(cli, excel)
+    return message
 
 
-def load_model(book, sheet=None, path=None, device: str = "cpu"):
-    """(compiled model, live parameter arrays, sheet name, file) for the book's model sheet."""
+def load_model(book, sheet=None, path=None):
+    """(compiled model, live parameter arrays, sheet name, file) for the book's model sheet; refuses a
+    workbook whose model (formulas, data, labels, settings) differs from the saved file."""
     file = book_file(book, path)
     name = model_sheet(book, sheet)
-    check_live_formulas(book, name, file)
-    model = compile_workbook(file, sheet=name, device=device)
-    check_params_used(model)
+    wb = read_workbook(file)
+    check_live_formulas(book, name, file, wb)
+    check_live_names(book, name, file, wb)
+    model = session.compile_sheet(file, sheet=name)
+    check_live_inputs(book, model, file, wb)
     live = [read_block(book, ref) for ref in model.param_refs]
     for ref, arr, p in zip(model.param_refs, live, model.initial_params()):
         if arr.shape != tuple(p.shape):
-            raise WorkbookError(
+            raise XlmnistError(
                 f"{ref}: the open workbook has {arr.shape} cells there, the file {tuple(p.shape)}"
             )
     for ref in model.param_refs:
@@ -74,13 +91,16 @@ def load_model(book, sheet=None, path=None, device: str = "cpu"):
 
 
 class _Status:
-    """Progress in Excel's status bar where the engine has one; can be cancelled by ``cancel()``."""
+    """Progress in Excel's status bar where the engine has one: epoch k/N, loss, accuracy, time left."""
 
-    def __init__(self, book, cancel: Callable[[], bool] | None = None):
-        self.book, self.cancel, self.last = book, cancel, 0.0
+    def __init__(self, book):
+        self.book, self.last, self.t0 = book, 0.0, time.monotonic()
         self.enabled = engine(book) not in ("remote", "calamine", "unknown")
+        self.shown: list[str] = []  # every text shown (tests; the last one is on screen)
 
     def show(self, text: str | None) -> None:
+        if text is not None:
+            self.shown.append(text)
         if not self.enabled:
             return
         try:
@@ -88,13 +108,14 @@ class _Status:
         except Exception:  # noqa: BLE001 - status bar is best effort
             self.enabled = False
 
-    def __call__(self, step: int, objective: float) -> None:
+    def __call__(self, done: int, total: int, loss: float, accuracy: float | None, unit="epoch") -> None:
         now = time.monotonic()
-        if now - self.last >= STATUS_EVERY:
-            self.last = now
-            self.show(f"xlmnist: step {step}, objective {objective:.6g}")
-        if self.cancel is not None and self.cancel():
-            raise KeyboardInterrupt
+        if now - self.last < STATUS_EVERY and done < total:
+            return
+        self.last = now
+        left = (now - self.t0) / max(done, 1) * max(total - done, 0)
+        acc = f", accuracy {accuracy:.2%}" if accuracy is not None else ""
+        self.show(f"xlmnist: {unit} {done}/{total}, loss {loss:.6g}{acc}, about {left:.0f} s left")
 
 
 def alert(book, message: str) -> None:
@@ -108,62 +129,87 @@ def _guard(book, fn):
     try:
         return fn()
     except XlmnistError as exc:
-        alert(book, str(exc))
-        return {"ok": False, "error": str(exc)}
+        msg = excel_words(str(exc))
+        alert(book, msg)
+        return {"ok": False, "error": msg}
+
+
+def calculate(book) -> None:
+    """Recalculate after writing, so a workbook in manual calculation mode shows the new predictions."""
+    try:
+        book.app.calculate()
+    except Exception:  # noqa: BLE001 - an engine without calculate: Excel recalculates on its own
+        pass
 
 
 # ---------------------------------------------------------------- entry points
 
 
-def _finish(book, model, live, result, status, note: str) -> dict:
-    if not result.params:
-        raise TrainingError("training produced no parameters; nothing written")
-    values = {ref: p.detach().cpu().numpy() for ref, p in zip(model.param_refs, result.params)}
-    write_blocks(book, values, previous=dict(zip(model.param_refs, live)))
-    status.show(None)
-    msg = (
-        f"{model.objective_ref}: {result.initial_objective:.6g} -> {result.objective:.6g} "
-        f"in {result.steps} steps ({result.optimizer}, {result.seconds:.1f} s){note}"
+def _write(book, file, run, live) -> dict:
+    """The session's results into the open workbook: one range call per block, then calculate()."""
+    blocks = result_blocks(
+        file, run.model, run.params, gradients=run.grads, history=run.history, confusion=run.confusion
     )
-    if result.interrupted:
-        alert(book, f"{msg}: cancelled; the best values so far were written")
-    return {
-        "ok": True, "sheet": model.objective_ref.split("!")[0], "objective_cell": model.objective_ref,
-        "objective": result.objective, "initial_objective": result.initial_objective, "steps": result.steps,
-        "optimizer": result.optimizer, "interrupted": result.interrupted, "params": model.param_refs,
-        "values": values, "message": msg,
-    }  # fmt: skip
+    write_blocks(book, blocks, previous=dict(zip(run.model.param_refs, live)))
+    calculate(book)
+    return {ref: blocks[ref] for ref in run.model.param_refs}
 
 
-def train(
-    book, sheet=None, path=None, cancel: Callable[[], bool] | None = None, epochs=None, **options
-) -> dict:
-    """Train the trainable cells of ``sheet`` (default: the active sheet) and write them back.
+def train(book, sheet=None, path=None, cancel: Callable[[], bool] | None = None, **options) -> dict:
+    """Train the trainable cells of ``sheet`` (default: the active sheet) exactly as ``xlmnist train`` does
+    on the saved file (:func:`xlmnist.train.session.run_session`: the settings sheet's dataset, minibatches,
+    lr schedule, validation), from the values now in the cells; writes the parameters, the gradient row,
+    the history and the confusion matrix back, then recalculates.
 
-    ``options``: optimizer, lr, seed, device, max_seconds (as ``xlmnist train``; the workbook's
-    settings sheet fills in what is not given). ``cancel()`` returning True stops the run and keeps the
-    best values (so does Ctrl-C in the Python console).
+    ``options``: optimizer, lr, epochs, seed, device, max_seconds, dataset, batch_size (a given option wins
+    over the settings sheet). ``cancel()`` returning True, or the Cancel button, stops at the next step and
+    keeps the values so far.
     """
 
     def run():
-        status = _Status(book, cancel)
-        model, live, _, _ = load_model(book, sheet, path)
-        opts = training_options(model, {**options, "epochs": epochs})
-        opts["device"] = trainer.resolve_device(opts.get("device", "cpu"))
-        start = [torch.tensor(a, dtype=torch.float64) for a in live]
-        status.show("xlmnist: training...")
-        try:
-            result = trainer.train(model, progress=status, params=start, **opts)
-        finally:
-            status.show(None)
-        return _finish(book, model, live, result, status, "")
+        status = _Status(book)
+        model, live, _, file = load_model(book, sheet, path)
+        with Run(file) as lock:
+            stop = (lambda: lock.cancelled() or cancel()) if cancel is not None else lock.cancelled
+            status.show("xlmnist: training...")
+            try:
+                out = session.run_session(
+                    model, cells=live, progress=status, cancel=stop, where=SETTINGS_DEVICE, **options
+                )
+            finally:
+                status.show(None)
+            values = _write(book, file, out, live)
+        p = out.payload
+        msg = (
+            f"{p['objective_cell']}: {p['initial_objective']:.6g} -> {p['objective']:.6g} in {p['steps']} steps "
+            f"({p['optimizer']}, {p['seconds']:.1f} s)"
+        )
+        if p["dataset"]:
+            va = p["metrics"].get("valid_accuracy")
+            msg += f" on {p['dataset_rows']} {p['dataset']} rows" + (
+                f", valid accuracy {va:.2%}" if va else ""
+            )
+        if p["interrupted"]:
+            msg += ": cancelled; the values so far were written"
+            alert(book, msg)
+        return {"ok": True, **p, "values": values, "message": msg, "status": status.shown}
 
     return _guard(book, run)
 
 
 def step(book, sheet=None, path=None, **options) -> dict:
-    """One optimisation step from the live values (Solver's "one iteration")."""
-    return train(book, sheet=sheet, path=path, epochs=1, **options)
+    """Exactly one update from the live values (:func:`xlmnist.train.session.run_step`, as ``xlmnist
+    step``): options lr, optimizer, seed, batch_size, dataset, device."""
+
+    def run():
+        model, live, _, file = load_model(book, sheet, path)
+        out = session.run_step(model, cells=live, where=SETTINGS_DEVICE, **options)
+        values = _write(book, file, out, live)
+        p = out.payload
+        msg = f"{p['objective_cell']}: {p['initial_objective']:.6g} -> {p['objective']:.6g} after one {p['optimizer']} step"
+        return {"ok": True, **p, "values": values, "message": msg}
+
+    return _guard(book, run)
 
 
 def reset(book, sheet=None, path=None, seed: int = 0, scale: float = 0.1) -> dict:
@@ -174,6 +220,7 @@ def reset(book, sheet=None, path=None, seed: int = 0, scale: float = 0.1) -> dic
         params = trainer.random_params(model, seed=seed, scale=scale)
         values = {ref: p.numpy() for ref, p in zip(model.param_refs, params)}
         write_blocks(book, values, previous=dict(zip(model.param_refs, live)))
+        calculate(book)
         with torch.no_grad():
             obj = float(model.objective(params))
         return {"ok": True, "objective_cell": model.objective_ref, "objective": obj, "params": model.param_refs,
@@ -182,22 +229,48 @@ def reset(book, sheet=None, path=None, seed: int = 0, scale: float = 0.1) -> dic
     return _guard(book, run)
 
 
+def free_name(target: Path) -> Path:
+    """``target``, else ``<stem>_2<suffix>``, ``_3``, ...: the first name not taken."""
+    k, out = 2, target
+    while out.exists():
+        out, k = target.with_name(f"{target.stem}_{k}{target.suffix}"), k + 1
+    return out
+
+
 def export(book, sheet=None, path=None, out=None) -> dict:
-    """Write the sheet's model as a PyTorch module next to the workbook (needs ``xlmnist.export.module``)."""
+    """Write the sheet's model with the *live* weights as a PyTorch module next to the workbook; an
+    existing file is never overwritten (the next free name ``_2``, ``_3`` ... is used, and said)."""
 
     def run():
-        file = book_file(book, path)
-        name = model_sheet(book, sheet)
-        target = Path(out) if out else file.with_name(f"{file.stem}_{name}.py")
-        written = generate(file, sheet=name, out_path=target)
-        msg = f"{name}: PyTorch module written to {written or target}"
+        model, live, name, file = load_model(book, sheet, path)
+        wanted = Path(out) if out else file.with_name(f"{file.stem}_{name}.py")
+        target = free_name(wanted)
+        with tempfile.TemporaryDirectory(prefix="xlmnist-export-") as tmp:
+            copy = write_values(file, dict(zip(model.param_refs, live)), out=Path(tmp) / file.name)
+            written = generate(copy, sheet=name, out_path=target)
+        msg = f"{name}: PyTorch module with the weights now in the cells written to {written or target}"
+        if target != wanted:
+            msg += f" ({wanted.name} exists and was kept)"
         alert(book, msg)
         return {"ok": True, "path": str(written or target), "message": msg}
 
     return _guard(book, run)
 
 
-ACTIONS = {"train": train, "step": step, "reset": reset, "export": export}
+def cancel(book, sheet=None, path=None) -> dict:
+    """The Cancel button: ask the run on this workbook to stop at its next step."""
+
+    def run():
+        file = book_file(book, path)
+        if request_cancel(file):
+            return {"ok": True, "message": "cancel requested: the run stops at its next step"}
+        alert(book, "no training run is in progress on this workbook")
+        return {"ok": False, "error": "no training run is in progress on this workbook"}
+
+    return _guard(book, run)
+
+
+ACTIONS = {"train": train, "step": step, "reset": reset, "export": export, "cancel": cancel}
 
 
 def run(action: str, book=None) -> dict:

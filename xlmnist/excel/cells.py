@@ -18,6 +18,9 @@ from xlmnist.xlsx.refs import col_letters, parse_area
 from xlmnist.xlsx.refs import split_sheet as split_ref
 
 CHUNK_CELLS = 100_000  # cells per range call when writing a block
+EXCEL_ERRORS = {"#DIV/0!", "#N/A", "#NAME?", "#NULL!", "#NUM!", "#REF!", "#VALUE!", "#SPILL!", "#CALC!",
+                "#GETTING_DATA", "#FIELD!", "#BLOCKED!", "#CONNECT!", "#BUSY!", "#UNKNOWN!", "#PYTHON!"}  # fmt: skip
+SAVE_FIRST = "Save the workbook (Ctrl+S), then press Train"
 
 
 # ---------------------------------------------------------------- pure helpers
@@ -33,9 +36,13 @@ def to_numbers(ref: str, values) -> np.ndarray:
         if isinstance(v, bool) or not isinstance(v, int | float | np.number):
             sheet, addr = split_ref(ref)
             r1, c1, _, _ = parse_area(addr)
-            raise WorkbookError(
-                f"{sheet}!{col_letters(c1 + j)}{r1 + i}: trainable cell holds {v!r}, not a number"
-            )
+            cell = f"{sheet}!{col_letters(c1 + j)}{r1 + i}"
+            if isinstance(v, str) and v.strip().upper() in EXCEL_ERRORS:
+                raise WorkbookError(
+                    f"{cell}: the trainable cell shows the error {v.strip().upper()}; type a number there "
+                    "(or press Reset), then press Train"
+                )
+            raise WorkbookError(f"{cell}: trainable cell holds {v!r}, not a number; type a number there")
         out[i, j] = float(v)
     return out
 
@@ -87,28 +94,135 @@ def read_block(book, ref: str) -> np.ndarray:
     """One range call: the numbers of ``ref`` as a 2-D float array."""
     sheet, addr = split_ref(ref)
     rng = book.sheets[sheet].range(addr)
-    return to_numbers(ref, rng.options(np.array, ndim=2, dtype=object).value)
+    return to_numbers(ref, read_cells(rng))
 
 
-def check_live_formulas(book, sheet: str, path: Path) -> None:
-    """Desktop Excel: stop when the model sheet's formula cells differ from the saved file's."""
+def read_cells(rng) -> list:
+    """The range's values as rows, error cells as their text (``#DIV/0!``) rather than empty."""
+    try:
+        return rng.options(ndim=2, err_to_str=True).value
+    except (TypeError, NotImplementedError):  # an engine without err_to_str
+        return rng.options(ndim=2).value
+
+
+def _formula_key(text: str) -> str:
+    """Formula text as Excel's ``.formula`` and the file spell it alike (no "=", prefixes, spaces, case)."""
+    text = text.strip().lstrip("{").rstrip("}").lstrip("=")
+    text = re.sub(r"_xl(?:fn|ws)\.", "", text)
+    return re.sub(r"\s+", "", text).upper()
+
+
+def check_live_formulas(book, sheet: str, path: Path, wb=None) -> None:
+    """Desktop Excel: stop when the model sheet's formulas (which cells, and their text) differ from the
+    saved file's."""
     if engine(book) not in ("excel", "macos", "windows"):
-        return  # the remote engine sends no formulas; the file is the source
+        return  # the remote engine sends no formulas; its values are checked by check_live_inputs
     used = book.sheets[sheet].used_range
     formulas = np.array(used.formula, dtype=object, ndmin=2)
     live = {
-        (used.row + i, used.column + j)
+        (used.row + i, used.column + j): _formula_key(f)
         for (i, j), f in np.ndenumerate(formulas)
         if isinstance(f, str) and f.startswith("=")
     }
-    saved = set(read_workbook(path).sheet(sheet).formula_cells())
-    diff = sorted(live ^ saved)
+    saved_sheet = (wb or read_workbook(path)).sheet(sheet)
+    saved = {cell: _formula_key(saved_sheet.formula(cell) or "") for cell in saved_sheet.formula_cells()}
+    diff = sorted(cell for cell in live.keys() | saved.keys() if live.get(cell) != saved.get(cell))
     if diff:
         r, c = diff[0]
         raise WorkbookError(
-            f"{sheet}!{col_letters(c)}{r}: the formulas differ from the saved file {path.name}; "
-            "save the workbook (Ctrl+S) and run again"
+            f"{sheet}!{col_letters(c)}{r}: the formula differs from the saved file {path.name}; {SAVE_FIRST}"
         )
+
+
+def _same(live, saved) -> bool:
+    if live in (None, "") and saved in (None, ""):
+        return True
+    if isinstance(live, int | float | np.number) and not isinstance(live, bool):
+        if isinstance(saved, bool) or not isinstance(saved, int | float | np.number):
+            return False
+        return math.isclose(float(live), float(saved), rel_tol=1e-12, abs_tol=1e-300) or (
+            math.isnan(float(live)) and math.isnan(float(saved))
+        )
+    return str(live).strip() == str(saved).strip()
+
+
+MODEL_NAMES = ("XLMNIST_", "SOLVER_OPT", "SOLVER_ADJ")  # the names that define a model sheet
+
+
+def _name_key(text: str) -> str:
+    return re.sub(r"[\s$']", "", str(text)).lstrip("=").upper()
+
+
+def check_live_names(book, sheet: str, path: Path, wb) -> None:
+    """Stop when the model sheet's names (objective, trainable cells, data, ... as Solver or xlmnist_*
+    define them) differ between the open workbook and the saved file: every such name the engine reports
+    must be in the file with the same reference (desktop Excel reports all, hidden Solver names too)."""
+    try:
+        names = list(book.names)
+    except Exception:  # noqa: BLE001 - an engine without names
+        return
+    live = {}
+    for n in names:
+        try:
+            full, ref = n.name, n.refers_to
+        except Exception:  # noqa: BLE001 - a broken name: Excel shows it as #REF!, the file check decides
+            continue
+        scope, _, bare = str(full).rpartition("!")
+        if scope.strip("'").replace("''", "'") == sheet and bare.upper().startswith(MODEL_NAMES):
+            live[bare.upper()] = _name_key(ref)
+    if not live:
+        return
+    saved = {k: v for (s, k), v in wb.names.items() if s == sheet and k.startswith(MODEL_NAMES)}
+    for key in sorted(live):  # names the engine did not send (hidden ones on some clients) are not compared
+        if live[key] != _name_key(saved.get(key, "")):
+            where = str(saved.get(key) or f"{sheet}!A1").replace("$", "")
+            raise WorkbookError(
+                f"{where.split(',')[0]}: the name {key.lower()} in the open workbook differs from the saved file "
+                f"{path.name}; {SAVE_FIRST}"
+            )
+
+
+def not_sent(book, sheet: str) -> bool:
+    """The remote engine's payload left this sheet's values out (xlwings' ``include``/``exclude``)."""
+    if engine(book) != "remote":
+        return False
+    try:
+        values = book.sheets[sheet].api["values"]
+    except Exception:  # noqa: BLE001 - no such sheet: not "left out", the caller says what is wrong
+        return False
+    return not values or values == [[]]
+
+
+def check_live_inputs(book, model, path: Path, wb=None) -> None:
+    """Stop when the open workbook's data rows (features and labels) or its ``settings`` sheet differ from
+    the saved file: the formulas, data and settings are read from the file, so an unsaved edit would be
+    silently ignored. One range call per block."""
+    wb = wb or read_workbook(path)
+    blocks = []
+    if getattr(model, "data_ref", None):
+        blocks.append((model.data_ref, "the data"))
+    settings = next((s for s in wb.order if s.lower() == "settings"), None)
+    if settings is not None and wb.sheets[settings].values:
+        st = wb.sheets[settings]
+        blocks.append(
+            (f"{settings}!A1:{col_letters(max(c for _, c in st.values))}{st.max_row or 1}", "a setting")
+        )
+    for ref, what in blocks:
+        sheet, addr = split_ref(ref)
+        r1, c1, _, _ = parse_area(addr)
+        if not_sent(book, sheet):
+            continue  # Excel on the web sent only the model sheet: the server's copy is the source
+        try:
+            live = np.array(read_cells(book.sheets[sheet].range(addr)), dtype=object, ndmin=2)
+        except Exception as exc:  # noqa: BLE001 - the sheet was deleted or renamed in the open workbook
+            raise WorkbookError(f"{sheet}!A1: not in the open workbook ({exc}); {SAVE_FIRST}") from None
+        saved = wb.sheets[sheet].values
+        for (i, j), v in np.ndenumerate(live):
+            if not _same(v, saved.get((r1 + i, c1 + j))):
+                raise WorkbookError(
+                    f"{sheet}!{col_letters(c1 + j)}{r1 + i}: {what} in the open workbook differs from the saved "
+                    f"file {path.name}; {SAVE_FIRST}"
+                )
 
 
 def check_protection(book, sheet: str, path: Path) -> None:
@@ -143,15 +257,18 @@ def write_blocks(book, values: dict[str, np.ndarray], previous: dict[str, np.nda
         for ref, arr in values.items():
             sheet, addr = split_ref(ref)
             r1, c1, _, _ = parse_area(addr)
-            arr = np.asarray(arr, dtype=np.float64).reshape(-1, arr.shape[-1] if arr.ndim else 1)
-            if not np.isfinite(arr).all():
+            arr = np.asarray(arr)
+            arr = arr.reshape(-1, arr.shape[-1] if arr.ndim else 1)
+            if arr.dtype != object and not np.isfinite(arr).all():
                 raise TrainingError(f"{ref}: refusing to write NaN/inf values")
             rows = max(1, CHUNK_CELLS // arr.shape[1])
             for start in range(0, arr.shape[0], rows):
                 part = arr[start : start + rows]
                 top = f"{col_letters(c1)}{r1 + start}"
                 bottom = f"{col_letters(c1 + part.shape[1] - 1)}{r1 + start + part.shape[0] - 1}"
-                book.sheets[sheet].range(f"{top}:{bottom}").value = part
+                book.sheets[sheet].range(f"{top}:{bottom}").value = (
+                    part.tolist() if part.dtype == object else part
+                )
             done.append(ref)
     except XlmnistError:
         raise

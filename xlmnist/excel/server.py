@@ -29,8 +29,10 @@ import os
 from pathlib import Path
 
 from xlmnist.errors import XlmnistError
+from xlmnist.excel import web
 
-ACTIONS = ("train", "step", "export", "reset")
+ACTIONS = ("train", "step", "export", "reset", "cancel")
+OFFICE_ORIGINS = r"https://.*\.officescripts\.microsoftusercontent\.com"  # Office Scripts' fetch origin
 MAX_BYTES = 20 * 1024 * 1024  # default request body limit (Excel on the web sends at most 5 MB)
 
 
@@ -93,7 +95,8 @@ def create_app(token: str | None = None):
     # deferred: xlwings, fastapi and torch (through excel.book) only when the server starts
     import xlwings as xw
     from fastapi import Body, FastAPI, HTTPException, Request
-    from fastapi.responses import JSONResponse
+    from fastapi.middleware.cors import CORSMiddleware
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
 
     from xlmnist.excel import book as excel
 
@@ -114,6 +117,30 @@ def create_app(token: str | None = None):
             if int(length) > limit:
                 return JSONResponse({"detail": f"request body over {limit} bytes"}, status_code=413)
         return await call_next(request)
+
+    origins = [o.strip() for o in os.environ.get("XLMNIST_SERVER_ORIGINS", "").split(",") if o.strip()]
+    app.add_middleware(
+        CORSMiddleware, allow_origins=origins, allow_origin_regex=OFFICE_ORIGINS, allow_methods=["GET", "POST"],
+        allow_headers=["Authorization", "Content-Type"],
+    )  # fmt: skip
+
+    @app.get("/xlwings/alert", response_class=HTMLResponse)
+    def alert(prompt: str = "", title: str = "", buttons: str = "ok", mode: str = "", callback: str = ""):
+        return web.alert_html(prompt, title, buttons, callback)
+
+    @app.get("/xlmnist/taskpane.html", response_class=HTMLResponse)
+    def taskpane():
+        return web.taskpane_html(xw.__version__)
+
+    def manifest(request):
+        return Response(web.manifest_xml(str(request.base_url)), media_type="application/xml")
+
+    manifest.__annotations__["request"] = Request  # a real class: the local import is not a global name
+    app.get("/xlmnist/manifest.xml")(manifest)
+
+    @app.get("/xlmnist/icon.png")
+    def icon():
+        return Response(web.icon_png(), media_type="image/png")
 
     @app.get("/xlmnist/health")
     def health() -> dict:

@@ -32,6 +32,7 @@ def train_epochs(
     params: list[torch.Tensor] | None = None,
     progress=None,
     lr_schedule: str = "constant",
+    cancel=None,
 ) -> TrainResult:
     """Minibatch training as in the book: per epoch one seeded shuffle (``torch.Generator(seed)``) of
     ``data``'s rows, then one SGD/Adam step per ``batch_size`` rows (the last batch smaller).
@@ -42,6 +43,7 @@ def train_epochs(
     rows), valid_loss, valid_accuracy, seconds (since the start, validation included). The final
     parameters are returned (as the book's loop does), not the best. ``lr_schedule="linear"`` decays the
     learning rate linearly from ``lr`` towards 0 over all the run's steps ("constant": no decay).
+    ``cancel()`` returning True stops after the current step, like Ctrl-C (``result.interrupted``).
 
     A NaN/inf loss, or validation predictions collapsed to one class (for COLLAPSE_PATIENCE epochs or at
     the end), raises TrainingError naming the epoch and the likely cause; ``exc.result`` holds the
@@ -124,6 +126,9 @@ def train_epochs(
                     initial = float(batches[0][0])
                 if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
                     stop = True
+                    break
+                if cancel is not None and cancel():
+                    interrupted = stop = True
                     break
         except KeyboardInterrupt:
             interrupted = stop = True

@@ -95,12 +95,10 @@ def cached_values(model, params) -> dict[str, np.ndarray]:
     return {ref: _finite_or_none(np.broadcast_to(_numpy(t), _shape(ref))) for ref, t in got.items()}
 
 
-def write_training_results(
-    path, model, params, *, gradients=None, history=None, confusion=None, out=None
-) -> Path:
-    """ONE atomic write of params, gradients, history, confusion and consistent cached formula values
-    (see the module docstring). Returns the path written (``out`` if given, else ``path``)."""
-    path = Path(path)
+def result_blocks(path, model, params, *, gradients=None, history=None, confusion=None) -> dict:
+    """``{range: block}`` of everything a run writes besides cached values: the parameters, and where the
+    model sheet names them (in the file ``path``) the gradients, the history and the confusion matrix.
+    The one layout for the file writer and the open workbook (:mod:`xlmnist.excel.book`)."""
     params = [_numpy(p) for p in params]
     if len(params) != len(model.param_refs):
         raise WorkbookError(f"expected {len(model.param_refs)} parameter arrays, got {len(params)}")
@@ -116,17 +114,28 @@ def write_training_results(
             )
         for ref, g in zip(targets, gradients):
             values[ref] = _finite_or_none(_numpy(g).reshape(_shape(ref)))
-    transform = None
     if history is not None and "xlmnist_history" in names:
         ref = areas(names["xlmnist_history"])[0]
         values[ref] = history_block(list(history), _shape(ref))
-        transform = _history_charts(ref, values[ref])
     if confusion is not None and "xlmnist_confusion" in names:
         ref = areas(names["xlmnist_confusion"])[0]
         cm = _numpy(confusion)
         if cm.shape != _shape(ref):
             raise WorkbookError(f"{ref}: confusion matrix {cm.shape} does not fit {_shape(ref)}")
         values[ref] = cm
+    return values
+
+
+def write_training_results(
+    path, model, params, *, gradients=None, history=None, confusion=None, out=None
+) -> Path:
+    """ONE atomic write of params, gradients, history, confusion and consistent cached formula values
+    (see the module docstring). Returns the path written (``out`` if given, else ``path``)."""
+    path = Path(path)
+    values = result_blocks(path, model, params, gradients=gradients, history=history, confusion=confusion)
+    params = [values[ref] for ref in model.param_refs]
+    sheet = model.objective_ref.rpartition("!")[0]
+    sheet = sheet[1:-1].replace("''", "'") if sheet.startswith("'") else sheet
     calc = model
     if getattr(model, "dtype", torch.float64) != torch.float64:  # cached values must match Excel's doubles
         calc = compile_workbook(
@@ -138,6 +147,12 @@ def write_training_results(
         )
     p64 = [torch.tensor(p, dtype=torch.float64, device=calc.device) for p in params]
     cached = cached_values(calc, p64)
+    transform = None  # the history charts' x axes end at the last epoch written
+    names = sheet_names(path, sheet)
+    if "xlmnist_history" in names:
+        ref = areas(names["xlmnist_history"])[0]
+        if ref in values:
+            transform = _history_charts(ref, np.asarray(values[ref], dtype=object))
     return write_values(path, values, out=out, cached=cached, transform=transform)
 
 

@@ -1,5 +1,8 @@
 """Train (or step) one model sheet of a workbook and write the results back; the engine of ``xlmnist
-train``, ``xlmnist step``, ``xlmnist demo`` and ``bench/bench_mnist.py`` (one code path for all of them).
+train``, ``xlmnist step``, ``xlmnist demo``, ``bench/bench_mnist.py`` and the Excel add-in's Train/Step
+(one code path for all of them): :func:`run_session` / :func:`run_step` take a compiled model and
+(optionally) the live cell values and return an :class:`Outcome`; :func:`train_book` / :func:`step_book`
+write it into the file, :mod:`xlmnist.excel.book` into the open workbook.
 
 * Settings: a flag wins, else the ``settings`` sheet's row for the model sheet, else the defaults.
 * A sheet whose settings name a dataset is trained on that dataset's *train* split: its rows replace the
@@ -24,6 +27,7 @@ import os
 import sys
 import time
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -34,6 +38,7 @@ from xlmnist.errors import DataError, TrainingError, WorkbookError, XlmnistError
 from xlmnist.train.metrics import SheetView
 from xlmnist.train.minibatch import train_epochs
 from xlmnist.train.optim import (
+    DEFAULT_EPOCHS,
     DEFAULT_LR,
     choose_optimizer,
     loss_fn,
@@ -41,6 +46,8 @@ from xlmnist.train.optim import (
     resolve_device,
     train,
 )
+from xlmnist.train.progress import epoch_printer as _epoch_printer
+from xlmnist.train.progress import progress_hooks as _progress_hooks
 from xlmnist.train.results import write_training_results
 from xlmnist.train.settings import check_book, dataset_rows, metrics, setting
 
@@ -53,7 +60,8 @@ def _live(book) -> bool:
 
 
 def compile_sheet(book, sheet=None, objective=None, params=None, device="cpu", dtype=torch.float64):
-    if _live(book):  # a Workbook read from a live document (LibreOffice Calc), not a file
+    """The model of ``sheet`` from a workbook file or from an already read ``Workbook`` (a live document)."""
+    if _live(book):
         model = _compile(book, None, sheet, objective, params, dtype, device, None)
         check_params_used(model)
         return model
@@ -139,43 +147,49 @@ def write_results(book, model, params, *, grads=None, history=None, confusion=No
     return Path(written)
 
 
-def _epoch_printer(epochs: int):
-    def show(epoch: int, row: dict) -> None:
-        va = row.get("valid_accuracy")
-        vl = row.get("valid_loss")
-        extra = f" valid_loss {vl:.6g}" if vl is not None else ""
-        extra += f" valid_accuracy {va:.4f}" if va is not None else ""
-        print(
-            f"epoch {epoch}/{epochs} train_loss {row['train_loss']:.6g}{extra} {row['seconds']:.1f}s",
-            file=sys.stderr,
-            flush=True,
-        )
+def training_device(model, given=None, where: str = "--device"):
+    """``(model, device)``: the device a flag/option gives, else the settings sheet's, else cpu; the model
+    recompiled there when it was compiled elsewhere (a CPU-compiled model never trains on CUDA).
+    ``where`` names what to change when CUDA is asked for and absent (a flag, or the settings sheet)."""
+    wanted = given or setting(model, "device", None, _text) or "cpu"
+    try:
+        device = resolve_device(wanted)
+    except TrainingError as exc:
+        if where == "--device":
+            raise
+        raise TrainingError(str(exc).split("; use --device")[0] + f"; {where}") from None
+    if str(model.device) != device:
+        model = model.recompile(device=device)
+    return model, device
 
-    return show
+
+@dataclass
+class Outcome:
+    """What a session leaves to write: on the file (:func:`write_results`) or into the open workbook."""
+
+    model: object  # the float64 model on the training device
+    params: list  # the parameters to write (float64, on the device)
+    grads: list  # d(objective cell)/d(params) at ``params``
+    history: list  # one row per epoch (minibatch) or step (full batch), at most HISTORY_ROWS
+    confusion: object  # K x K tensor of the valid split, or None
+    payload: dict  # the ``train --json`` payload (without "book")
 
 
-def train_book(
-    book, *, sheet=None, objective=None, params=None, optimizer=None, lr=None, epochs=None, seed=None,
-    device=None, init="cells", init_scale=0.1, max_seconds=None, dataset=None, batch_size=None, out=None,
-    force=False, dtype=None, verbose=False, max_epochs=None, write=None, progress=None,
-) -> dict:  # fmt: skip
-    """Train one model sheet and write it back; returns the ``train --json`` payload (module docstring).
-    ``max_epochs`` caps the epochs of minibatch training only (``xlmnist demo --quick``). ``book`` may be a
-    read ``Workbook`` with ``write`` (called like :func:`write_results`) taking the results; ``progress``
-    is called with (step, objective) or, per epoch, (epoch, history row)."""
-    t_start = time.perf_counter()
-    book = book if _live(book) else check_book(book)
-    device = resolve_device(device) if device else None  # --device cuda without CUDA: before any work
-    if out and Path(out).resolve() != book.resolve() and Path(out).suffix.lower() != ".xlsx":
-        raise WorkbookError(f"{out}: --out must be an .xlsx file")
-    model = compile_sheet(book, sheet, objective, params, device=device or "cpu")
-    if device is None:
-        device = resolve_device(setting(model, "device", None, _text) or "cpu")
-        if device != "cpu":
-            model = model.recompile(device=device)
+def run_session(
+    model, *, cells=None, optimizer=None, lr=None, epochs=None, seed=None, device=None, init="cells",
+    init_scale=0.1, max_seconds=None, dataset=None, batch_size=None, force=False, dtype=None, verbose=False,
+    max_epochs=None, progress=None, cancel=None, where="--device",
+) -> Outcome:  # fmt: skip
+    """The training session on a compiled ``model``: starting values ``cells`` (the live workbook's) or the
+    file's, settings from the arguments else the settings sheet; returns what to write (module docstring).
+    ``progress(done, total, loss, accuracy, unit=...)`` after each step/epoch; ``cancel()`` True stops at the next
+    step and keeps the values so far (``payload["interrupted"]``)."""
+    model, device = training_device(model, device, where)
     seed = setting(model, "seed", seed, lambda v: int(float(v)))
     seed = 0 if seed is None else seed
-    start = None
+    if model.random:
+        model.reseed(seed)  # --seed fixes the samples of RAND() & co. too (recompile keeps the seed)
+    start = None if cells is None else [torch.as_tensor(c, dtype=torch.float64).to(device) for c in cells]
     if init == "zeros":
         start = [torch.zeros_like(p) for p in model.initial_params()]
     elif init == "random":
@@ -186,6 +200,7 @@ def train_book(
     )
     lr = setting(model, "lr", lr, float)
     epochs = setting(model, "epochs", epochs, lambda v: int(float(v)))
+    max_seconds = setting(model, "max_seconds", max_seconds, float)
     ds = _dataset(model, dataset)
     rows = valid = None
     if ds:
@@ -195,6 +210,7 @@ def train_book(
     minibatch = rows is not None and name in ("sgd", "adam") and bool(batch_size) and batch_size < len(rows)
     if minibatch and max_epochs is not None:
         epochs = min(epochs or 1, max_epochs)
+    total = (epochs or 1) if minibatch else (epochs if epochs is not None else DEFAULT_EPOCHS[name])
     if verbose:
         n = sum(p.numel() for p in model.initial_params())
         goal = {"min": "minimise", "max": "maximise"}.get(model.sense, f"bring to {model.target!r}")
@@ -207,22 +223,25 @@ def train_book(
         )
     with torch.no_grad():
         initial = float(model.objective(model.initial_params() if start is None else start))
-    diagnosis = None
+    on_step, on_epoch = _progress_hooks(progress, cancel, total)
+    printer = _epoch_printer(epochs or 1) if verbose else None
+    diagnosis, loop = None, model
     try:
         if minibatch:
-            loop = model
             if (dtype or "float32") == "float32":
                 loop = model.recompile(dtype=torch.float32, device=device)
             result = train_epochs(
                 loop, rows, valid=valid, view=SheetView(loop, ds), optimizer=name, lr=lr, epochs=epochs,
                 batch_size=batch_size, seed=seed, device=device, max_seconds=max_seconds, params=start,
-                progress=progress or (_epoch_printer(epochs or 1) if verbose else None),
+                progress=lambda e, r: [f(e, r) for f in (printer, on_epoch) if f], cancel=cancel,
                 lr_schedule=setting(model, "lr_schedule", None, _text) or "constant",
             )  # fmt: skip
         else:
+            quiet = progress is None and cancel is None
             result = train(
                 model, optimizer=name, lr=lr, epochs=epochs, seed=seed, device=device,
-                progress=progress or (None if verbose else False), max_seconds=max_seconds, params=start, data=rows,
+                progress=(None if verbose else False) if quiet else on_step, max_seconds=max_seconds,
+                params=start, data=rows,
             )  # fmt: skip
     except TrainingError as exc:
         res = getattr(exc, "result", None)
@@ -254,55 +273,51 @@ def train_book(
             {"epoch": i, "train_loss": v, "valid_loss": None, "valid_accuracy": None, "seconds": None}
             for i, v in enumerate(result.history)
         ]
-    grads = gradients(model, written)
-    path = (write or write_results)(
-        book, model, written, grads=grads, history=_thin(history), confusion=confusion, out=out
-    )
-    return {
-        "book": str(path),
-        "sheet": model.objective_ref.rsplit("!", 1)[0],
-        "objective_cell": model.objective_ref,
-        "objective": obj,
-        "initial_objective": initial,
-        "steps": result.steps,
-        "epochs": len(result.epochs) if minibatch else None,
-        "seconds": result.seconds,
-        "cpu_seconds": result.cpu_seconds,
-        "total_seconds": time.perf_counter() - t_start,
-        "device": result.device,
-        "program": (loop if minibatch else model).program_kind,  # "lowered" | "closures" (XLMNIST_DEBUG: why)
-        "optimizer": result.optimizer,
-        "lr": result.lr,
-        "batch_size": batch_size if minibatch else None,
-        "sense": model.sense,
-        "params": model.param_refs,
-        "n_params": sum(p.numel() for p in written),
-        "converged": result.converged,
-        "interrupted": result.interrupted,
-        "metrics": mets,
-        "dataset": ds or None,
-        "dataset_rows": None if rows is None else len(rows),
-        "rows": len(rows)
-        if rows is not None
-        else (None if model.data_rows() is None else len(model.data_rows())),
-        "valid_rows": None if valid is None else len(valid),
-        "dataset_objective": mets.get("train_loss"),
-        "history": history,
-        "confusion": None if confusion is None else confusion.tolist(),
-        "diagnosis": diagnosis,
-    }
+    payload = {
+        "sheet": model.objective_ref.rsplit("!", 1)[0], "objective_cell": model.objective_ref,
+        "objective": obj, "initial_objective": initial, "steps": result.steps,
+        "epochs": len(result.epochs) if minibatch else None, "seconds": result.seconds,
+        "cpu_seconds": result.cpu_seconds, "device": result.device,
+        "program": loop.program_kind,  # "lowered" | "closures" (XLMNIST_DEBUG: why)
+        "optimizer": result.optimizer, "lr": result.lr, "batch_size": batch_size if minibatch else None,
+        "sense": model.sense, "params": model.param_refs, "n_params": sum(p.numel() for p in written),
+        "converged": result.converged, "interrupted": result.interrupted, "metrics": mets,
+        "dataset": ds or None, "dataset_rows": None if rows is None else len(rows),
+        "rows": len(rows) if rows is not None else (None if model.data_rows() is None else len(model.data_rows())),
+        "valid_rows": None if valid is None else len(valid), "dataset_objective": mets.get("train_loss"),
+        "history": history, "confusion": None if confusion is None else confusion.tolist(),
+        "diagnosis": diagnosis, "max_seconds": max_seconds,
+    }  # fmt: skip
+    return Outcome(model, written, gradients(model, written), _thin(history), confusion, payload)
 
 
-def step_book(
-    book, *, sheet=None, objective=None, params=None, lr=None, optimizer=None, seed=None, batch_size=None,
-    dataset=None, out=None, write=None,
+def train_book(
+    book, *, sheet=None, objective=None, params=None, device=None, out=None, **options
 ) -> dict:  # fmt: skip
-    """Exactly one optimisation step from the cells' values: on one seeded minibatch of the dataset's train
-    split (the first batch ``train --epochs 1 --seed S`` would take) or, without a dataset, on the visible
-    rows (full batch). Adam starts from fresh moments (the file holds no optimizer state). Writes the new
-    parameters and the gradient of the objective cell at them (``write``: as in :func:`train_book`)."""
-    book = book if _live(book) else check_book(book)
-    model = compile_sheet(book, sheet, objective, params)
+    """Train one model sheet of the file ``book`` and write it back (one atomic write); returns the
+    ``train --json`` payload. ``options``: those of :func:`run_session`; ``max_epochs`` caps the epochs of
+    minibatch training only (``xlmnist demo --quick``)."""
+    t_start = time.perf_counter()
+    book = check_book(book)
+    device = resolve_device(device) if device else None  # --device cuda without CUDA: before any work
+    if out and Path(out).resolve() != book.resolve() and Path(out).suffix.lower() != ".xlsx":
+        raise WorkbookError(f"{out}: --out must be an .xlsx file")
+    model = compile_sheet(book, sheet, objective, params, device=device or "cpu")
+    run = run_session(model, device=device, **options)
+    path = write_results(
+        book, run.model, run.params, grads=run.grads, history=run.history, confusion=run.confusion, out=out
+    )
+    return {"book": str(path), **run.payload, "total_seconds": time.perf_counter() - t_start}
+
+
+def run_step(
+    model, *, cells=None, lr=None, optimizer=None, seed=None, batch_size=None, dataset=None, device=None,
+    where="--device",
+) -> Outcome:  # fmt: skip
+    """Exactly one optimisation step from ``cells`` (else the file's values): on one seeded minibatch of
+    the dataset's train split (the first batch ``train --epochs 1 --seed S`` would take) or, without a
+    dataset, on the visible rows (full batch). Adam starts from fresh moments (no optimizer state is kept)."""
+    model, _ = training_device(model, device, where)
     given = optimizer or setting(model, "optimizer", None, _text)
     name = given if given in ("sgd", "adam") else "sgd"
     lr = setting(model, "lr", lr, float)
@@ -319,8 +334,11 @@ def step_book(
         bs = len(rows) if not bs or bs <= 0 else min(bs, len(rows))
         seed = int.from_bytes(os.urandom(4), "little") if seed is None else seed
         idx = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[:bs]
-        batch = rows[idx]
-    ps = [p.clone().requires_grad_(True) for p in model.initial_params()]
+        batch = rows[idx].to(model.device)
+    start = model.initial_params() if cells is None else cells
+    ps = [
+        torch.as_tensor(p, dtype=torch.float64).to(model.device).clone().requires_grad_(True) for p in start
+    ]
     with torch.no_grad():
         before = float(model.objective(ps))
     opt = torch.optim.Adam(ps, lr=lr) if name == "adam" else torch.optim.SGD(ps, lr=lr)
@@ -334,22 +352,22 @@ def step_book(
         raise TrainingError(
             f"{model.objective_ref}: the step gave NaN/inf parameters (lr {lr:g}); nothing written"
         )
-    grads = gradients(model, written)
     with torch.no_grad():
         after = float(model.objective(written))
-    path = (write or write_results)(book, model, written, grads=grads, out=out)
     visible = model.data_rows()
-    return {
-        "book": str(path),
-        "objective_cell": model.objective_ref,
-        "initial_objective": before,
-        "objective": after,
-        "optimizer": name,
-        "lr": lr,
-        "params": model.param_refs,
-        "dataset": ds or None,
+    payload = {
+        "objective_cell": model.objective_ref, "initial_objective": before, "objective": after,
+        "optimizer": name, "lr": lr, "params": model.param_refs, "dataset": ds or None,
         "batch_rows": len(batch) if batch is not None else (None if visible is None else len(visible)),
-        "seed": seed if ds else None,
-        "step_loss": float(loss.detach()),
+        "seed": seed if ds else None, "step_loss": float(loss.detach()), "steps": 1,
         "metrics": metrics(model, written),
-    }
+    }  # fmt: skip
+    return Outcome(model, written, gradients(model, written), None, None, payload)
+
+
+def step_book(book, *, sheet=None, objective=None, params=None, out=None, **options) -> dict:
+    """:func:`run_step` on the file ``book``; writes the new parameters and the gradient at them."""
+    book = check_book(book)
+    run = run_step(compile_sheet(book, sheet, objective, params), **options)
+    path = write_results(book, run.model, run.params, grads=run.grads, out=out)
+    return {"book": str(path), **run.payload}

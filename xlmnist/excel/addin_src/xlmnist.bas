@@ -25,6 +25,10 @@ Sub XlmnistReset(control As IRibbonControl)
     RunXlmnist "reset"
 End Sub
 
+Sub XlmnistCancel(control As IRibbonControl)
+    CancelRun
+End Sub
+
 ' The same four actions as plain macros (Alt+F8, or a button on a sheet)
 Sub TrainSheet()
     RunXlmnist "train"
@@ -40,4 +44,29 @@ End Sub
 
 Sub ResetSheet()
     RunXlmnist "reset"
+End Sub
+
+' Cancel without Python: the flag file xlmnist.excel.runs polls at every step,
+' "." & <workbook name> & ".xlmnist-cancel" beside the workbook
+Sub CancelRun()
+    Dim sep As String, f As Integer
+    #If Mac Then
+        sep = "/"
+    #Else
+        sep = "\"
+    #End If
+    If ActiveWorkbook Is Nothing Then Exit Sub
+    If ActiveWorkbook.Path = "" Or InStr(ActiveWorkbook.Path, "://") > 0 Then
+        MsgBox "This workbook is not saved in a local folder: no xlmnist run can be going on.", vbInformation, "xlmnist"
+        Exit Sub
+    End If
+    On Error GoTo Failed
+    f = FreeFile
+    Open ActiveWorkbook.Path & sep & "." & ActiveWorkbook.Name & ".xlmnist-cancel" For Output As #f
+    Print #f, "cancel"
+    Close #f
+    Application.StatusBar = "xlmnist: cancel requested; the run stops at its next step"
+    Exit Sub
+Failed:
+    MsgBox "Could not request the cancel: " & Err.Description, vbExclamation, "xlmnist"
 End Sub
