@@ -16,8 +16,7 @@ import tempfile
 from pathlib import Path
 
 from xlmnist.errors import XlmnistError
-from xlmnist.xlsx.reader import XLError, read_workbook
-from xlmnist.xlsx.refs import col_letters
+from xlmnist.xlsx.refs import XLError, col_letters
 
 _PROFILE_XCU = """<?xml version="1.0" encoding="UTF-8"?>
 <oor:items xmlns:oor="http://openoffice.org/2001/registry" xmlns:xs="http://www.w3.org/2001/XMLSchema"
@@ -94,6 +93,9 @@ def read_values(path: str | os.PathLike) -> dict[str, dict[str, object]]:
     Numbers are floats, booleans bools, strings str, error values :class:`CellError`.
     Empty cells are absent.
     """
+    # deferred: numpy; xlmnist.calc drives LibreOffice from the UNO Python, which has only the stdlib
+    from xlmnist.xlsx.reader import read_workbook
+
     wb = read_workbook(path)
     return {
         name: {f"{col_letters(c)}{r}": v for (r, c), v in sorted(wb.sheets[name].values.items())}

@@ -16,11 +16,12 @@ from xlmnist.errors import WorkbookError
 from xlmnist.xlsx import sheetxml
 from xlmnist.xlsx.limits import LimitedZip, check_grid
 from xlmnist.xlsx.package import R_ID, M, defined_names, rels
-from xlmnist.xlsx.refs import col_letters, parse_area, parse_cell
-
-
-class XLError(str):
-    """An Excel error value (``#DIV/0!``, ``#N/A`` ...)."""
+from xlmnist.xlsx.refs import (
+    XLError,  # noqa: F401 - the reader's error values; re-exported
+    col_letters,
+    parse_area,
+    parse_cell,
+)
 
 
 @dataclass

@@ -10,6 +10,11 @@ import re
 
 from xlmnist.errors import WorkbookError
 
+
+class XLError(str):
+    """An Excel error value as a cell holds it (``#DIV/0!``, ``#N/A`` ...)."""
+
+
 MAX_ROW, MAX_COL = 1048576, 16384
 _CELL = re.compile(r"\$?([A-Za-z]{1,3})\$?(\d+)$")
 _AREAS = re.compile(r"(?:'(?:[^']|'')*'|[^,])+")
