@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import torch
 
+from xlmnist import timing
 from xlmnist.compile import debug
 from xlmnist.compile.areas import DATA, TRUSTED, parse_areas
 from xlmnist.compile.compiler import Compiler
@@ -342,7 +343,8 @@ def compile_workbook(
     path, sheet=None, objective=None, params=None, dtype=torch.float64, device="cpu", data=None
 ) -> CompiledModel:
     """Compile the objective of ``sheet`` (or of the flags) into a :class:`CompiledModel`."""
-    return _compile(read_workbook(path), None, sheet, objective, params, dtype, device, data)
+    with timing.stage("compile"):  # XLMNIST_TIMING=1 (reading is its own stage)
+        return _compile(read_workbook(path), None, sheet, objective, params, dtype, device, data)
 
 
 def _compile(

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xlmnist import timing
 from xlmnist.errors import WorkbookError
 from xlmnist.xlsx.atomic import replace_file
 from xlmnist.xlsx.edits import SheetEdit, set_full_calc_on_load
@@ -191,7 +192,8 @@ def write_values(
                     data = set_full_calc_on_load(data)
                 zout.writestr(_copy_info(info), data)
 
-    return replace_file(src, dest, produce)
+    with timing.stage("write"):
+        return replace_file(src, dest, produce)
 
 
 def write_cached_values(path: str | os.PathLike, cached: dict, out: str | os.PathLike | None = None) -> Path:
