@@ -42,6 +42,14 @@ CASES = {  # sheet -> (workbook, target valid accuracy)
     "linear10": ("mnist.xlsx", 0.925),
     "mlp": ("mnist.xlsx", 0.980),
 }
+DEVICE = os.environ.get("XLMNIST_BENCH_DEVICE", "cpu")  # --device: both sides train there
+
+
+def sync() -> None:
+    if DEVICE.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
 
 
 def maxrss_mb() -> float:
@@ -53,7 +61,7 @@ def run_xlmnist(book: str, sheet: str, epochs: int | None) -> dict:
 
     out = str(Path(book).with_name(f"trained-{sheet}.xlsx"))
     t0 = time.perf_counter()
-    res = train_book(book, sheet=sheet, epochs=epochs, out=out)
+    res = train_book(book, sheet=sheet, epochs=epochs, out=out, device=DEVICE)
     total = time.perf_counter() - t0
     m = res["metrics"]
     return {
@@ -75,7 +83,7 @@ def hand_model(sheet: str, params: list, binary: bool):
         if sheet == "linear10":
             return x1 @ params[0]
         h = torch.relu(x1 @ params[0])
-        h1 = torch.cat([h, torch.ones(len(h), 1)], 1)
+        h1 = torch.cat([h, torch.ones(len(h), 1, device=h.device)], 1)
         out = h1 @ (params[1][0] if sheet == "simple_net" else params[1])
         return torch.sigmoid(out) if sheet == "simple_net" else out
 
@@ -97,10 +105,10 @@ def run_hand(book: str, sheet: str, epochs: int | None) -> dict:
     s = model.settings
     epochs = int(epochs if epochs is not None else s["epochs"])
     bs, lr, seed, name = int(s["batch_size"]), float(s["lr"]), int(s["seed"]), s["optimizer"]
-    params = [p.float().clone().requires_grad_(True) for p in model.initial_params()]
+    params = [p.float().to(DEVICE).clone().requires_grad_(True) for p in model.initial_params()]
     t0 = time.perf_counter()
     train = dataset_rows(model, s["dataset"], "train").float().numpy()
-    valid = torch.from_numpy(dataset_rows(model, s["dataset"], "valid").float().numpy())
+    valid = torch.from_numpy(dataset_rows(model, s["dataset"], "valid").float().numpy()).to(DEVICE)
     binary = s["dataset"] == "mnist_3v7"
 
     forward, loss_of = hand_model(sheet, params, binary)
@@ -115,7 +123,7 @@ def run_hand(book: str, sheet: str, epochs: int | None) -> dict:
                 for group in opt.param_groups:
                     group["lr"] = lr * (1 - step / total_steps)
             step += 1
-            xb = torch.from_numpy(train[idx.numpy()])
+            xb = torch.from_numpy(train[idx.numpy()]).to(DEVICE)
             opt.zero_grad(set_to_none=True)
             loss = loss_of(forward(xb), xb[:, -1])
             loss.backward()
@@ -127,6 +135,7 @@ def run_hand(book: str, sheet: str, epochs: int | None) -> dict:
                 ((out > 0.5).float() == y).float().mean() if binary else (out.argmax(1) == y).float().mean()
             )
             vloss = float(loss_of(out, y))
+    sync()
     loop, cpu = time.perf_counter() - t_loop, time.process_time() - c_loop
     return {"loop": loop, "cpu": cpu, "command": time.perf_counter() - t0, "valid_accuracy": acc, "valid_loss": vloss,
             "epochs": epochs}  # fmt: skip
@@ -148,9 +157,17 @@ def main() -> int:
         default=None,
         help="visible rows of the built workbooks (default: the build default, as users get)",
     )
+    ap.add_argument("--device", default=DEVICE, help="cpu (default) or cuda: where both sides train")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each, alternating; the fastest counts")
     ap.add_argument("--one", nargs=3, metavar=("KIND", "BOOK", "SHEET"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    os.environ["XLMNIST_BENCH_DEVICE"] = args.device  # the --one subprocesses
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            print(f"--device {args.device}: no CUDA device here (torch {torch.__version__})", file=sys.stderr)
+            return 3
     if args.one:
         one(*args.one, args.epochs)
         return 0

@@ -174,3 +174,33 @@ def test_trainable_range_too_large_is_refused_before_allocating(tmp_path, params
     before = path.read_bytes()
     assert_one_line_error(run("train", path), pattern)
     assert path.read_bytes() == before
+
+
+def test_command_list_summaries_match_the_commands_own_help():
+    """``xlmnist --help`` lists :data:`cli.SUMMARIES` without importing the command modules; each summary is
+    the help its module registers."""
+    from xlmnist import cli
+
+    assert list(cli.SUMMARIES) == list(cli.COMMANDS)
+    for name, text in cli.SUMMARIES.items():
+        sub = cli.make_parser(name)._subparsers._group_actions[0]
+        helps = {a.dest: a.help for a in sub._choices_actions}
+        assert helps[name] == text, name
+
+
+def test_help_imports_no_command_module():
+    code = "import sys; from xlmnist import cli; cli.make_parser(None); print('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "False"
+
+
+def test_timing_breakdown_on_stderr(tmp_path):
+    """``XLMNIST_TIMING=1``: one line naming import / read / compile / run / write / total."""
+    from xlmnist import timing
+
+    with timing.stage("read"):
+        with timing.stage("compile"):
+            pass
+    parts = timing.breakdown()
+    assert list(parts) == ["import", "read", "compile", "run", "write", "total"]
+    assert parts["total"] >= parts["read"] + parts["compile"]

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import torch
 
+from xlmnist import timing
 from xlmnist.compile import debug
 from xlmnist.compile.areas import DATA, TRUSTED, parse_areas
 from xlmnist.compile.compiler import Compiler
@@ -330,7 +331,8 @@ def compile_workbook(
 ) -> CompiledModel:
     """Compile the objective of ``sheet`` (or of the flags) into a :class:`CompiledModel`; ``seed`` fixes
     the samples of RAND() & co. (default: a fresh seed)."""
-    model = _compile(read_workbook(path), None, sheet, objective, params, dtype, device, data)
+    with timing.stage("compile"):  # XLMNIST_TIMING=1 (reading is its own stage)
+        model = _compile(read_workbook(path), None, sheet, objective, params, dtype, device, data)
     if seed is not None:
         model.reseed(seed)
     return model

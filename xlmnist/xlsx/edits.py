@@ -36,6 +36,14 @@ class SheetEdit:
         self.f_re = re.compile(rb"<" + p + rb"f\b[^>]*?(?:/>|>.*?</" + p + rb"f>)", re.S)
         self.sd_start, self.sd_open_end = m.start(), m.end()
         self.sd_end = m.end() if self.empty else data.index(b"</" + self.p + b"sheetData>", m.end())
+        pre = self.p
+        self.v_open, self.v_close, self.c_open, self.c_close = (
+            b"<" + pre + b"v>",
+            b"</" + pre + b"v>",
+            b"<" + pre + b"c",
+            b"</" + pre + b"c>",
+        )
+        self.f_open = b"<" + pre + b"f"
         self.arrays = [
             split_ref(f"x!{ref.decode()}")[1:]
             for ref in re.findall(rb'<(?:\w+:)?f\b[^>]*\bt="array"[^>]*\bref="([^"]+)"', data)
@@ -60,20 +68,21 @@ class SheetEdit:
                 yield implicit, m.start(), end + len(end_tag), m.end(), end
                 pos = end + len(end_tag)
 
-    def _tag(self, name: bytes) -> tuple[bytes, bytes]:
-        return b"<" + self.p + name + b">", b"</" + self.p + name + b">"
-
     def _cell_xml(self, attrs: bytes, x: float | None, t: bytes = b"", inner: bytes = b"") -> bytes:
-        attrs = re.sub(rb'\s+t="[^"]*"', b"", attrs) + t
+        # called once per written cell (200,000 for the MNIST MLP): tags built once, no regex unless t= is there
+        if b"t=" in attrs:
+            attrs = re.sub(rb'\s+t="[^"]*"', b"", attrs)
+        attrs += t
         if x is None and not inner:
-            return b"<" + self.p + b"c" + attrs + b"/>"
-        v = b"" if x is None else b"%s%s%s" % (self._tag(b"v")[0], format_number(x), self._tag(b"v")[1])
-        return b"<" + self.p + b"c" + attrs + b">" + inner + v + self._tag(b"c")[1]
+            return self.c_open + attrs + b"/>"
+        v = b"" if x is None else self.v_open + format_number(x) + self.v_close
+        return self.c_open + attrs + b">" + inner + v + self.c_close
 
     def _replace(self, rownum: int, col: int, m: re.Match, cell: tuple) -> bytes:
         op, x = cell
-        f = self.f_re.search(m.group(2) or b"")
-        where = f"{self.name}!{col_letters(col)}{rownum}"
+        inner = m.group(2)
+        f = self.f_re.search(inner) if inner and self.f_open in inner else None
+        where = f"{self.name}!{col_letters(col)}{rownum}" if f or op == "f" else ""
         if op != "f":
             if f:
                 raise WorkbookError(f"{where}: holds a formula; it cannot be a trainable cell")
@@ -148,7 +157,7 @@ class SheetEdit:
         return b"<" + self.p + b"row" + f' r="{row}">'.encode() + body + b"</" + self.p + b"row>"
 
     def write(self, cells: dict[tuple[int, int], tuple]) -> bytes:
-        for (row, col), (op, _) in cells.items():
+        for (row, col), (op, _) in cells.items() if self.arrays else ():
             if op != "f" and self._in_array(row, col):
                 raise WorkbookError(
                     f"{self.name}!{col_letters(col)}{row}: is part of an array formula; it cannot be a trainable cell"

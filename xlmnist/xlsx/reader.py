@@ -12,6 +12,7 @@ import zipfile
 from dataclasses import dataclass, field
 from xml.etree import ElementTree as ET
 
+from xlmnist import timing
 from xlmnist.errors import WorkbookError
 from xlmnist.xlsx import sheetxml
 from xlmnist.xlsx.limits import LimitedZip, check_grid
@@ -197,6 +198,11 @@ def _read_table(z: LimitedZip, part: str, sheet: str) -> Table:
 
 def read_workbook(path: str | os.PathLike) -> Workbook:
     """Read ``path``; raise :class:`WorkbookError` naming the file for anything that is not an xlsx."""
+    with timing.stage("read"):
+        return _read_workbook(path)
+
+
+def _read_workbook(path: str | os.PathLike) -> Workbook:
     path = os.fspath(path)
     base = os.path.basename(path)
     try:

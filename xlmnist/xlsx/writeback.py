@@ -4,7 +4,8 @@
 given cells and changes nothing else:
 
 * every zip member other than the edited worksheets and ``xl/workbook.xml`` is copied with the same
-  name, date, attributes, compression method and identical bytes;
+  name, date, attributes, compression method and identical bytes: its *compressed* bytes are copied as
+  they are (no inflate/deflate; :func:`_copy_raw`), so the write costs what the edited sheets cost;
 * in an edited worksheet only the written cells change: their ``<v>`` text (``repr(float)``, the
   shortest string that round-trips), a dropped ``t`` attribute where the cell held a string/bool, and
   newly inserted ``<c>`` (and ``<row>``) elements for cells that did not exist yet (then the
@@ -30,18 +31,23 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
+from xlmnist import timing
 from xlmnist.errors import WorkbookError
 from xlmnist.xlsx.atomic import replace_file
 from xlmnist.xlsx.edits import SheetEdit, set_full_calc_on_load
 from xlmnist.xlsx.limits import LimitedZip
 from xlmnist.xlsx.package import EXTENSIONS, kind, sheet_members
 from xlmnist.xlsx.refs import col_letters, split_ref
+
+_LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # signature ... file name length, extra field length
+_KEEP_FLAGS = 0x0806  # deflate level bits, UTF-8 names; not encryption (1) nor a data descriptor (8)
 
 
 def _cells_of(ref: str, value, op: str = "v") -> tuple[str, dict[tuple[int, int], tuple]]:
@@ -92,6 +98,41 @@ def _copy_info(info: zipfile.ZipInfo) -> zipfile.ZipInfo:
     return new
 
 
+def _raw_member(src, info: zipfile.ZipInfo) -> bytes:
+    """The compressed bytes of ``info`` read from the open source file ``src`` (its local header skipped)."""
+    src.seek(info.header_offset)
+    header = src.read(_LOCAL_HEADER.size)
+    if len(header) != _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
+        raise zipfile.BadZipFile("bad local file header")
+    name_len, extra_len = _LOCAL_HEADER.unpack(header)[-2:]
+    src.seek(info.header_offset + _LOCAL_HEADER.size + name_len + extra_len)
+    data = src.read(info.compress_size)
+    if len(data) != info.compress_size:
+        raise zipfile.BadZipFile("truncated member")
+    return data
+
+
+def _copy_raw(zout: zipfile.ZipFile, info: zipfile.ZipInfo, data: bytes) -> None:
+    """Append a member to ``zout`` from its already-compressed ``data`` (same method, CRC and sizes).
+
+    zipfile has no public call for this; it is what ``ZipFile.writestr`` does around the compressor
+    (Python 3.9-3.13): a local header at ``start_dir``, the bytes, then the entry in ``filelist``.
+    """
+    new = _copy_info(info)
+    new.flag_bits = info.flag_bits & _KEEP_FLAGS  # sizes are known: no data descriptor
+    new.CRC, new.compress_size, new.file_size = info.CRC, info.compress_size, info.file_size
+    with zout._lock:
+        zout._writecheck(new)
+        zout.fp.seek(zout.start_dir)
+        new.header_offset = zout.fp.tell()
+        zout.fp.write(new.FileHeader(None))
+        zout.fp.write(data)
+        zout.start_dir = zout.fp.tell()
+        zout.filelist.append(new)
+        zout.NameToInfo[new.filename] = new
+        zout._didModify = True
+
+
 def write_values(
     path: str | os.PathLike,
     values: dict,
@@ -135,10 +176,14 @@ def write_values(
         for member in edits:
             if member not in names:
                 raise WorkbookError(f"{src}: worksheet member {member} is missing")
-        with zipfile.ZipFile(fh, "w", allowZip64=True) as zout:
+        with zipfile.ZipFile(fh, "w", allowZip64=True) as zout, open(zin.filename, "rb") as raw:
             zout.comment = zin.comment
             for info in zin.infolist():
+                changed = info.filename in edits or info.filename == "xl/workbook.xml"
                 try:
+                    if not changed and not info.flag_bits & 1:  # unchanged (and not encrypted): as is
+                        _copy_raw(zout, info, _raw_member(raw, info))
+                        continue
                     data = limited.read(info)
                 except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
                     raise WorkbookError(f"{src}: member {info.filename} is corrupt ({exc})") from exc
@@ -151,7 +196,8 @@ def write_values(
                     data = transform(info.filename, data)
                 zout.writestr(_copy_info(info), data)
 
-    return replace_file(src, dest, produce)
+    with timing.stage("write"):
+        return replace_file(src, dest, produce)
 
 
 def write_cached_values(path: str | os.PathLike, cached: dict, out: str | os.PathLike | None = None) -> Path:
