@@ -335,3 +335,37 @@ def test_two_steps_equal_two_hand_written_sgd_steps_minibatch(tmp_path, capsys):
     grad_ref = sheet_names(book, "linear")["xlmnist_gradients"]
     (g_visible,) = torch.autograd.grad(mnist_loss(visible[:, :784], visible[:, 785], w), w)
     torch.testing.assert_close(sheet_values(book, grad_ref).reshape(-1), g_visible, rtol=1e-9, atol=1e-15)
+
+
+def test_stale_dependent_cells_are_named(tmp_path):
+    """Issue 12 item 7: after write-back every formula cell that depends on a changed cell has a fresh cached
+    value, or the command names it (and why) on stderr and in --json."""
+    import json
+    import subprocess
+    import sys
+
+    import openpyxl
+    from openpyxl.workbook.defined_name import DefinedName
+
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "s"
+    ws["A1"], ws["A2"] = 0.5, -0.25
+    ws["C1"] = "=(A1*2+A2-1)^2"  # the objective
+    ws["D1"] = "=A1*10"  # depends on the trained cells: recomputed
+    ws["E1"] = '=IF(A1>0,"pos","neg")'  # text result: cannot be recomputed here
+    for name, text in (("solver_opt", "s!$C$1"), ("solver_adj", "s!$A$1:$A$2"), ("solver_typ", "2")):
+        ws.defined_names[name] = DefinedName(name, attr_text=text)
+    path = tmp_path / "b.xlsx"
+    wb.save(path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "xlmnist", "train", str(path), "--json"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert [s["range"] for s in out["stale"]] == ["s!E1"], out["stale"]
+    assert "s!E1: not recomputed" in proc.stderr
+    from xlmnist.xlsx.reader import read_workbook
+
+    a1 = read_workbook(path).sheets["s"].values[(1, 1)]
+    assert read_workbook(path).sheets["s"].values[(1, 4)] == pytest.approx(a1 * 10, rel=1e-12)  # fresh

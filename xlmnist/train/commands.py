@@ -115,9 +115,20 @@ def cmd_train(args) -> int:
     )
     if payload.get("diagnosis"):
         print(f"xlmnist: warning: {payload['diagnosis']}", file=sys.stderr)
+    _warn_stale(payload)
     if args.save_names:
         _save_names(args, payload)
     return 0
+
+
+def _warn_stale(payload) -> None:
+    """Formula cells that depend on the written cells but keep their old cached value: named, with why."""
+    for item in payload.get("stale") or []:
+        print(
+            f"xlmnist: warning: {item['range']}: not recomputed ({item['why']}); its cached value is stale "
+            "until Excel or LibreOffice recalculates (the file asks for a full recalculation on load)",
+            file=sys.stderr,
+        )
 
 
 def _absolute(ref: str) -> str:
@@ -155,6 +166,7 @@ def cmd_step(args) -> int:
         f"{payload['optimizer']} step (lr {payload['lr']:g}) on {rows}; wrote {', '.join(payload['params'])} "
         f"and the gradients to {payload['book']}",
     )
+    _warn_stale(payload)
     return 0
 
 

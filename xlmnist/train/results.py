@@ -74,9 +74,12 @@ def history_block(history: list[dict], shape: tuple[int, int]) -> np.ndarray:
     return block
 
 
-def cached_values(model, params) -> dict[str, np.ndarray]:
+def cached_values(model, params, stale: list | None = None) -> dict[str, np.ndarray]:
     """``{range: values}`` of every parameter-dependent formula block, evaluated on the sheet's visible
-    rows (non-finite results, e.g. text, as ``None``: left as they are)."""
+    rows. What cannot be recomputed here keeps its old cached value and is reported in ``stale`` (a list
+    of ``{"range": ..., "why": ...}``): blocks the compiler cannot evaluate (with the reason) and cells
+    whose result is not a number (text, an error value)."""
+    stale = [] if stale is None else stale
     refs = [area_name(b.sheet, *b.out) for b in model.dependent_blocks()]
     if not refs:
         return {}
@@ -89,10 +92,19 @@ def cached_values(model, params) -> dict[str, np.ndarray]:
                 try:
                     model.evaluate([ref], params)
                     good.append(ref)
-                except XlmnistError:
-                    pass
+                except XlmnistError as exc:
+                    stale.append({"range": ref, "why": str(exc)})
             got = model.evaluate(good, params) if good else {}
-    return {ref: _finite_or_none(np.broadcast_to(_numpy(t), _shape(ref))) for ref, t in got.items()}
+    out = {}
+    for ref, t in got.items():
+        block = _finite_or_none(np.broadcast_to(_numpy(t), _shape(ref)))
+        missing = sum(v is None for v in np.asarray(block, dtype=object).ravel())
+        if missing:
+            stale.append(
+                {"range": ref, "why": f"{missing} cell(s) give text or an error value, not a number"}
+            )
+        out[ref] = block
+    return out
 
 
 def result_blocks(path, model, params, *, gradients=None, history=None, confusion=None) -> dict:
@@ -127,10 +139,11 @@ def result_blocks(path, model, params, *, gradients=None, history=None, confusio
 
 
 def write_training_results(
-    path, model, params, *, gradients=None, history=None, confusion=None, out=None
+    path, model, params, *, gradients=None, history=None, confusion=None, out=None, stale=None
 ) -> Path:
     """ONE atomic write of params, gradients, history, confusion and consistent cached formula values
-    (see the module docstring). Returns the path written (``out`` if given, else ``path``)."""
+    (see the module docstring). Returns the path written (``out`` if given, else ``path``); the formula
+    cells that depend on the parameters but could not be recomputed are appended to ``stale``."""
     path = Path(path)
     values = result_blocks(path, model, params, gradients=gradients, history=history, confusion=confusion)
     params = [values[ref] for ref in model.param_refs]
@@ -146,7 +159,7 @@ def write_training_results(
             dtype=torch.float64,
         )
     p64 = [torch.tensor(p, dtype=torch.float64, device=calc.device) for p in params]
-    cached = cached_values(calc, p64)
+    cached = cached_values(calc, p64, stale)
     transform = None  # the history charts' x axes end at the last epoch written
     names = sheet_names(path, sheet)
     if "xlmnist_history" in names:

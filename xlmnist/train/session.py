@@ -131,13 +131,16 @@ def gradients(model, params) -> list[torch.Tensor]:
     return [p.grad.detach().cpu() for p in ps]
 
 
-def write_results(book, model, params, *, grads=None, history=None, confusion=None, out=None) -> Path:
+def write_results(
+    book, model, params, *, grads=None, history=None, confusion=None, out=None, stale=None
+) -> Path:
     """One atomic write of the parameters, their gradients, the history and the confusion matrix; a full
-    disk or a refused write is a one-line WorkbookError (the workbook is left as it was)."""
+    disk or a refused write is a one-line WorkbookError (the workbook is left as it was). Dependent
+    formula cells that could not be recomputed are appended to ``stale``."""
     try:
         written = write_training_results(
             book, model, [p.detach().cpu() for p in params], gradients=grads, history=history,
-            confusion=confusion, out=out,
+            confusion=confusion, out=out, stale=stale,
         )  # fmt: skip
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
@@ -304,10 +307,12 @@ def train_book(
         raise WorkbookError(f"{out}: --out must be an .xlsx file")
     model = compile_sheet(book, sheet, objective, params, device=device or "cpu")
     run = run_session(model, device=device, **options)
+    stale: list = []
     path = write_results(
-        book, run.model, run.params, grads=run.grads, history=run.history, confusion=run.confusion, out=out
-    )
-    return {"book": str(path), **run.payload, "total_seconds": time.perf_counter() - t_start}
+        book, run.model, run.params, grads=run.grads, history=run.history, confusion=run.confusion, out=out,
+        stale=stale,
+    )  # fmt: skip
+    return {"book": str(path), **run.payload, "stale": stale, "total_seconds": time.perf_counter() - t_start}
 
 
 def run_step(
@@ -369,5 +374,6 @@ def step_book(book, *, sheet=None, objective=None, params=None, out=None, **opti
     """:func:`run_step` on the file ``book``; writes the new parameters and the gradient at them."""
     book = check_book(book)
     run = run_step(compile_sheet(book, sheet, objective, params), **options)
-    path = write_results(book, run.model, run.params, grads=run.grads, out=out)
-    return {"book": str(path), **run.payload}
+    stale: list = []
+    path = write_results(book, run.model, run.params, grads=run.grads, out=out, stale=stale)
+    return {"book": str(path), **run.payload, "stale": stale}
