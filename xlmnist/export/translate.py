@@ -10,6 +10,7 @@ import re
 from xlmnist.errors import XlmnistError
 from xlmnist.formula import parser as P
 from xlmnist.formula.graph import RefUse
+from xlmnist.formula.patterns import relu_arg, sigmoid_arg
 
 
 def escape(value, *, literal: bool = False) -> str:
@@ -52,36 +53,6 @@ def _is0(n) -> bool:
     return isinstance(n, P.Number) and n.value == 0.0
 
 
-def _relu_arg(node):
-    """x for ``IF(x<0,0,x)``, ``IF(x>0,x,0)``, ``MAX(0,x)`` / ``MAX(x,0)``, else None."""
-    a = node.args
-    if node.name == "MAX" and len(a) == 2 and (_is0(a[0]) or _is0(a[1])):
-        return a[1] if _is0(a[0]) else a[0]
-    if node.name != "IF" or len(a) != 3 or not isinstance(a[0], P.Binary):
-        return None
-    c = a[0]
-    if c.op in ("<", "<=") and _is0(c.right) and _is0(a[1]) and a[2] == c.left:
-        return c.left
-    if c.op in (">", ">=") and _is0(c.right) and _is0(a[2]) and a[1] == c.left:
-        return c.left
-    return None
-
-
-def _sigmoid_arg(node):
-    """x for ``1/(1+EXP(-x))`` (either order of the sum), else None."""
-    if not (isinstance(node, P.Binary) and node.op == "/" and node.left == P.Number(1.0)):
-        return None
-    d = node.right
-    if not (isinstance(d, P.Binary) and d.op == "+"):
-        return None
-    for one, e in ((d.left, d.right), (d.right, d.left)):
-        if one == P.Number(1.0) and isinstance(e, P.Call) and e.name == "EXP" and len(e.args) == 1:
-            u = e.args[0]
-            if isinstance(u, P.Unary) and u.op == "-":
-                return u.operand
-    return None
-
-
 class Translator:
     """tr/num/call/reduce: one formula node -> an :class:`Expr`; ``self.area(ctx, sheet, r1, c1, r2, c2)`` reads a range."""
 
@@ -111,7 +82,7 @@ class Translator:
             return Expr(f"-{paren(a.code)}" if node.op == "-" else a.code, a.win)
         if T is P.Percent:
             return Expr(f"{paren(self.num(node.operand, b, ctx).code)} / 100.0")
-        sig = _sigmoid_arg(node) if ctx != "feat" else None
+        sig = sigmoid_arg(node) if ctx != "feat" else None
         if sig is not None:
             return Expr(f"torch.sigmoid({self.num(sig, b, ctx).code})")
         if T is P.Binary and node.op in "+-*/^":
@@ -135,7 +106,7 @@ class Translator:
 
     def call(self, node, b, ctx, ns) -> Expr:
         name, args = node.name, node.args
-        relu = _relu_arg(node)
+        relu = relu_arg(node)
         if relu is not None:
             x = self.num(relu, b, ctx).code
             return Expr(f"np.maximum({x}, 0.0)" if ctx == "feat" else f"torch.relu({x})")

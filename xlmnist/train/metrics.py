@@ -26,17 +26,12 @@ import numpy as np
 import torch
 
 from xlmnist.errors import XlmnistError
+from xlmnist.formula.patterns import is_relu_formula
 from xlmnist.xlsx.reader import read_workbook
 from xlmnist.xlsx.refs import area_name, split_ref
 
 CHUNK = 4096
 _AVG = re.compile(r"^\s*=?\s*AVERAGE\(\s*([^(),]+)\s*\)\s*$", re.I)
-_CELL = r"\$?[A-Z]{1,3}\$?\d+"
-_RELU = re.compile(
-    rf"^\s*=?\s*(?:IF\(\s*({_CELL})\s*<=?\s*0\s*,\s*0\s*,\s*\1\s*\)|MAX\(\s*0\s*,\s*({_CELL})\s*\)"
-    rf"|MAX\(\s*({_CELL})\s*,\s*0\s*\))\s*$",
-    re.I,
-)
 
 
 def _workbook(model, path=None):
@@ -96,7 +91,7 @@ class SheetView:
                 origin, text = sh.master_text(cell) or (cell, "")
                 ok = seen.get(origin)
                 if ok is None:
-                    ok = seen[origin] = bool(_RELU.match(text))
+                    ok = seen[origin] = is_relu_formula(text)
                 if ok:
                     cells.append(cell)
             self._relu = _rect_ref(self.sheet, cells) if cells else None
