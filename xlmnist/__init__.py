@@ -13,6 +13,6 @@ __all__ = ["XlmnistError", "DataError", "WorkbookError", "FormulaError", "Traini
 
 def main():
     """Entry point of the xlwings ribbon add-in: train the active sheet of the calling workbook."""
-    from xlmnist.excel.book import main as _main
+    from xlmnist.excel.book import main as _main  # deferred: torch and xlwings, only for the add-in
 
     return _main()

@@ -45,7 +45,7 @@ TITANIC_FEATURES = ["SibSp", "Parch", "Age_N", "log_Fare", "Pclass_1", "Pclass_2
 
 def load_titanic_raw(path: str | os.PathLike | None = None):
     """The Kaggle Titanic ``train.csv`` as a DataFrame (891 rows, 12 columns), shipped with xlmnist."""
-    import pandas as pd
+    import pandas as pd  # deferred: pandas is only needed for the Titanic CSV (CLI start-up)
 
     src = Path(path) if path is not None else TITANIC_CSV
     try:

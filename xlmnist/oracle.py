@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from xlmnist.errors import XlmnistError
@@ -127,7 +128,6 @@ def error_cells(values: dict[str, dict[str, object]]) -> list[str]:
 
 
 def _cmd_check(args) -> int:
-    import time
 
     t0 = time.perf_counter()
     values = recalc(args.book)

@@ -102,7 +102,13 @@ def training_values(wb, model, params, grads=None, history=None, confusion=None)
     """``{range: values}`` of one run: parameters, and where the sheet names them (``xlmnist_gradients``,
     ``xlmnist_history``, ``xlmnist_confusion``) the gradients, history and confusion matrix, laid out
     as :func:`xlmnist.train.results.write_training_results` lays them out in a file."""
-    from xlmnist.train.results import _finite_or_none, _numpy, _shape, areas, history_block
+    from xlmnist.train.results import (  # deferred: torch (LibreOffice loads the macros)
+        _finite_or_none,
+        _numpy,
+        _shape,
+        areas,
+        history_block,
+    )
 
     values: dict[str, object] = {ref: _numpy(p) for ref, p in zip(model.param_refs, params)}
     sheet = model.objective_ref.rpartition("!")[0]
@@ -122,7 +128,7 @@ def training_values(wb, model, params, grads=None, history=None, confusion=None)
 
 def _fit_history_charts(doc, wb, model, values) -> None:
     """The history charts' x axes cover exactly the epochs just written (rewritten on every run)."""
-    from xlmnist.train.results import areas
+    from xlmnist.train.results import areas  # deferred: torch (LibreOffice loads the macros)
 
     sheet = model.objective_ref.rpartition("!")[0].strip("'")
     text = wb.name(sheet, "xlmnist_history")
@@ -189,6 +195,7 @@ def _run(ctx, doc, action: str, **options) -> dict:
 def _reset(ctx, doc, seed: int = 0, scale: float = 0.1) -> dict:
     import torch  # deferred: heavy
 
+    # deferred: torch (LibreOffice loads the macros without it)
     from xlmnist.train.optim import random_params
     from xlmnist.train.session import compile_sheet
 
@@ -211,6 +218,7 @@ def _export(ctx, doc, out: str | None = None) -> dict:
     document itself keeps its file and its modified state)."""
     import uno  # deferred: only inside LibreOffice
 
+    # deferred: torch and the exporter, only for Export
     from xlmnist.calc.office import _pv
     from xlmnist.export.codegen import generate
 

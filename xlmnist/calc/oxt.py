@@ -15,6 +15,7 @@ import json
 import os
 import site
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -80,9 +81,7 @@ def build(out_dir: str | os.PathLike = ".", paths: list[str] | None = None) -> P
 
 def install(oxt: str | os.PathLike | None = None, profile: str | os.PathLike | None = None) -> Path:
     """``unopkg add`` the extension (built into a temporary folder when ``oxt`` is None)."""
-    import tempfile
-
-    from xlmnist.calc.office import add_extension
+    from xlmnist.calc.office import add_extension  # deferred: only `addin install --calc` runs soffice
 
     with tempfile.TemporaryDirectory(prefix="xlmnist-oxt-") as tmp:
         path = Path(oxt) if oxt else build(tmp)

@@ -93,6 +93,7 @@ def create_app(token: str | None = None):
     token of every POST (default: ``XLMNIST_SERVER_TOKEN``; none = no authentication)."""
     os.environ.setdefault("XLWINGS_LICENSE_KEY", "noncommercial")
     # deferred: xlwings, fastapi and torch (through excel.book) only when the server starts
+    # deferred: fastapi and xlwings are the optional [server] extra
     import xlwings as xw
     from fastapi import Body, FastAPI, HTTPException, Request
     from fastapi.middleware.cors import CORSMiddleware

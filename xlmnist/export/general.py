@@ -16,7 +16,7 @@ from xlmnist.compile.values import BOOL, EMPTY, NUM
 from xlmnist.export.translate import Unsupported, escape
 from xlmnist.formula import parser as P
 from xlmnist.formula.graph import RefUse, topo_order
-from xlmnist.xlsx.refs import area_name, col_letters
+from xlmnist.xlsx.refs import area_name, col_letters, split_ref
 
 _FN1 = {"EXP": "exp", "LN": "log", "LOG10": "log10", "SQRT": "sqrt", "ABS": "abs", "TANH": "tanh"}
 _CMP = {"=": "==", "<>": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
@@ -47,8 +47,6 @@ class General:
             self._emit(self.g.blocks[bid])
 
     def _objective_cell(self):
-        from xlmnist.xlsx.refs import split_ref
-
         s, r, c, _, _ = split_ref(self.cm.objective_ref)
         return s, r, c
 

@@ -19,6 +19,7 @@ WORKBOOKS = ("titanic.xlsx", "mnist_3v7.xlsx", "mnist.xlsx")
 def build_all(out_dir, rows: int | None = None, seed: int = 0, only=None, log=None) -> list[Path]:
     """Write the workbooks into ``out_dir``; ``rows`` = visible data rows (MNIST default 1000; Titanic
     uses its 712 rows or the first ``rows``). ``only``: a subset of WORKBOOKS. Returns the paths written."""
+    # deferred: the builders load numpy/openpyxl; `xlmnist build --help` should not
     from xlmnist.lessons import mnist, titanic
     from xlmnist.xlsx.book import check_out_dir
 

@@ -85,7 +85,7 @@ def data_sheet(book: Book, x: np.ndarray, y: np.ndarray, onehot: bool) -> None:
 
 @exact
 def build_3v7(path: Path, rows: int = 1000, seed: int = 0) -> Path:
-    from xlmnist.data import load_3v7
+    from xlmnist.data import load_3v7  # deferred: only when this workbook is built
 
     d = load_3v7()
     idx = sample_3v7(np.asarray(d["train_y"]), rows, seed)
@@ -107,7 +107,7 @@ def build_3v7(path: Path, rows: int = 1000, seed: int = 0) -> Path:
 
 @exact
 def build_mnist(path: Path, rows: int = 1000, seed: int = 0) -> Path:
-    from xlmnist import data
+    from xlmnist import data  # deferred: only when this workbook is built
 
     try:
         d = data.load_mnist_all()

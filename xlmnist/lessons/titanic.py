@@ -263,7 +263,7 @@ def _mmult(book: Book, table, rows: int, w: np.ndarray) -> None:
 @exact
 def build(path: Path, rows: int | None = None, seed: int = 0) -> Path:
     """Write titanic.xlsx (all 712 rows, or the first ``rows``)."""
-    from xlmnist.data import titanic_table
+    from xlmnist.data import titanic_table  # deferred: pandas, only when this workbook is built
 
     table = titanic_table()
     n = len(table) if rows is None else min(rows, len(table))

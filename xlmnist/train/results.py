@@ -28,6 +28,7 @@ import torch
 
 from xlmnist.compile import compile_workbook
 from xlmnist.errors import WorkbookError, XlmnistError
+from xlmnist.lessons.learn import fit_chart_rows
 from xlmnist.xlsx.package import read_names
 from xlmnist.xlsx.refs import area_name, split_ref
 from xlmnist.xlsx.refs import split_areas as areas
@@ -171,8 +172,6 @@ def write_training_results(
 
 def _history_charts(ref: str, block: np.ndarray):
     """The charts' ranges over the history block end at its last written row (xlmnist.lessons.learn)."""
-    from xlmnist.lessons.learn import fit_chart_rows
-
     sheet, r1, _, r2, _ = split_ref(ref)
     rows = [i for i in range(block.shape[0]) if block[i, 0] is not None]
     filled = r1 + (rows[-1] if rows else 0)

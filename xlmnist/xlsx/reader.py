@@ -52,7 +52,7 @@ class Sheet:
         if text is not None or cell not in self.shared:
             return text
         (mr, mc), mtext = self.masters[self.shared[cell]]
-        from openpyxl.formula.translate import Translator
+        from openpyxl.formula.translate import Translator  # deferred: only for shared formulas
 
         dest = f"{col_letters(cell[1])}{cell[0]}"
         out = Translator("=" + mtext, origin=f"{col_letters(mc)}{mr}").translate_formula(dest)
