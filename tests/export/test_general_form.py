@@ -15,7 +15,6 @@ import torch
 from openpyxl.workbook.defined_name import DefinedName
 
 from xlmnist.compile import compile_workbook
-from xlmnist.errors import XlmnistError
 from xlmnist.export.codegen import export_module
 
 ROOT = Path(__file__).resolve().parents[2]
