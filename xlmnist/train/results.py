@@ -181,4 +181,5 @@ def _history_charts(ref: str, block: np.ndarray):
             return data
         return fit_chart_rows(data, sheet, r1, r2, filled)
 
+    transform.wants = lambda member: member.startswith("xl/charts/chart") and member.endswith(".xml")
     return transform

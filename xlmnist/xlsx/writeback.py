@@ -146,7 +146,8 @@ def write_values(
     ``None`` in an array clears that cell. ``cached``: ``{ref: array}`` of cached formula results (the
     formulas stay; ``None`` leaves a cell as it is). Writes into ``path`` itself, or into the copy
     ``out`` (``path`` is then left untouched). ``transform(member, data) -> data`` may rewrite the other
-    members (e.g. the history charts' ranges). All in one atomic write.
+    members (e.g. the history charts' ranges); ``transform.wants(member)``, if set, names the members it
+    may change (the rest are copied as their compressed bytes). All in one atomic write.
     """
     src = Path(path)
     dest = Path(out) if out is not None else src
@@ -178,8 +179,10 @@ def write_values(
                 raise WorkbookError(f"{src}: worksheet member {member} is missing")
         with zipfile.ZipFile(fh, "w", allowZip64=True) as zout, open(zin.filename, "rb") as raw:
             zout.comment = zin.comment
+            wants = getattr(transform, "wants", lambda name: True) if transform is not None else None
             for info in zin.infolist():
                 changed = info.filename in edits or info.filename == "xl/workbook.xml"
+                changed = changed or (wants is not None and wants(info.filename))
                 try:
                     if not changed and not info.flag_bits & 1:  # unchanged (and not encrypted): as is
                         _copy_raw(zout, info, _raw_member(raw, info))
