@@ -140,17 +140,7 @@ def _read_sheet(z: LimitedZip, part: str, sheet: Sheet, strings: list[str]) -> N
             v = el.find(V)
             f = el.find(F)
             if v is not None and v.text is not None:
-                txt = v.text
-                if t is None or t == "n":
-                    values[(r, c)] = float(txt)
-                elif t == "s":
-                    values[(r, c)] = strings[int(txt)]
-                elif t == "b":
-                    values[(r, c)] = txt.strip() == "1"
-                elif t == "e":
-                    values[(r, c)] = XLError(txt)
-                else:
-                    values[(r, c)] = txt
+                values[(r, c)] = sheetxml.typed_value(t, v.text, strings, XLError)
             elif t == "inlineStr":
                 is_ = el.find(IS)
                 values[(r, c)] = "".join(x.text or "" for x in is_.iter(T)) if is_ is not None else ""

@@ -89,6 +89,20 @@ def _chunks(data: bytes):
         start = end
 
 
+def typed_value(t: str | None, txt: str, strings: list[str], xlerror):
+    """A cell's value from its type attribute ``t`` and its ``<v>`` text: the one place for these rules
+    (the fast parser here and the reader's ElementTree fallback both use it)."""
+    if t is None or t == "n":
+        return float(txt)
+    if t == "s":
+        return strings[int(txt)]
+    if t == "b":
+        return txt.strip() == "1"
+    if t == "e":
+        return xlerror(txt)
+    return txt
+
+
 def parse(data: bytes, strings: list[str], xlerror, where: str = "sheet"):
     """-> (values, formulas, shared, masters, arrays, max_row, max_col), or None to fall back."""
     enabled = gc.isenabled()
@@ -162,16 +176,7 @@ def _parse(data: bytes, strings: list[str], xlerror, where: str):
         vm = _V.search(inner) if b"<v" in inner else None
         txt = _unescape(vm.group(1)) if vm is not None and vm.group(1) is not None else None
         if txt is not None:
-            if t is None or t == "n":
-                values[(r, c)] = float(txt)
-            elif t == "s":
-                values[(r, c)] = strings[int(txt)]
-            elif t == "b":
-                values[(r, c)] = txt.strip() == "1"
-            elif t == "e":
-                values[(r, c)] = xlerror(txt)
-            else:
-                values[(r, c)] = txt
+            values[(r, c)] = typed_value(t, txt, strings, xlerror)
         elif t == "inlineStr":
             i = inner.find(b"<is")
             if i >= 0:
