@@ -145,21 +145,9 @@ def _read_sheet(z: LimitedZip, part: str, sheet: Sheet, strings: list[str]) -> N
                 is_ = el.find(IS)
                 values[(r, c)] = "".join(x.text or "" for x in is_.iter(T)) if is_ is not None else ""
             if f is not None:
-                ft = f.get("t")
-                text = (f.text or "").strip()
-                if text.startswith("="):
-                    text = text[1:]
-                if ft == "shared":
-                    si = f.get("si")
-                    if text:
-                        masters[si] = ((r, c), text)
-                        formulas[(r, c)] = text
-                    else:
-                        shared[(r, c)] = si
-                elif text:
-                    formulas[(r, c)] = text
-                    if ft == "array":
-                        arrays[(r, c)] = parse_area(f.get("ref") or f"{col_letters(c)}{r}")
+                sheetxml.add_formula(
+                    r, c, f.get("t"), f.get("si"), f.get("ref"), f.text, formulas, shared, masters, arrays
+                )
             el.clear()
     _drop_orphans(sheet)
     check_grid(sheet.name, max_r + 1, max_c + 1, f"{col_letters(max_c)}{max_r}")

@@ -103,6 +103,24 @@ def typed_value(t: str | None, txt: str, strings: list[str], xlerror):
     return txt
 
 
+def add_formula(r, c, ft, si, ref, text, formulas, shared, masters, arrays) -> None:
+    """Record the ``<f>`` of cell (r, c): a shared formula's master or follower, a plain or array formula
+    (the one place for these rules: the fast parser and the reader's fallback both use it)."""
+    text = (text or "").strip()
+    if text.startswith("="):
+        text = text[1:]
+    if ft == "shared":
+        if text:
+            masters[si] = ((r, c), text)
+            formulas[(r, c)] = text
+        else:
+            shared[(r, c)] = si
+    elif text:
+        formulas[(r, c)] = text
+        if ft == "array":
+            arrays[(r, c)] = parse_area(ref) if ref else (r, c, r, c)
+
+
 def parse(data: bytes, strings: list[str], xlerror, where: str = "sheet"):
     """-> (values, formulas, shared, masters, arrays, max_row, max_col), or None to fall back."""
     enabled = gc.isenabled()
@@ -188,19 +206,7 @@ def _parse(data: bytes, strings: list[str], xlerror, where: str):
                 values[(r, c)] = ""
         if f is not None:
             fattrs = {k.decode(): _unescape(v) for k, v in _ATTR.findall(f.group(1))}
-            text = _unescape(f.group(2) or b"").strip()
-            if text.startswith("="):
-                text = text[1:]
-            ft = fattrs.get("t")
-            if ft == "shared":
-                si = fattrs.get("si")
-                if text:
-                    masters[si] = ((r, c), text)
-                    formulas[(r, c)] = text
-                else:
-                    shared[(r, c)] = si
-            elif text:
-                formulas[(r, c)] = text
-                if ft == "array":
-                    arrays[(r, c)] = parse_area(fattrs["ref"]) if fattrs.get("ref") else (r, c, r, c)
+            text = _unescape(f.group(2) or b"")
+            add_formula(r, c, fattrs.get("t"), fattrs.get("si"), fattrs.get("ref"), text,
+                        formulas, shared, masters, arrays)  # fmt: skip
     return values, formulas, shared, masters, arrays, max_r, max_c
