@@ -7,16 +7,20 @@ data rows, other blocks), and the reference text of ``--objective``/``--params``
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
 import torch
 
-from xlmnist.compile.functions import EMPTY, ERR, NUM, TEXT, Value
+from xlmnist.compile.functions import BOOL, EMPTY, ERR, NUM, TEXT, Value
 from xlmnist.errors import WorkbookError
 from xlmnist.formula import parser as P
 from xlmnist.xlsx import limits
+from xlmnist.xlsx.extent import dense_ok
+from xlmnist.xlsx.reader import XLError
 from xlmnist.xlsx.refs import area_name, cell_name
+from xlmnist.xlsx.sheetxml import CellValues
 
 DATA = -1_000_000  # env slot of the data rows (the ``xlmnist_data`` range)
 TRUSTED = "trusted"  # env key: the data rows passed the generated program's ``check`` (skip its guards)
@@ -70,9 +74,63 @@ class Areas:
                 f"{limits.MAX_CELLS:,} cells, XLMNIST_MAX_CELLS); name only the cells the model uses"
             )
 
+    # ---- grids --------------------------------------------------------------------------------------
+    def _init_grids(self) -> None:
+        """Per sheet, dense grids from A1: ``src`` (block ids, trainable ranges, the data rows) and the values
+        ``cnum``/``ckind``/``cstr``, over the part of the sheet its cells fill (the density rule of
+        :mod:`xlmnist.xlsx.extent`: a stray cell far away does not size them); :meth:`_cover` grows them
+        when the model reads beyond."""
+        for name in self.wb.order:
+            sh, g = self.wb.sheets[name], self.graph.grid[name]
+            H, W = sh.max_row + 2, sh.max_col + 2
+            if not dense_ok(H, W, len(sh.values)):
+                H, W = sh.values.num.shape if isinstance(sh.values, CellValues) else (2, 2)
+            shape = (max(g.shape[0], H), max(g.shape[1], W))
+            src = np.full(shape, -1, np.int32)
+            src[: g.shape[0], : g.shape[1]] = g
+            self.src[name] = self.graph.ids(name, 0, 0, 0, 0, out=src)
+            self.cnum[name], self.ckind[name], self.cstr[name] = (
+                np.zeros(shape),
+                np.full(shape, EMPTY, np.int8),
+                None,
+            )
+            self._load(name, 0, 0, shape[0] - 1, shape[1] - 1)
+
+    def _load(self, name: str, r1: int, c1: int, r2: int, c2: int) -> None:
+        """The file's values of the rectangle into the value grids (which hold nothing there yet)."""
+        values, num, kind = self.wb.sheets[name].values, self.cnum[name], self.ckind[name]
+        if isinstance(values, CellValues):  # the dense number grid in one go, then the few other cells
+            h, w = min(r2 + 1, values.num.shape[0]), min(c2 + 1, values.num.shape[1])
+            if h > r1 and w > c1:
+                has = values.has[r1:h, c1:w]
+                num[r1:h, c1:w] = np.where(has, values.num[r1:h, c1:w], 0.0)
+                kind[r1:h, c1:w][has] = NUM
+            values = values.other
+        for (r, c), v in values.items():
+            if not (r1 <= r <= r2 and c1 <= c <= c2):
+                continue
+            if isinstance(v, bool):
+                num[r, c], kind[r, c] = float(v), BOOL
+            elif isinstance(v, float):
+                num[r, c], kind[r, c] = v, NUM
+            elif isinstance(v, XLError):
+                num[r, c], kind[r, c] = math.nan, ERR
+                self.cerr.setdefault(name, {})[(r, c)] = str(v)
+            else:
+                if self.cstr[name] is None:
+                    self.cstr[name] = np.full(num.shape, None, object)
+                num[r, c], kind[r, c], self.cstr[name][r, c] = math.nan, TEXT, v
+
+    def _cover(self, sheet: str, r1: int, c1: int, r2: int, c2: int, what: str) -> None:
+        """Grow the grids of ``sheet`` to hold the rectangle (within the limits), with the file's values."""
+        h, w = self.src[sheet].shape
+        if r2 >= h or c2 >= w:
+            self._check_extent(sheet, area_name(sheet, r1, c1, r2, c2), what, r1, c1, r2, c2)
+            self._grow(sheet, r2, c2)
+
     def _grow(self, sheet, r2, c2):
         old = self.src[sheet]
-        shape = (max(old.shape[0], r2 + 2), max(old.shape[1], c2 + 2))
+        (h, w), shape = old.shape, (max(old.shape[0], r2 + 2), max(old.shape[1], c2 + 2))
         for store, fill in ((self.src, -1), (self.cnum, 0.0), (self.ckind, EMPTY), (self.cstr, None)):
             a = store[sheet]
             if a is None:
@@ -80,6 +138,9 @@ class Areas:
             b = np.full(shape, fill, dtype=a.dtype)
             b[: a.shape[0], : a.shape[1]] = a
             store[sheet] = b
+        self.graph.ids(sheet, 0, 0, 0, 0, out=self.src[sheet])  # the far blocks that now fall inside
+        self._load(sheet, 0, w, h - 1, shape[1] - 1)
+        self._load(sheet, h, 0, shape[0] - 1, shape[1] - 1)
 
     def _grid_slice(self, arr, r1, c1, r2, c2, fill):
         H, W = arr.shape
@@ -98,6 +159,7 @@ class Areas:
     # ---- areas --------------------------------------------------------------------------------------
     def area(self, sheet: str, r1: int, c1: int, r2: int, c2: int, owner: int | None = None):
         """An _Expr for the 2-D tensor of a rectangle, plus its kind/string arrays (None if all numbers)."""
+        self._cover(sheet, r1, c1, r2, c2, "range")
         ids = np.unique(self._grid_slice(self.src[sheet], r1, c1, r2, c2, -1))
         dyn = [int(i) for i in ids if i <= -2 or (i >= 0 and self.compiled.get(int(i)))]
         if owner is not None:

@@ -27,9 +27,7 @@ from xlmnist.compile.values import typed
 from xlmnist.errors import FormulaError, WorkbookError
 from xlmnist.formula import parser as P
 from xlmnist.formula.graph import Graph, RefUse, topo_order
-from xlmnist.xlsx.reader import XLError
 from xlmnist.xlsx.refs import area_name, cell_name
-from xlmnist.xlsx.sheetxml import CellValues
 
 
 def _scalar(e: _Expr) -> float | None:
@@ -53,11 +51,9 @@ class Compiler(Areas):
     def __init__(self, wb, dtype=torch.float64, device="cpu", graph=None):
         self.wb, self.ctx = wb, _Ctx(dtype, torch.device(device))
         self.graph = graph if graph is not None else Graph(wb)  # the graph is dtype-free: shareable
-        self.src = {name: g.copy() for name, g in self.graph.grid.items()}
-        self.cnum, self.ckind, self.cstr = {}, {}, {}
+        self.src, self.cnum, self.ckind, self.cstr = {}, {}, {}, {}
         self.cerr: dict[str, dict] = {}  # sheet -> {(row, col): '#N/A'}: the error values the file holds
-        for name in wb.order:
-            self._const_grid(name)
+        self._init_grids()
         self.params: list[tuple[str, int, int, int, int]] = []
         self.compiled: dict[int, bool] = {}  # block id -> dynamic?
         self.steps: list[tuple[int, _Expr]] = []  # dynamic blocks in dependency order
@@ -78,37 +74,10 @@ class Compiler(Areas):
         """Fix the samples of RAND() & co.: the same sequence of draws for the same seed."""
         self.gen.manual_seed(int(seed))
 
-    # ---- constants ----------------------------------------------------------------------------------
-    def _const_grid(self, name: str) -> None:
-        sh = self.wb.sheets[name]
-        shape = self.src[name].shape
-        num = np.zeros(shape)
-        kind = np.full(shape, EMPTY, np.int8)
-        strs = None
-        values = sh.values
-        if isinstance(values, CellValues):  # the dense number grid in one go, then the few other cells
-            h, w = min(shape[0], values.num.shape[0]), min(shape[1], values.num.shape[1])
-            has = values.has[:h, :w]
-            num[:h, :w] = np.where(has, values.num[:h, :w], 0.0)
-            kind[:h, :w][has] = NUM
-            values = values.other
-        for (r, c), v in values.items():
-            if isinstance(v, bool):
-                num[r, c], kind[r, c] = float(v), BOOL
-            elif isinstance(v, float):
-                num[r, c], kind[r, c] = v, NUM
-            elif isinstance(v, XLError):
-                num[r, c], kind[r, c] = math.nan, ERR
-                self.cerr.setdefault(name, {})[(r, c)] = str(v)
-            else:
-                if strs is None:
-                    strs = np.full(shape, None, object)
-                num[r, c], kind[r, c], strs[r, c] = math.nan, TEXT, v
-        self.cnum[name], self.ckind[name], self.cstr[name] = num, kind, strs
-
     def add_param(self, sheet: str, r1: int, c1: int, r2: int, c2: int) -> None:
         where = area_name(sheet, r1, c1, r2, c2)
         self._check_extent(sheet, where, "trainable range", r1, c1, r2, c2)
+        self._cover(sheet, r1, c1, r2, c2, "trainable range")
         if self.graph.blocks_in(sheet, r1, c1, r2, c2):
             b = self.graph.blocks[self.graph.blocks_in(sheet, r1, c1, r2, c2)[0]]
             raise WorkbookError(f"{where}: trainable range overlaps the formula cells {b.name}")
@@ -131,6 +100,7 @@ class Compiler(Areas):
         """Make the rectangle of data rows an input: ``env[DATA]`` of shape [M, ncols], any M."""
         where = area_name(sheet, r1, c1, r2, c2)
         self._check_extent(sheet, where, "data range", r1, c1, r2, c2)
+        self._cover(sheet, r1, c1, r2, c2, "data range")
         # a copied column that runs past the data rows (e.g. one-hot labels over all rows of the data
         # sheet while the model reads only the first rows) becomes one part per side of each boundary
         for bid in self.graph.split_rows(sheet, (r1, r2 + 1)):
@@ -316,6 +286,7 @@ class Compiler(Areas):
             self._row_aligned = self._random = self._uses_row = False
             e = self.expr(b.ast, b)
             r1, c1, r2, c2 = b.out
+            self._cover(b.sheet, r1, c1, r2, c2, "formula block")
             H, W = r2 - r1 + 1, c2 - c1 + 1
             aligned = self._row_aligned
             if aligned and self._uses_row:

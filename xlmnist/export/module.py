@@ -149,13 +149,11 @@ class Exporter(Translator):
     # ---- areas -------------------------------------------------------------------------------------
     def _src(self, sheet, r1, c1, r2, c2, ctx):
         """Column runs [(key, c1, c2)] of one source each: ('p', k), ('b', id) or ('k', None) constants."""
-        grid = self.g.grid[sheet]
+        grid = self.g.ids(sheet, r1, c1, r2, c2)
         runs = []
         for c in range(c1, c2 + 1):
-            col = grid[r1 : r2 + 1, c] if c < grid.shape[1] else np.array([-1])
+            col = grid[:, c - c1]
             ids = set(int(i) for i in np.unique(col)) if col.size else {-1}
-            if r2 >= grid.shape[0]:
-                ids.add(-1)
             keys = set()
             for k, (ps, p1, q1, p2, q2) in enumerate(self.c.params):
                 if ps == sheet and q1 <= c <= q2 and p1 <= r2 and r1 <= p2:

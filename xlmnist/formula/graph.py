@@ -22,6 +22,7 @@ from xlmnist.formula.offset import resolve_offset
 from xlmnist.formula.r1c1 import r1c1_key
 from xlmnist.formula.shift import shift
 from xlmnist.formula.structref import spec_items
+from xlmnist.xlsx.extent import dense_ok
 from xlmnist.xlsx.reader import Workbook
 from xlmnist.xlsx.refs import area_name, cell_name
 
@@ -99,7 +100,9 @@ class Graph:
     def __init__(self, wb: Workbook):
         self.wb = wb
         self.blocks: list[Block] = []
-        self.grid: dict[str, np.ndarray] = {}
+        self.grid: dict[str, np.ndarray] = {}  # sheet -> block ids from A1 over the part formulas fill
+        self.far: dict[str, list[int]] = {}  # sheet -> the blocks kept apart: a stray formula far away
+        self._cells: dict[str, int] = {}  # sheet -> formula cells (the density rule of the grid)
         self._parsed: dict[tuple[str, int, int], object] = {}  # anchor cell -> its formula parsed
         for name in wb.order:
             self._build_sheet(name)
@@ -126,11 +129,17 @@ class Graph:
                 if origin != cell:
                     key_cache[(origin, text)] = key
             groups.setdefault("\0" + key if single else key, []).append(cell)
-        grid = np.full((sh.max_row + 2, sh.max_col + 2), -1, dtype=np.int32)
-        self.grid[name] = grid
-        for key, cells in groups.items():
-            lone = key[0] == "\0" and len(cells) == 1  # a lone one-cell array formula stays an array
-            for r1, c1, r2, c2 in _rects(cells):
+        rects = [(key[0] == "\0" and len(cells) == 1, list(_rects(cells))) for key, cells in groups.items()]
+        self._cells[name] = n = sum(len(c) for c in groups.values()) + sum(
+            (r2 - r1 + 1) * (c2 - c1 + 1) for r1, c1, r2, c2 in sh.arrays.values()
+        )
+        ends = [(r[2], r[3]) for _, rs in rects for r in rs] + [(a[2], a[3]) for a in sh.arrays.values()]
+        R, C = max((e[0] for e in ends), default=0) + 2, max((e[1] for e in ends), default=0) + 2
+        # the grid from A1 to the farthest formula, unless a stray one far away would make it sparse: then
+        # it grows block by block within the density rule and the stray ones are kept apart (_add)
+        self.grid[name] = np.full((R, C) if dense_ok(R, C, n) else (2, 2), -1, dtype=np.int32)
+        for lone, rs in rects:  # lone: a one-cell array formula on its own stays an array
+            for r1, c1, r2, c2 in rs:
                 self._add(
                     Block(len(self.blocks), name, r1, c1, r2 - r1 + 1, c2 - c1 + 1, (r1, c1, r2, c2), lone)
                 )
@@ -143,7 +152,11 @@ class Graph:
         r1, c1, r2, c2 = b.out
         grid = self.grid[b.sheet]
         if r2 >= grid.shape[0] or c2 >= grid.shape[1]:
-            bigger = np.full((max(r2 + 2, grid.shape[0]), max(c2 + 2, grid.shape[1])), -1, dtype=np.int32)
+            shape = (max(r2 + 2, grid.shape[0]), max(c2 + 2, grid.shape[1]))
+            if not dense_ok(*shape, self._cells.get(b.sheet, 0)):  # a stray formula far away: kept apart
+                self.far.setdefault(b.sheet, []).append(b.id)
+                return
+            bigger = np.full(shape, -1, dtype=np.int32)
             bigger[: grid.shape[0], : grid.shape[1]] = grid
             grid = self.grid[b.sheet] = bigger
         grid[r1 : r2 + 1, c1 : c2 + 1] = b.id
@@ -190,21 +203,30 @@ class Graph:
                 x.ast, x.refs, x.deps = None, [], []
 
     def block_at(self, sheet: str, r: int, c: int) -> Block | None:
-        grid = self.grid.get(sheet)
-        if grid is None or r >= grid.shape[0] or c >= grid.shape[1]:
-            return None
-        bid = int(grid[r, c])
+        bid = int(self.ids(sheet, r, c, r, c)[0, 0])
         return None if bid < 0 else self.blocks[bid]
 
     def blocks_in(self, sheet: str, r1: int, c1: int, r2: int, c2: int) -> list[int]:
-        grid = self.grid.get(sheet)
-        if grid is None:
+        if r2 < r1 or c2 < c1:
             return []
-        sub = grid[r1 : r2 + 1, c1 : c2 + 1]
-        if sub.size == 0:
-            return []
-        ids = np.unique(sub)
-        return [int(i) for i in ids if i >= 0]
+        return [int(i) for i in np.unique(self.ids(sheet, r1, c1, r2, c2)) if i >= 0]
+
+    def ids(self, sheet: str, r1: int, c1: int, r2: int, c2: int, out: np.ndarray | None = None):
+        """The block id of every cell of the rectangle (-1: no formula), the far blocks included; with
+        ``out`` (a grid from A1), the far blocks are painted into it where they fall."""
+        if out is None:
+            grid = self.grid.get(sheet)
+            out = np.full((r2 - r1 + 1, c2 - c1 + 1), -1, dtype=np.int32)
+            if grid is not None:
+                sub = grid[r1 : r2 + 1, c1 : c2 + 1]
+                out[: sub.shape[0], : sub.shape[1]] = sub
+        else:
+            r1, c1, r2, c2 = 0, 0, out.shape[0] - 1, out.shape[1] - 1
+        for bid in self.far.get(sheet, ()):
+            a1, b1, a2, b2 = self.blocks[bid].out
+            if a1 <= r2 and b1 <= c2 and a2 >= r1 and b2 >= c1:
+                out[max(a1, r1) - r1 : a2 - r1 + 1, max(b1, c1) - c1 : b2 - c1 + 1] = bid
+        return out
 
     # ---- per-block analysis -------------------------------------------------------------------------
     def analyse(self, b: Block) -> None:

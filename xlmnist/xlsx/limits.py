@@ -1,6 +1,6 @@
 """Resource limits for reading untrusted workbooks, each a module constant overridable by an env var.
 
-A zip bomb (a 1 MB file holding a 1 GB sheet), a cell at XFD1048576 that would size a dense grid at
+A zip bomb (a 1 MB file holding a 1 GB sheet), a range reaching XFD1048576 that would size a dense grid at
 17 billion cells, or a formula nested hundreds deep is refused with a one-line error naming the limit
 and the variable that raises it, before the memory or the recursion is spent.
 """
@@ -22,7 +22,7 @@ def _env_int(name: str, default: int) -> int:
 
 MAX_MEMBER_MB = _env_int("XLMNIST_MAX_MEMBER_MB", 512)  # one decompressed zip member
 MAX_UNZIPPED_MB = _env_int("XLMNIST_MAX_UNZIPPED_MB", 2048)  # all the members read from one workbook
-MAX_CELLS = _env_int("XLMNIST_MAX_CELLS", 100_000_000)  # rows x columns of a sheet's used range
+MAX_CELLS = _env_int("XLMNIST_MAX_CELLS", 100_000_000)  # a dense grid: A1 to the farthest cell a model reads
 MAX_RANGE_CELLS = _env_int("XLMNIST_MAX_RANGE_CELLS", 20_000_000)  # a trainable or data range
 MAX_FORMULA_CHARS = _env_int("XLMNIST_MAX_FORMULA_CHARS", 8192)  # Excel's own limit
 MAX_FORMULA_DEPTH = _env_int("XLMNIST_MAX_FORMULA_DEPTH", 200)  # nesting: parentheses, calls, operators
@@ -88,15 +88,6 @@ class _Counted:
 
     def __exit__(self, *exc):
         self.fh.close()
-
-
-def check_grid(where: str, rows: int, cols: int, farthest: str) -> None:
-    """Refuse a sheet whose used range (A1 to its farthest cell) has more than MAX_CELLS cells."""
-    if rows * cols > MAX_CELLS:
-        raise WorkbookError(
-            f"{where}: the used range A1:{farthest} spans {rows * cols:,} cells, more than "
-            f"{MAX_CELLS:,} (XLMNIST_MAX_CELLS); a stray cell far away? delete it or raise the limit"
-        )
 
 
 class LimitedZip:

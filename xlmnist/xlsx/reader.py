@@ -15,7 +15,7 @@ from xml.etree import ElementTree as ET
 from xlmnist import timing
 from xlmnist.errors import WorkbookError
 from xlmnist.xlsx import sheetxml
-from xlmnist.xlsx.limits import LimitedZip, check_grid
+from xlmnist.xlsx.limits import LimitedZip
 from xlmnist.xlsx.package import R_ID, M, defined_names, rels
 from xlmnist.xlsx.refs import (
     XLError,  # noqa: F401 - the reader's error values; re-exported
@@ -134,11 +134,12 @@ def _read_sheet(z: LimitedZip, part: str, sheet: Sheet, strings: list[str]) -> N
             if tag != C:
                 continue
             r, c = parse_cell(el.get("r"))
-            max_r = r if r > max_r else max_r
-            max_c = c if c > max_c else max_c
             t = el.get("t")
             v = el.find(V)
             f = el.find(F)
+            if v is not None or f is not None or t == "inlineStr":  # a formatted empty cell is not content
+                max_r = r if r > max_r else max_r
+                max_c = c if c > max_c else max_c
             if v is not None and v.text is not None:
                 values[(r, c)] = sheetxml.typed_value(t, v.text, strings, XLError)
             elif t == "inlineStr":
@@ -150,7 +151,6 @@ def _read_sheet(z: LimitedZip, part: str, sheet: Sheet, strings: list[str]) -> N
                 )
             el.clear()
     _drop_orphans(sheet)
-    check_grid(sheet.name, max_r + 1, max_c + 1, f"{col_letters(max_c)}{max_r}")
     sheet.max_row, sheet.max_col = max_r, max_c
 
 

@@ -2,7 +2,8 @@
 
 MNIST-shaped sheets hold ~1.6M number cells; walking them with ``iterparse`` takes ~20 s. Here the plain
 number cells (``<c r="A2"><v>0.5</v></c>``, the vast majority) are converted in bulk with numpy into a
-dense grid (:class:`CellValues`); the few other cells (strings, formulas, booleans, errors) are parsed one
+dense grid over the part of the sheet they fill (:class:`CellValues`, :mod:`xlmnist.xlsx.extent`); the few
+other cells (strings, formulas, booleans, errors) are parsed one
 by one. Returns None when the XML does not look like what the regular expressions expect (namespace
 prefixes, cells without ``r``): the caller then falls back to ``iterparse``.
 """
@@ -16,8 +17,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from xlmnist.xlsx.limits import check_grid
-from xlmnist.xlsx.refs import col_index, col_letters, parse_area
+from xlmnist.xlsx.extent import core
+from xlmnist.xlsx.refs import col_index, parse_area
 
 _CELL = re.compile(rb'<c r="([A-Z]{1,3})([0-9]+)"([^>]*?)(?:/>|>(.*?)</c>)', re.S)
 _NUMBER = re.compile(
@@ -34,7 +35,8 @@ _CHUNK = 8 << 20
 
 
 class CellValues(Mapping):
-    """``(row, col) -> value`` over a dense float grid of number cells plus a dict for everything else."""
+    """``(row, col) -> value`` over a dense float grid of the number cells in A1:``rows``/``cols`` (the part
+    of the sheet they fill) plus a dict for everything else (text, booleans, errors, far numbers)."""
 
     def __init__(self, rows: int = 0, cols: int = 0):
         self.num = np.zeros((rows + 1, cols + 1))
@@ -172,12 +174,16 @@ def _parse(data: bytes, strings: list[str], xlerror, where: str):
     del simple_r, simple_c, simple_v
     rest_rc = [(int(row), cmap[col]) for col, row, _, _ in rest]
     f_rc = [(int(row), cmap[col]) for col, row, _, _ in plain_f]
-    max_r = max(int(rr.max()) if len(rr) else 0, max((r for r, _ in rest_rc + f_rc), default=0))
-    max_c = max(int(cc.max()) if len(cc) else 0, max((c for _, c in rest_rc + f_rc), default=0))
-    check_grid(where, max_r + 1, max_c + 1, f"{col_letters(max_c)}{max_r}")
-    values = CellValues(max_r, max_c)
-    values.num[rr, cc] = vv
-    values.has[rr, cc] = True
+    filled = [rc for rc, x in zip(rest_rc, rest) if x[3]] + f_rc  # a formatted empty cell is not content
+    max_r = max(int(rr.max()) if len(rr) else 0, max((r for r, _ in filled), default=0))
+    max_c = max(int(cc.max()) if len(cc) else 0, max((c for _, c in filled), default=0))
+    R, C = core(rr, cc)
+    values = CellValues(R, C)
+    inside = (rr <= R) & (cc <= C)
+    values.num[rr[inside], cc[inside]] = vv[inside]
+    values.has[rr[inside], cc[inside]] = True
+    if not inside.all():  # the few far number cells
+        values.other.update(zip(zip(rr[~inside].tolist(), cc[~inside].tolist()), vv[~inside].tolist()))
     formulas, shared, masters, arrays = {}, {}, {}, {}
     for rc, (_, _, text, cached) in zip(f_rc, plain_f):
         text = _unescape(text).strip()
