@@ -95,6 +95,16 @@ def handle(req: dict):
         return True
     if op == "toolbars":
         return [e.ResourceURL for e in doc.CurrentController.Frame.LayoutManager.getElements()]
+    if op == "toolbar_title":  # the title LibreOffice gives a toolbar: its window state, its window
+        states = office.create("com.sun.star.ui.WindowStateConfiguration")
+        calc = states.getByName("com.sun.star.sheet.SpreadsheetDocument")
+        state = {p.Name: p.Value for p in calc.getByName(req["url"])} if calc.hasByName(req["url"]) else {}
+        window = None
+        if doc is not None:
+            element = doc.CurrentController.Frame.LayoutManager.getElement(req["url"])
+            if element is not None:
+                window = element.getRealInterface().getAccessibleContext().getAccessibleName()
+        return {"state": state.get("UIName"), "window": window}
     if op == "select":
         doc.CurrentController.select(_range(doc, req["sheet"], req["ref"]))
         return True

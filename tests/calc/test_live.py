@@ -224,3 +224,9 @@ def test_cancel_stops_the_run_and_writes_the_values_so_far(calc, books, workdir,
     assert res["initial_objective"] != res["objective"]  # the values written are the trained ones
     assert calc.macro(tag, "cancel")["ok"] is False  # the run is over
     assert _sha(path) == sha  # nothing saved
+
+
+def test_the_toolbar_title_is_in_libreoffices_configuration(calc):
+    """The installed extension's CalcWindowState.xcu is merged: the toolbar is titled "xlmnist"."""
+    url = "private:resource/toolbar/addon_org.xlmnist.calc.toolbar"
+    assert calc.call("toolbar_title", url=url)["state"] == "xlmnist"
