@@ -107,3 +107,6 @@ def test_the_grids_keep_square_cells(built, book):
     assert {widths["weights"][k] for k in grid} == {SQUARE}
     assert {widths["playground"][k] for k in range(2, SIDE + 2)} == {SQUARE}  # the digit's grid
     assert widths["playground"][SIDE + 3] >= len("prediction") + WIDTH_PAD  # the answer beside it
+    with zipfile.ZipFile(built / book) as zf:  # printed on one page: the digit and the answer together
+        sheet = ET.fromstring(zf.read(sheet_members(zf, book)["playground"]))
+    assert sheet.find(f"{M}sheetPr/{M}pageSetUpPr").get("fitToPage") in ("1", "true")

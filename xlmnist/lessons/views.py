@@ -13,7 +13,7 @@ from openpyxl.cell import WriteOnlyCell
 from openpyxl.worksheet.formula import ArrayFormula
 
 from xlmnist.lessons.models import NPIX, ONES, W_FIRST, W_LAST
-from xlmnist.xlsx.book import Book, col, color_scale, fit_columns
+from xlmnist.xlsx.book import Book, col, color_scale, fit_columns, one_page
 
 SIDE = 28
 CELL_PX = 18  # a grid cell's side in pixels (Excel: 7 * width + 5; LibreOffice: about the same here)
@@ -75,8 +75,7 @@ def weights_10(book: Book) -> None:
     rows = [r0 + r for r0 in (_grid_origin(0)[0], _grid_origin(5)[0]) for r in range(SIDE)]
     _square(ws, 1, last_c + SIDE - 1, rows)
     ws.sheet_view.zoomScale = ZOOM_10
-    ws.sheet_properties.pageSetUpPr.fitToPage = True  # printed (and rendered) on one landscape page
-    ws.page_setup.orientation, ws.page_setup.fitToWidth, ws.page_setup.fitToHeight = "landscape", 1, 1
+    one_page(ws)  # printed (and rendered) on one landscape page
     cells: dict[tuple[int, int], object] = {
         (1, 1): book.cell(ws, "linear10 weights per digit (red = evidence for it)", bold=True)
     }
@@ -166,8 +165,10 @@ def playground_10(book: Book, image: np.ndarray) -> None:
 
 
 def _grid(ws, cells: dict, image: np.ndarray) -> None:
-    """The playground's digit, drawn like the weights: square cells, numbers hidden."""
+    """The playground's digit, drawn like the weights: square cells, numbers hidden; the model's answer
+    beside it on the same page."""
     _square(ws, 1, SIDE + 2, range(2, SIDE + 3))
+    one_page(ws, "portrait")
     for c in range(SIDE):
         cells[(2, c + 2)] = _hide(ws, c)
     for r, row in enumerate(_pixel_values(image)):
@@ -223,8 +224,7 @@ def start_sheet(
 ) -> None:
     """The sheet a workbook opens on: what is here, which sheet to edit, which button to press."""
     ws = book.sheet("start")
-    ws.sheet_properties.pageSetUpPr.fitToPage = True  # one page wide when printed
-    ws.page_setup.orientation, ws.page_setup.fitToWidth, ws.page_setup.fitToHeight = "landscape", 1, 1
+    one_page(ws)  # one page wide when printed
     rows = [[book.cell(ws, name, bold=True), about], [], [book.cell(ws, "what is here", bold=True)]]
     rows += [[sheet, what] for sheet, what in sheets]
     rows += [[], [book.cell(ws, "edit", bold=True), edit]]

@@ -240,6 +240,12 @@ def fit_columns(ws, rows, first: int = 1, cap: float = MAX_WIDTH) -> None:
                 ws.column_dimensions[letter].width = want
 
 
+def one_page(ws, orientation: str = "landscape") -> None:
+    """Print (and render) the sheet on one page, scaled to fit."""
+    ws.sheet_properties.pageSetUpPr.fitToPage = True
+    ws.page_setup.orientation, ws.page_setup.fitToWidth, ws.page_setup.fitToHeight = orientation, 1, 1
+
+
 def color_scale(ws, ref: str, kind: str = "diverging") -> None:
     """A colour-scale conditional format: blue-white-red around 0, white-black for pixels, white-green
     for counts."""
