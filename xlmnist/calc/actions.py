@@ -194,7 +194,8 @@ def _run(ctx, doc, action: str, **options) -> dict:
     finally:
         CANCEL["running"] = False
         status.end()
-    msg = f"{res['objective_cell']}: {res['initial_objective']:.6g} -> {res['objective']:.6g} in {res['steps']} steps"
+    msg = f"{res['objective_cell']}: {res['initial_objective']:.6g} -> {res['objective']:.6g}"
+    msg += f" in {res['steps']} steps"
     if res.get("epochs"):
         msg += f" ({res['epochs']} epochs)"
     if res.get("interrupted"):  # the Cancel button: the values so far are in the cells now
