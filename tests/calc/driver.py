@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -20,6 +21,14 @@ from xlmnist.calc.office import Office, add_extension, make_profile  # noqa: E40
 
 office = None
 docs = {}
+running = {}  # script_start's threads, then their answers
+
+
+def _script(doc, uri):
+    provider = doc.getScriptProvider() if doc is not None else None
+    if provider is None:
+        return office.script(uri)
+    return provider.getScript(uri).invoke((), (), ())[0]
 
 
 def _range(doc, sheet, ref):
@@ -54,10 +63,27 @@ def handle(req: dict):
         _range(doc, req["sheet"], req["ref"]).setDataArray(tuple(tuple(r) for r in req["values"]))
         return True
     if op == "script":
-        provider = doc.getScriptProvider() if doc is not None else None
-        if provider is None:
-            return office.script(req["uri"])
-        return provider.getScript(req["uri"]).invoke((), (), ())[0]
+        return _script(doc, req["uri"])
+    if op == "script_start":  # in a thread of its own: the test presses other buttons meanwhile
+
+        def run(tag=req["tag"], uri=req["uri"]):
+            try:
+                running[tag] = {"ok": True, "value": _script(doc, uri)}
+            except Exception as exc:  # noqa: BLE001 - reported by script_join
+                running[tag] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+
+        running[req["tag"]] = threading.Thread(target=run, daemon=True)
+        running[req["tag"]].start()
+        return True
+    if op == "script_join":
+        thread = running[req["tag"]]
+        thread.join(req.get("timeout", 600))
+        if thread.is_alive():
+            raise TimeoutError(f"script {req['tag']} still running")
+        answer = running.pop(req["tag"])
+        if not answer["ok"]:
+            raise RuntimeError(answer["error"])
+        return answer["value"]
     if op == "dispatch":
         t0 = time.monotonic()
         office.dispatch(doc, req["url"])
@@ -69,6 +95,16 @@ def handle(req: dict):
         return True
     if op == "toolbars":
         return [e.ResourceURL for e in doc.CurrentController.Frame.LayoutManager.getElements()]
+    if op == "toolbar_title":  # the title LibreOffice gives a toolbar: its window state, its window
+        states = office.create("com.sun.star.ui.WindowStateConfiguration")
+        calc = states.getByName("com.sun.star.sheet.SpreadsheetDocument")
+        state = {p.Name: p.Value for p in calc.getByName(req["url"])} if calc.hasByName(req["url"]) else {}
+        window = None
+        if doc is not None:
+            element = doc.CurrentController.Frame.LayoutManager.getElement(req["url"])
+            if element is not None:
+                window = element.getRealInterface().getAccessibleContext().getAccessibleName()
+        return {"state": state.get("UIName"), "window": window}
     if op == "select":
         doc.CurrentController.select(_range(doc, req["sheet"], req["ref"]))
         return True

@@ -1,6 +1,7 @@
-"""The extension in LibreOffice's GUI on a virtual screen (Xvfb): the xlmnist toolbar is there, its
-Train command (the button's URL, dispatched to the document's frame) trains the edited sheet, and a
-screenshot of the trained sheet is kept in ``workbooks/preview/calc_trained.png``."""
+"""The extension in LibreOffice's GUI on a virtual screen (Xvfb): the xlmnist toolbar is there, titled
+"xlmnist" (not "Add-On 1"), its Train command (the button's URL, dispatched to the document's frame)
+trains the edited sheet, and a screenshot of the trained sheet is kept in
+``workbooks/preview/calc_trained.png``."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from calclive import ROOT, TRAIN, Driver, uno_python_ok
 pytestmark = [pytest.mark.calc_live, pytest.mark.libreoffice, pytest.mark.slow]
 WIDTH, HEIGHT = 1280, 800
 SHOT = ROOT / "workbooks" / "preview" / "calc_trained.png"
+BAR = "private:resource/toolbar/addon_org.xlmnist.calc.toolbar"
 
 
 @pytest.fixture
@@ -77,7 +79,8 @@ def test_train_button_in_the_gui(display, workdir, oxt, books):
         driver.call("open", name="gui", path=str(path), sheet="linear", hidden=False)
         driver.call("window", doc="gui", width=WIDTH, height=HEIGHT)
         toolbars = driver.call("toolbars", doc="gui")
-        assert "private:resource/toolbar/addon_org.xlmnist.calc.toolbar" in toolbars
+        assert BAR in toolbars
+        assert driver.call("toolbar_title", doc="gui", url=BAR) == {"state": "xlmnist", "window": "xlmnist"}
         driver.call("set", doc="gui", sheet="linear", ref="R4", values=[[0.9]])
         edited = driver.call("get", doc="gui", sheet="linear", ref="AA7")[0][0]
         driver.call("dispatch", doc="gui", url=TRAIN.format("train"))  # what the Train button does

@@ -5,12 +5,16 @@ loss cell must equal the objective xlmnist reports, and nothing may be saved to 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 import torch
-from calclive import render
+from calclive import TRAIN, render
+
+from xlmnist.lessons.learn import HISTORY_ROWS
 
 pytestmark = [pytest.mark.calc_live, pytest.mark.libreoffice, pytest.mark.slow]
 
@@ -164,3 +168,65 @@ def test_export_writes_the_module_beside_the_document(calc, books, workdir):
     run = subprocess.run([sys.executable, str(module), str(path), "--json"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert _sha(path) == sha and calc.call("modified", doc="exp") is False
+
+
+def _setting(calc, doc: str, sheet: str, key: str, value) -> None:
+    """``key`` of ``sheet`` on the live settings sheet set to ``value`` (a new row when it has none)."""
+    table = calc.call("get", doc=doc, sheet="settings", ref="A1:C80")
+    row = next((i for i, r in enumerate(table, 1) if r[0] == sheet and r[1] == key), None)
+    if row is None:
+        row = next(i for i, r in enumerate(table, 1) if not any(r))
+        calc.call("set", doc=doc, sheet="settings", ref=f"A{row}:C{row}", values=[[sheet, key, value]])
+    else:
+        calc.call("set", doc=doc, sheet="settings", ref=f"C{row}", values=[[value]])
+
+
+@pytest.mark.parametrize("book, sheet, settings", [
+    ("titanic.xlsx", "linear", {"optimizer": "sgd", "lr": 1e-4, "epochs": 10**8}),  # full batch: step by step
+    ("mnist_3v7.xlsx", "linear", {"epochs": 10**5}),  # minibatch: sgd, 256 rows a step, mnist_3v7
+])  # fmt: skip
+def test_cancel_stops_the_run_and_writes_the_values_so_far(calc, books, workdir, book, sheet, settings):
+    """Cancel pressed while Train runs (the macros as the buttons call them, Train in a thread of the
+    driver): the run stops at its next step, the values so far are in the cells and Calc's loss cell
+    equals the objective reported; the result says it was cancelled. A run far too long to end by itself
+    (``max_seconds`` only keeps a broken Cancel from hanging the test)."""
+    tag = f"cancel_{Path(book).stem}"
+    folder = workdir / tag
+    folder.mkdir()
+    path = _open(calc, books, folder, book, tag, sheet)
+    sha = _sha(path)
+    for key, value in {**settings, "max_seconds": 60}.items():
+        _setting(calc, tag, sheet, key, value)
+    idle = calc.macro(tag, "cancel")
+    assert idle == {"ok": False, "action": "cancel", "error": "no training run is in progress"}
+    t0 = time.monotonic()
+    calc.call("script_start", doc=tag, tag=tag, uri=TRAIN.format("train"))
+    time.sleep(2)  # into the training loop (pressed earlier, Cancel stops it after its first step)
+    for _ in range(1200):  # Cancel until a run is in progress to take it
+        if calc.macro(tag, "cancel")["ok"]:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("Cancel never found the run in progress")
+    res = json.loads(calc.call("script_join", tag=tag, timeout=120))
+    assert res["ok"], res
+    assert res["interrupted"] is True and time.monotonic() - t0 < 50  # stopped by Cancel, not the limit
+    assert res["message"].endswith(": cancelled; the values so far were written"), res["message"]
+    if res["epochs"] is None:  # full batch: the steps so far
+        assert 1 <= res["steps"] < 10**8
+    else:  # minibatch: stopped within the epoch Cancel came in, so its row is the last
+        assert 1 <= res["epochs"] < HISTORY_ROWS
+        hist = calc.call("get", doc=tag, sheet=f"history_{sheet}", ref=f"A3:A{3 + res['epochs']}")
+        assert [r[0] for r in hist] == [*range(1, res["epochs"] + 1), ""]
+    cell = res["objective_cell"].split("!")[1]
+    shown = calc.call("get", doc=tag, sheet=sheet, ref=cell)[0][0]  # Calc's own recalculation
+    assert shown == pytest.approx(res["objective"], rel=1e-9, abs=1e-12)
+    assert res["initial_objective"] != res["objective"]  # the values written are the trained ones
+    assert calc.macro(tag, "cancel")["ok"] is False  # the run is over
+    assert _sha(path) == sha  # nothing saved
+
+
+def test_the_toolbar_title_is_in_libreoffices_configuration(calc):
+    """The installed extension's CalcWindowState.xcu is merged: the toolbar is titled "xlmnist"."""
+    url = "private:resource/toolbar/addon_org.xlmnist.calc.toolbar"
+    assert calc.call("toolbar_title", url=url)["state"] == "xlmnist"

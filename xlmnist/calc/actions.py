@@ -6,10 +6,12 @@ names, edits included, nothing saved) and trained by the same session as ``xlmni
 matrix) come back through UNO, one call per block; Calc recalculates the rest. The document is only
 modified in memory: the user decides whether to save it.
 
-Progress shows in the status bar; between updates the UI gets to run (``XReschedule``), so the
-Cancel button works: it stops training and keeps the best values so far (minibatch training stops at
-the end of the epoch and writes nothing). Errors become one message box; every action also returns its
-result as a JSON string (``{"ok": true, "objective": ...}`` or ``{"ok": false, "error": "..."}``).
+Progress shows in the status bar; at every step the UI gets to run (``XReschedule``, at most every
+POLL_EVERY seconds), so the Cancel button works while Train runs: the run stops at its next step, full
+batch and minibatch alike, and the values so far (L-BFGS: the best) are written and Calc recalculates,
+as ``xlmnist train`` does on Ctrl-C and the Excel add-in on its Cancel; a message box says so. Errors
+become one message box; every action also returns its result as a JSON string (``{"ok": true,
+"objective": ...}`` or ``{"ok": false, "error": "..."}``).
 """
 
 from __future__ import annotations
@@ -27,15 +29,16 @@ from xlmnist.compile.settings import pick_sheet
 from xlmnist.errors import TrainingError, WorkbookError, XlmnistError
 
 TITLE = "xlmnist"
-STATUS_EVERY = 0.25  # seconds between status bar updates (and UI event processing)
-CANCEL = {"requested": False}
+STATUS_EVERY = 0.25  # seconds between status bar updates
+POLL_EVERY = 0.05  # seconds between UI event processing while training (the Cancel button's latency)
+CANCEL = {"requested": False, "running": False}  # the Cancel button's flag; Train or Step in progress
 
 
 class Status:
     """The document frame's status bar and UI events while Python holds the main thread."""
 
     def __init__(self, ctx, doc):
-        self.last, self.ind, self.toolkit = 0.0, None, None
+        self.last, self.polled, self.ind, self.toolkit = 0.0, 0.0, None, None
         try:
             self.toolkit = ctx.ServiceManager.createInstanceWithContext("com.sun.star.awt.Toolkit", ctx)
             self.ind = doc.CurrentController.StatusIndicator
@@ -67,8 +70,13 @@ class Status:
             self.show(f"xlmnist: {unit} {done}{of}, loss {float(loss):.6g}{acc} (Cancel stops)")
         self.events()
 
-    @staticmethod
-    def cancelled() -> bool:
+    def cancelled(self) -> bool:
+        """The session's ``cancel``, polled at every step: first lets the UI run (a pressed Cancel button
+        sets the flag), at most every POLL_EVERY seconds."""
+        now = time.monotonic()
+        if now - self.polled >= POLL_EVERY:
+            self.polled = now
+            self.events()
         return CANCEL["requested"]
 
     def end(self, text: str | None = None) -> None:
@@ -165,14 +173,15 @@ def _run(ctx, doc, action: str, **options) -> dict:
     from xlmnist.train.session import compile_sheet, run_session, run_step  # deferred: torch
 
     status = Status(ctx, doc)
-    CANCEL["requested"] = False
-    status.show(f"xlmnist: reading the document for {action}...")
-    wb = live.read_document(doc)
-    sheet = _sheet(wb)
-    live.check_protection(doc, sheet)
-    status.show(f"xlmnist: {action} on {sheet}...")
-    where = "set device to cpu (or auto) in the settings sheet"
+    CANCEL.update(requested=False, running=True)
+    sheet = "the document"
     try:
+        status.show(f"xlmnist: reading the document for {action}...")
+        wb = live.read_document(doc)
+        sheet = _sheet(wb)
+        live.check_protection(doc, sheet)
+        status.show(f"xlmnist: {action} on {sheet}...")
+        where = "set device to cpu (or auto) in the settings sheet"
         model = compile_sheet(wb, sheet)
         if action == "train":  # the CLI's session: the same settings, dataset, minibatches, history
             run = run_session(model, progress=status, cancel=status.cancelled, where=where, **options)
@@ -180,12 +189,18 @@ def _run(ctx, doc, action: str, **options) -> dict:
             run = run_step(model, where=where, **options)
         _writer(doc)(wb, run.model, run.params, grads=run.grads, history=run.history, confusion=run.confusion)
         res = run.payload
-    except KeyboardInterrupt:
-        raise TrainingError(f"{sheet}: cancelled; nothing written") from None
+    except KeyboardInterrupt:  # a cancel before the first step had values to keep
+        raise TrainingError(f"{sheet}: cancelled before the first step ended; nothing written") from None
     finally:
+        CANCEL["running"] = False
         status.end()
-    how = " (cancelled: the best values so far)" if res.get("interrupted") else ""
-    msg = f"{res['objective_cell']}: {res['initial_objective']:.6g} -> {res['objective']:.6g}{how}"
+    msg = f"{res['objective_cell']}: {res['initial_objective']:.6g} -> {res['objective']:.6g}"
+    msg += f" in {res['steps']} steps"
+    if res.get("epochs"):
+        msg += f" ({res['epochs']} epochs)"
+    if res.get("interrupted"):  # the Cancel button: the values so far are in the cells now
+        msg += ": cancelled; the values so far were written"
+        message(ctx, doc, msg, error=False)
     status.end(f"xlmnist: {msg}")
     keep = ("objective_cell", "objective", "initial_objective", "steps", "epochs", "optimizer", "lr",
             "interrupted", "params", "metrics", "dataset", "rows")  # fmt: skip
@@ -259,6 +274,15 @@ def run(ctx, doc, action: str, show_errors: bool = True, **options) -> str:
     return json.dumps(result, default=float)
 
 
-def cancel() -> str:
+def cancel(ctx=None, doc=None) -> str:
+    """The Cancel button: the training run in progress stops at its next step and writes the values so
+    far; with none in progress, says so (in ``doc``'s status bar)."""
+    if not CANCEL["running"]:
+        error = "no training run is in progress"
+        if doc is not None:
+            Status(ctx, doc).end(f"xlmnist: {error}")
+        return json.dumps({"ok": False, "action": "cancel", "error": error})
     CANCEL["requested"] = True
-    return json.dumps({"ok": True, "action": "cancel"})
+    return json.dumps(
+        {"ok": True, "action": "cancel", "message": "cancel requested: the run stops at its next step"}
+    )

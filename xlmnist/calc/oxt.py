@@ -1,7 +1,8 @@
 """``xlmnist addin build --calc`` / ``install --calc``: the LibreOffice extension ``xlmnist.oxt``.
 
 The extension is the folder ``addin/calc`` zipped (``description.xml``, ``META-INF/manifest.xml``,
-``Addons.xcu`` = the xlmnist toolbar and menu, ``python/xlmnist_calc.py`` = the macros), with one line
+``Addons.xcu`` = the xlmnist toolbar and menu, ``CalcWindowState.xcu`` = the toolbar's title "xlmnist"
+and place, ``python/xlmnist_calc.py`` = the macros), with one line
 of the macro module filled in: ``PATHS``, the folders where this Python finds xlmnist, torch and numpy,
 so that LibreOffice's own Python imports the same packages. The zip is deterministic (sorted entries,
 fixed timestamps). ``install`` runs ``unopkg add`` (into the user's profile, or ``profile``).

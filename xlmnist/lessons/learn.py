@@ -13,7 +13,7 @@ import re
 
 from openpyxl.chart import LineChart, Reference
 
-from xlmnist.xlsx.book import Book, absref, col, color_scale
+from xlmnist.xlsx.book import Book, absref, col, color_scale, fit_columns, one_page
 
 HISTORY_ROWS = 200
 HISTORY_HEAD = ("epoch", "train_loss", "valid_loss", "valid_accuracy", "seconds")
@@ -50,11 +50,9 @@ def history_sheet(book: Book, model_ws, model: str, classes: list[int]) -> None:
     for i, label in enumerate(classes):
         cells[(3, CM_COL + i)] = book.cell(ws, label, bold=True)
         cells[(4 + i, CM_COL - 1)] = book.cell(ws, label, bold=True)
-    ws.sheet_properties.pageSetUpPr.fitToPage = True  # the table, the matrix and the charts on one page
-    ws.page_setup.orientation, ws.page_setup.fitToWidth, ws.page_setup.fitToHeight = "landscape", 1, 1
-    for j, h in enumerate(HISTORY_HEAD):  # columns that fit their headers
-        ws.column_dimensions[col(1 + j)].width = len(h) + 3
-    ws.column_dimensions[col(CM_COL - 1)].width = len("true \\ predicted") + 3
+    one_page(ws)  # the table, the matrix and the charts on one page
+    fit_columns(ws, [HISTORY_HEAD])  # columns that fit their headers (the titles overflow)
+    fit_columns(ws, [[cells[(3, CM_COL - 1)]]], first=CM_COL - 1)
     for r in range(1, max(r for r, _ in cells) + 1):
         row = [cells.get((r, c)) for c in range(1, CM_COL + k)]
         while row and row[-1] is None:

@@ -24,7 +24,7 @@ from xlmnist.lessons.models import (
     mnist_names,
     w_block_rows,
 )
-from xlmnist.xlsx.book import Book, col
+from xlmnist.xlsx.book import Book, col, fit_columns
 
 HIDDEN = 256
 W2_LABEL, W2_HEAD, W2_FIRST = W_LAST + 2, W_LAST + 3, W_LAST + 4  # 793, 794, 795..923
@@ -77,6 +77,8 @@ def mlp_sheet(book: Book, n: int, w1: np.ndarray, w2: np.ndarray):
         + [f"p{k}" for k in range(10)]
         + ["loss", "pred", "correct"],
     )
+    fit_columns(ws, [top[2], top[3]] + [left[r] for r in range(W2_HEAD, W2_LAST + 1)])  # A1: the title
+    fit_columns(ws, [header], first=pc)
     for r in range(1, max(G2_LABEL, last) + 1):
         row = top.get(r) or left.get(r) or []
         row = row + [None] * (pc - 1 - len(row))

@@ -16,7 +16,7 @@ from xlmnist.errors import DataError
 from xlmnist.lessons import learn, models, views
 from xlmnist.lessons.mlp import HIDDEN as MLP_HIDDEN
 from xlmnist.lessons.mlp import mlp_sheet
-from xlmnist.xlsx.book import Book, exact
+from xlmnist.xlsx.book import Book, exact, fit_columns
 
 HIDDEN = 30
 MLP_ROWS = 200  # the mlp sheet reads only the first MLP_ROWS visible data rows (LibreOffice speed)
@@ -73,7 +73,9 @@ def data_sheet(book: Book, x: np.ndarray, y: np.ndarray, onehot: bool) -> None:
     head = [models.pixel_name(k) for k in range(models.NPIX)] + ["Ones", "label"]
     if onehot:
         head += list(range(10))  # numeric headers: one-hot column k holds =IF($ADF2=k,1,0)
-    ws.append([book.cell(ws, h, bold=True) for h in head])
+    header = [book.cell(ws, h, bold=True) for h in head]
+    fit_columns(ws, [header])
+    ws.append(header)
     flat = x.reshape(len(x), -1)
     for i in range(len(flat)):
         r = i + 2

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from xlmnist.xlsx.book import Book, absref, col
+from xlmnist.xlsx.book import Book, absref, col, fit_columns
 
 NPIX = 784
 ONES = col(NPIX + 1)  # ADE
@@ -91,18 +91,21 @@ def linear_sheet(book: Book, n: int, w: np.ndarray):
     """784 weights + bias in row 3; per example: z, sigmoid, mnist_loss, prediction, correct."""
     name, off = "linear", 8  # data row 2 -> sheet row 10
     ws = book.sheet(name)
-    ws.append(
-        [book.cell(ws, "linear: p = sigmoid(pixels . w + bias); mnist_loss = IF(y=1, 1-p, p)", bold=True)]
-    )
-    ws.append(head(book, ws, [f"w_{pixel_name(k)}" for k in range(NPIX)] + ["bias"]))
-    ws.append([float(v) for v in w] + [book.cell(ws, "<- weights", bold=True)])
-    ws.append([None] * (NPIX + 1) + [book.cell(ws, f"<- {GRAD_LABEL}", bold=True)])  # A4:ADE4
     last = n + 1 + off
-    ws.append(head(book, ws, ["loss", f"=AVERAGE(D10:D{last})"]))
-    ws.append(head(book, ws, ["batch_accuracy", f"=AVERAGE(F10:F{last})"]))
-    ws.append(head(book, ws, ["threshold", 0.5]))
-    ws.append([])
-    ws.append(head(book, ws, ["label", "z", "p = sigmoid(z)", "mnist_loss", "pred (1 = a 3)", "correct"]))
+    rows = [
+        [book.cell(ws, "linear: p = sigmoid(pixels . w + bias); mnist_loss = IF(y=1, 1-p, p)", bold=True)],
+        head(book, ws, [f"w_{pixel_name(k)}" for k in range(NPIX)] + ["bias"]),
+        [float(v) for v in w] + [book.cell(ws, "<- weights", bold=True)],
+        [None] * (NPIX + 1) + [book.cell(ws, f"<- {GRAD_LABEL}", bold=True)],  # A4:ADE4
+        head(book, ws, ["loss", f"=AVERAGE(D10:D{last})"]),
+        head(book, ws, ["batch_accuracy", f"=AVERAGE(F10:F{last})"]),
+        head(book, ws, ["threshold", 0.5]),
+        [],
+        head(book, ws, ["label", "z", "p = sigmoid(z)", "mnist_loss", "pred (1 = a 3)", "correct"]),
+    ]
+    fit_columns(ws, rows[1:3] + rows[4:])  # the weights' header and label, the labels, the row header
+    for row in rows:
+        ws.append(row)
     for d in range(2, n + 2):
         r = d + off
         ws.append(
@@ -132,11 +135,13 @@ def linear_sheet(book: Book, n: int, w: np.ndarray):
 
 
 def w_block_rows(book: Book, ws, w: np.ndarray, heads: list[str]) -> dict[int, list]:
-    """Rows 6..791 (header + 785 weight rows) of the left block: input names in A, weights from B."""
+    """Rows 6..791 (header + 785 weight rows) of the left block: input names in A, weights from B; their
+    columns fit the header and the names."""
     rows = {W_FIRST - 1: head(book, ws, ["input"] + heads)}
     for k in range(NPIX + 1):
         label = pixel_name(k) if k < NPIX else "bias (Ones)"
         rows[W_FIRST + k] = [label] + [float(v) for v in w[k]]
+    fit_columns(ws, [rows[r] for r in range(W_FIRST - 1, W_LAST + 1)])  # the header, the input names
     rows[G_LABEL] = [book.cell(ws, f"{GRAD_LABEL} (same layout as the weights above)", bold=True)]
     return rows
 
@@ -170,6 +175,8 @@ def simple_net_sheet(book: Book, n: int, w1: np.ndarray, w2: np.ndarray):
         3: head(book, ws, ["batch_accuracy", f"=AVERAGE({COR}6:{COR}{last})"]),
         4: head(book, ws, ["threshold", 0.5]),
     }
+    fit_columns(ws, [top[2], top[3], top[4], right[4]])  # the labels (A1 is the title)
+    fit_columns(ws, [right[5]], first=33)
     for r in range(1, max(G_LABEL, last) + 1):
         row = top.get(r) or left.get(r) or []
         row = row + [None] * (32 - len(row))  # per-row block from AG (33)
@@ -233,6 +240,8 @@ def linear10_sheet(book: Book, n: int, w: np.ndarray):
         + [f"p{k}" for k in range(10)]
         + ["loss", "pred", "correct"],
     )
+    fit_columns(ws, [top[2], top[3]])  # the labels (A1 is the title)
+    fit_columns(ws, [header], first=13)
     for r in range(1, max(G_LABEL, last) + 1):
         row = top.get(r) or left.get(r) or []
         row = row + [None] * (12 - len(row))  # per-row block from M (13)

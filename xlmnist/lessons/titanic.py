@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from openpyxl.worksheet.formula import ArrayFormula
 
-from xlmnist.xlsx.book import Book, absref, exact
+from xlmnist.xlsx.book import Book, absref, exact, fit_columns
 
 RAW = ["Survived", "Embarked", "Pclass", "Sex", "Age", "Fare", "SibSp", "Parch"]
 FEATURES = [
@@ -114,6 +114,16 @@ def _header(book: Book, ws) -> list:
     return [book.cell(ws, h, bold=True) for h in HEADERS] + [None]
 
 
+def _begin(ws, top: list[list], header: list, labels: tuple = ()) -> None:
+    """Rows 1..3 (the top rows and the header); first the columns fit them and ``labels`` (column,
+    texts) further down beside their values ("Total loss:", mmult's feature names)."""
+    fit_columns(ws, [*top, header])
+    for first, texts in labels:
+        fit_columns(ws, [[t] for t in texts], first=first)
+    for row in [*top, header]:
+        ws.append(row)
+
+
 def _common_names(
     book: Book, ws, name: str, last: int, objective: str, params: list[str], pred_col: int, acc: str
 ):
@@ -133,14 +143,13 @@ def _linear(book: Book, table, rows: int, w: np.ndarray) -> None:
     ws = book.sheet(name)
     top = _top_rows(book, ws, last)
     top[0] = _pad(top[0], 28) + [book.cell(ws, "Model", bold=True)]
-    for r in top:
-        ws.append(r)
-    ws.append(
+    header = (
         _header(book, ws)
         + [book.cell(ws, h, bold=True) for h in FEATURES[:-1] + ["Const"]]
         + [None]
         + [book.cell(ws, h, bold=True) for h in ("Linear", "Loss", "Pred", "Correct")]
     )
+    _begin(ws, top, header, labels=((26, ["Total loss:", "Accuracy:"]),))
     for i, raw in enumerate(_rows(table, rows)):
         r = FIRST + i
         row = raw + [None]
@@ -179,15 +188,14 @@ def _nnet(book: Book, table, rows: int, w: np.ndarray) -> None:
         f"=AVERAGE(AH{FIRST}:AH{last})",
     ]
     top[1] = [None] * 32 + ["Accuracy:", f"=AVERAGE(AJ{FIRST}:AJ{last})"]
-    for r in top:
-        ws.append(r)
     heads = ["Lin1", "Lin2", "ReLU1", "ReLU2", "Preds", "Loss", "Pred", "Correct"]
-    ws.append(
+    header = (
         _header(book, ws)
         + [book.cell(ws, h, bold=True) for h in FEATURES[:-1] + ["Const"]]
         + [None]
         + [book.cell(ws, h, bold=True) for h in heads]
     )
+    _begin(ws, top, header)
     for i, raw in enumerate(_rows(table, rows)):
         r = FIRST + i
         row = raw + [None]
@@ -225,15 +233,14 @@ def _mmult(book: Book, table, rows: int, w: np.ndarray) -> None:
         f"=AVERAGE(AA{FIRST}:AA{last})",
     ]
     top[1] = [None] * 25 + ["Accuracy:", f"=AVERAGE(AC{FIRST}:AC{last})"]
-    for r in top:
-        ws.append(r)
     heads = ["Lin1", "Lin2", "ReLU1", "ReLU2", "Preds", "Loss", "Pred", "Correct"]
-    ws.append(
+    header = (
         _header(book, ws)
         + [book.cell(ws, h, bold=True) for h in ("Column", "Param1", "Param2")]
         + [None]
         + [book.cell(ws, h, bold=True) for h in heads]
     )
+    _begin(ws, top, header, labels=((18, FEATURES),))
     for i, raw in enumerate(_rows(table, rows)):
         r = FIRST + i
         row = raw + [None]

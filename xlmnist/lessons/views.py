@@ -13,12 +13,13 @@ from openpyxl.cell import WriteOnlyCell
 from openpyxl.worksheet.formula import ArrayFormula
 
 from xlmnist.lessons.models import NPIX, ONES, W_FIRST, W_LAST
-from xlmnist.xlsx.book import Book, col, color_scale
+from xlmnist.xlsx.book import Book, col, color_scale, fit_columns, one_page
 
 SIDE = 28
 CELL_PX = 18  # a grid cell's side in pixels (Excel: 7 * width + 5; LibreOffice: about the same here)
 ZOOM_10 = 45  # % zoom of the ten-digit weights sheet: 5 x 30 columns in 1,215 pixels
 HIDDEN = ";;;"  # number format that shows nothing
+START_WIDTH = 100  # the start sheet's text column at most (one landscape page)
 
 
 def _hide(ws, value) -> WriteOnlyCell:
@@ -74,8 +75,7 @@ def weights_10(book: Book) -> None:
     rows = [r0 + r for r0 in (_grid_origin(0)[0], _grid_origin(5)[0]) for r in range(SIDE)]
     _square(ws, 1, last_c + SIDE - 1, rows)
     ws.sheet_view.zoomScale = ZOOM_10
-    ws.sheet_properties.pageSetUpPr.fitToPage = True  # printed (and rendered) on one landscape page
-    ws.page_setup.orientation, ws.page_setup.fitToWidth, ws.page_setup.fitToHeight = "landscape", 1, 1
+    one_page(ws)  # printed (and rendered) on one landscape page
     cells: dict[tuple[int, int], object] = {
         (1, 1): book.cell(ws, "linear10 weights per digit (red = evidence for it)", bold=True)
     }
@@ -95,13 +95,20 @@ def weights_10(book: Book) -> None:
     _write_cells(ws, cells)
 
 
-def _write_cells(ws, cells: dict[tuple[int, int], object]) -> None:
+def _write_cells(ws, cells: dict[tuple[int, int], object], labels: int | None = None) -> None:
+    """Append ``cells`` ({(row, column): value}) row by row; the columns from ``labels`` on (the
+    playground's table beside the grid) first fit their text."""
     nrows = max(r for r, _ in cells)
     ncols = max(c for _, c in cells)
+    rows = []
     for r in range(1, nrows + 1):
         row = [cells.get((r, c)) for c in range(1, ncols + 1)]
         while row and row[-1] is None:
             row.pop()
+        rows.append(row)
+    if labels is not None:
+        fit_columns(ws, [row[labels - 1 :] for row in rows], first=labels)
+    for row in rows:
         ws.append(row)
 
 
@@ -125,7 +132,7 @@ def playground_3v7(book: Book, image: np.ndarray) -> None:
     ):
         cells[(3 + i, pc)] = book.cell(ws, label, bold=True)
         cells[(3 + i, pc + 1)] = formula
-    _write_cells(ws, cells)
+    _write_cells(ws, cells, labels=pc)
     color_scale(ws, grid, kind="pixels")
 
 
@@ -153,13 +160,15 @@ def playground_10(book: Book, image: np.ndarray) -> None:
         cells[(r, pc + 3)] = f"={E}{r}/SUM(${E}$4:${E}$13)"
     cells[(15, pc)] = book.cell(ws, "prediction", bold=True)
     cells[(15, pc + 1)] = f"=MATCH(MAX({P}4:{P}13),{P}4:{P}13,0)-1"
-    _write_cells(ws, cells)
+    _write_cells(ws, cells, labels=pc)
     color_scale(ws, grid, kind="pixels")
 
 
 def _grid(ws, cells: dict, image: np.ndarray) -> None:
-    """The playground's digit, drawn like the weights: square cells, numbers hidden."""
+    """The playground's digit, drawn like the weights: square cells, numbers hidden; the model's answer
+    beside it on the same page."""
     _square(ws, 1, SIDE + 2, range(2, SIDE + 3))
+    one_page(ws, "portrait")
     for c in range(SIDE):
         cells[(2, c + 2)] = _hide(ws, c)
     for r, row in enumerate(_pixel_values(image)):
@@ -215,18 +224,14 @@ def start_sheet(
 ) -> None:
     """The sheet a workbook opens on: what is here, which sheet to edit, which button to press."""
     ws = book.sheet("start")
-    ws.column_dimensions["A"].width = max(len(n) for n, _ in sheets) + 2  # fits its longest entry
-    ws.column_dimensions["B"].width = 100
-    ws.sheet_properties.pageSetUpPr.fitToPage = True  # one page wide when printed
-    ws.page_setup.orientation, ws.page_setup.fitToWidth, ws.page_setup.fitToHeight = "landscape", 1, 1
-    ws.append([book.cell(ws, name, bold=True), about])
-    ws.append([])
-    ws.append([book.cell(ws, "what is here", bold=True)])
-    for sheet, what in sheets:
-        ws.append([sheet, what])
-    ws.append([])
-    ws.append([book.cell(ws, "edit", bold=True), edit])
-    for i, line in enumerate(START_PRESS):
-        ws.append(
-            [book.cell(ws, "press", bold=True) if i == 0 else None, line.format(book=name, sheet=model)]
-        )
+    one_page(ws)  # one page wide when printed
+    rows = [[book.cell(ws, name, bold=True), about], [], [book.cell(ws, "what is here", bold=True)]]
+    rows += [[sheet, what] for sheet, what in sheets]
+    rows += [[], [book.cell(ws, "edit", bold=True), edit]]
+    rows += [
+        [book.cell(ws, "press", bold=True) if i == 0 else None, line.format(book=name, sheet=model)]
+        for i, line in enumerate(START_PRESS)
+    ]
+    fit_columns(ws, rows, cap=START_WIDTH)  # A: the sheet names; B: the longest line
+    for row in rows:
+        ws.append(row)

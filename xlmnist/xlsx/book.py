@@ -72,6 +72,9 @@ SETTING_MEANINGS = {
 }
 
 BOLD = Font(bold=True)
+DEFAULT_WIDTH = 8.43  # a column's width without a <col> entry (Excel and LibreOffice: characters of "0")
+WIDTH_PAD = 2  # characters beside a header's text (bold text is wider)
+MAX_WIDTH = 60  # a longer header is cut at this width (or overflows into an empty neighbour)
 
 
 def absref(sheet: str, c1: int, r1: int, c2: int | None = None, r2: int | None = None) -> str:
@@ -145,10 +148,11 @@ class Book:
 
     def write_settings(self) -> None:
         ws = self.sheet("settings")
-        ws.column_dimensions["D"].width = 60
-        ws.append([self.cell(ws, h, bold=True) for h in ("sheet", "setting", "value", "meaning")])
-        for sheet, key, value in self.settings:
-            ws.append([sheet, key, value, SETTING_MEANINGS.get(key, "")])
+        rows = [[self.cell(ws, h, bold=True) for h in ("sheet", "setting", "value", "meaning")]]
+        rows += [[sheet, key, value, SETTING_MEANINGS.get(key, "")] for sheet, key, value in self.settings]
+        fit_columns(ws, rows)
+        for row in rows:
+            ws.append(row)
 
     def save(self, path: Path) -> None:
         """Write through :func:`xlmnist.xlsx.atomic.write_file` (locked, atomic)."""
@@ -208,6 +212,38 @@ class _FixedTimeZip(zipfile.ZipFile):
         info = self._info(arcname or os.path.basename(filename))
         with open(filename, "rb") as src, self.open(info, "w", force_zip64=True) as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def text_length(value) -> int:
+    """Characters of a cell's shown text when it is a constant text (a value or a write-only cell); 0 for
+    numbers, formulas and empty cells (their width is the spreadsheet's business)."""
+    v = getattr(value, "value", value)
+    return len(v) if isinstance(v, str) and not v.startswith("=") else 0
+
+
+def fit_columns(ws, rows, first: int = 1, cap: float = MAX_WIDTH) -> None:
+    """Columns of the write-only sheet ``ws`` wide enough for the text in ``rows`` (header and label rows:
+    lists of values or cells, the first in column ``first``): width = text length + WIDTH_PAD, at most
+    ``cap``; a column only ever widens (never below DEFAULT_WIDTH, never narrower than it was set). The
+    one place the lesson workbooks size their columns to their headers; call it before the sheet's first
+    row (a write-only sheet writes its column widths before its rows)."""
+    if getattr(ws, "_writer", None) is not None:  # openpyxl: set once the first row is appended
+        raise RuntimeError(f"{ws.title}: fit_columns after the first row has no effect")
+    for row in rows:
+        for i, value in enumerate(row):
+            n = text_length(value)
+            if not n:
+                continue
+            want, letter = min(n + WIDTH_PAD, cap), col(first + i)
+            have = ws.column_dimensions[letter].width if letter in ws.column_dimensions else DEFAULT_WIDTH
+            if want > have:
+                ws.column_dimensions[letter].width = want
+
+
+def one_page(ws, orientation: str = "landscape") -> None:
+    """Print (and render) the sheet on one page, scaled to fit."""
+    ws.sheet_properties.pageSetUpPr.fitToPage = True
+    ws.page_setup.orientation, ws.page_setup.fitToWidth, ws.page_setup.fitToHeight = orientation, 1, 1
 
 
 def color_scale(ws, ref: str, kind: str = "diverging") -> None:

@@ -43,7 +43,7 @@ def _call(action):
             pass
         return json.dumps({"ok": False, "action": action, "error": text})
     if action == "cancel":
-        return actions.cancel()
+        return actions.cancel(ctx, doc)
     return actions.run(ctx, doc, action)
 
 
