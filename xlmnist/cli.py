@@ -43,7 +43,7 @@ SUMMARIES = {
     "step": "exactly one optimisation step; writes the new weights and their gradients",
     "verify": "compare every formula cell xlmnist compiles with the file's cached values (or LibreOffice)",
     "export": "write a workbook model sheet as a readable PyTorch module",
-    "import": "write a PyTorch Linear/ReLU/Sigmoid/Softmax model as a workbook",
+    "import": "write an exported model's weights back into its workbook, or a Linear/ReLU/Sigmoid/Softmax chain as a new one",
     "addin": "build or install the xlmnist Excel ribbon add-in (xlwings)",
     "serve": "xlwings Server route: train/step/export/reset over HTTP (extra [server])",
 }

@@ -16,9 +16,10 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from openpyxl.workbook.defined_name import DefinedName
+from test_general_form import lookup_book
 
 from xlmnist.errors import XlmnistError
-from xlmnist.export.codegen import generate
+from xlmnist.export.codegen import export_module, generate
 
 INJECT = '""";__import__("pathlib").Path("MARKER").touch();"""'
 CLEAN = ("s", ["x", "f", "label", "pred", "loss"], "abc", "b")
@@ -111,3 +112,25 @@ def test_arbitrary_text_never_becomes_code(tmp_path_factory, clean, sheet, heads
         assume(False)  # the workbook itself did not compile (reader/compiler limits), nothing exported
     assert skeleton(src) == clean[0]
     assert result == clean[1]
+
+
+def test_general_form_with_lookups_escapes_workbook_text(tmp_path, monkeypatch):
+    """The general form with gathers: a hostile sheet name (in every K[...] index, comment and PARAMS_AT)
+    and hostile header text inside the looked-up tables give a module with the clean one's statements and
+    objective, and nothing runs."""
+    monkeypatch.chdir(tmp_path)
+    results = []
+    for k, (sheet, head) in enumerate([("emb", "user"), ('a"""b\n' + INJECT[:20], INJECT)]):
+        book, module = tmp_path / f"b{k}.xlsx", tmp_path / f"m{k}.py"
+        lookup_book(book, "offset", sheet=sheet, headers=[head] * 10)
+        assert export_module(book, out_path=module)[1] == "general"
+        src = module.read_text(encoding="utf-8")
+        spec = importlib.util.spec_from_file_location(f"_exported_lookup_{k}", module)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            assert mod.main([str(book), "--json"]) == 0
+        results.append((skeleton(src), json.loads(buf.getvalue())))
+    assert results[1] == results[0]
+    assert not (tmp_path / "MARKER").exists()

@@ -16,6 +16,7 @@ from openpyxl.workbook.defined_name import DefinedName
 
 from xlmnist.compile import compile_workbook
 from xlmnist.export.codegen import export_module
+from xlmnist.export.translate import Unsupported
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -130,3 +131,88 @@ def test_recurrence_exports_as_unrolled_steps(tmp_path):
     book = tmp_path / "rnn.xlsx"
     rnn_book(book)
     check(book, tmp_path, "general")
+
+
+UIDS, MIDS = [11, 13, 17, 19, 23, 29], [101, 102, 105, 107, 110, 120]
+UROW = "INDEX($B$2:$D$7,MATCH(L{r},$A$2:$A$7,0),0)"
+MROW = "INDEX($G$2:$I$7,MATCH(M{r},$F$2:$F$7,0),0)"
+# the prediction in O10:O21 from the user id (L), the movie id (M) and a row number (Q); the rating is N
+LOOKUPS = {
+    "index-match": f"SUMPRODUCT({UROW},{MROW})+INDEX($E$2:$E$7,MATCH(L{{r}},$A$2:$A$7,0))"
+    "+INDEX($J$2:$J$7,MATCH(M{r},$F$2:$F$7,0),1)",
+    "vlookup": f"SUMPRODUCT({UROW},{MROW})+VLOOKUP(L{{r}},$A$2:$E$7,5,FALSE)"
+    "+VLOOKUP(M{r},$F$2:$J$7,5,0)*VLOOKUP(M{r},$F$2:$J$7,2,FALSE)",
+    "approximate": "SUMPRODUCT(INDEX($B$2:$D$7,MATCH(L{r}+0.5,$A$2:$A$7),0),INDEX($G$2:$I$7,MATCH(M{r},$F$2:$F$7,1),0))"
+    "+VLOOKUP(L{r}+1,$A$2:$E$7,5)+VLOOKUP(M{r},$F$2:$J$7,5,TRUE)",
+    "descending": f"SUMPRODUCT(INDEX($B$2:$D$7,MATCH(L{{r}}-0.5,$U$2:$U$7,-1),0),{MROW})",
+    "xlookup": "SUMPRODUCT(XLOOKUP(L{r},$A$2:$A$7,$B$2:$D$7),XLOOKUP(M{r}+1,$F$2:$F$7,$G$2:$I$7,0,-1))"
+    "+XLOOKUP(M{r}-1,$F$2:$F$7,$J$2:$J$7,0,1)+XLOOKUP(L{r},$A$2:$A$7,$E$2:$E$7,0,0,-1)",
+    "hlookup": f"SUMPRODUCT({UROW},{MROW})+HLOOKUP(M{{r}},$B$27:$G$28,2,FALSE)",
+    "offset": "SUMPRODUCT(OFFSET($B$1,MATCH(L{r},$A$2:$A$7,0),0,1,3),OFFSET($G$1,MATCH(M{r},$F$2:$F$7,0),0,1,3))"
+    "+OFFSET($E$1,Q{r},0)",
+    "choose": f"SUMPRODUCT({UROW},{MROW})+CHOOSE(MATCH(L{{r}},$A$2:$A$7,0),$E$2,$E$3,$E$4,$E$5,$E$6,$E$7)"
+    "+CHOOSE(Q{r},$J$2,$J$3,$J$4,$J$5,$J$6,$J$7)",
+    "row-numbers": "SUMPRODUCT(INDEX($B$2:$D$7,Q{r},0),INDEX($G$2:$I$7,7-Q{r},0))+INDEX($E$2:$E$7,Q{r})"
+    "+INDEX($J$2:$J$7,Q{r},1)",
+}
+PARAMS = {"hlookup": "emb!$B$2:$D$7,emb!$G$2:$I$7,emb!$B$28:$G$28"}
+
+
+def lookup_book(path, kind="index-match", user_ids=None, sheet="emb", headers=None):
+    """A collaborative-filtering sheet: user factors B2:D7 and biases E2:E7 by id (A2:A7), movie factors
+    G2:I7 and biases J2:J7 by id (F2:F7), a header row of text; ratings rows 10-21 look their user's and
+    movie's rows up by id (``LOOKUPS[kind]``); the objective is the mean squared error in L25."""
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = sheet
+    for c, h in enumerate(
+        headers or ["user", "u1", "u2", "u3", "ubias", "movie", "m1", "m2", "m3", "mbias"], 1
+    ):
+        ws.cell(1, c, h)
+    uids = user_ids or UIDS
+    for i in range(6):
+        r = i + 2
+        ws.cell(r, 1, uids[i])
+        ws.cell(r, 6, MIDS[i])
+        ws.cell(r, 21, UIDS[::-1][i])  # U2:U7: the user ids in descending order (MATCH type -1)
+        for c in range(2, 6):
+            ws.cell(r, c, ((r * 3 + c) % 7 - 3) / 10.0)
+            ws.cell(r, c + 5, ((r + c * 5) % 7 - 3) / 10.0)
+    ws.cell(27, 1, "movie")
+    ws.cell(28, 1, "bias")
+    for j in range(6):  # a horizontal table for HLOOKUP
+        ws.cell(27, 2 + j, MIDS[j])
+        ws.cell(28, 2 + j, (j % 3 - 1) / 10.0)
+    for k in range(12):
+        r = 10 + k
+        ws.cell(r, 12, uids[(k * 5) % 6])
+        ws.cell(r, 13, MIDS[(k * 7 + 1) % 6])
+        ws.cell(r, 14, float((r * 5) % 4))
+        ws.cell(r, 17, 1 + (k % 6))
+        ws.cell(r, 15, "=" + LOOKUPS[kind].format(r=r))
+        ws.cell(r, 16, f"=(O{r}-N{r})^2")
+    ws["L25"] = "=AVERAGE(P10:P21)"
+    q = "'" + sheet.replace("'", "''") + "'!"
+    names(ws, f"{q}$L$25", PARAMS.get(kind, "emb!$B$2:$E$7,emb!$G$2:$J$7").replace("emb!", q))
+    wb.save(path)
+
+
+@pytest.mark.parametrize("kind", list(LOOKUPS))
+def test_lookup_sheet_general_form(kind, tmp_path):
+    """Rows looked up by a cell-dependent position (INDEX/MATCH exact and approximate, VLOOKUP, HLOOKUP,
+    XLOOKUP, OFFSET, CHOOSE) export as gathers over the looked-up range's tensor: equal to eval, and the
+    gradients flow into exactly the looked-up cells, as the compiler's."""
+    book = tmp_path / "lookup.xlsx"
+    lookup_book(book, kind)
+    check(book, tmp_path, "general")
+    src = (tmp_path / "m.py").read_text()
+    assert "def _take(" in src and "# emb!O10:O21" in src
+
+
+def test_lookup_by_text_id_is_refused_naming_the_cell(tmp_path):
+    """The export matches numbers only: a MATCH over text ids (which the compiler compares as text) stops
+    the export with one line naming the cell, never a silently different module."""
+    book = tmp_path / "text.xlsx"
+    lookup_book(book, "index-match", user_ids=["ann", "bob", "cy", "di", "ed", "flo"])
+    with pytest.raises(Unsupported, match=r"emb!O10: MATCH over text"):
+        export_module(book, out_path=tmp_path / "m.py")

@@ -8,10 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_general_form import lookup_book
 from torch import nn
 
+from xlmnist.cli import main
 from xlmnist.errors import XlmnistError
+from xlmnist.export.codegen import export_module
 from xlmnist.export.importer import load_model
+from xlmnist.export.restore import import_into
 
 
 class Evil:
@@ -112,3 +116,55 @@ def test_model_py_is_read_not_run(tmp_path):
         load_model(hostile)
     msg = str(exc.value)
     assert "\n" not in msg and "state_dict()" in msg and "--arch" in msg and not marker.exists()
+
+
+def test_general_form_module_is_read_not_run(tmp_path):
+    """``xlmnist import model.py BOOK`` of a general-form module: PARAMS_AT, OBJECTIVE and the weights come
+    from its syntax tree; a side effect at import never runs. Wrong tensors are one-line errors."""
+    book, module = tmp_path / "emb.xlsx", tmp_path / "model.py"
+    lookup_book(book)
+    assert export_module(book, out_path=module)[1] == "general"
+    marker = tmp_path / "MARKER"
+    module.write_text(f"open({str(marker)!r}, 'w').close()\n" + module.read_text())
+    got = import_into(module, book, out=tmp_path / "back.xlsx")
+    assert got["form"] == "general" and got["params"] == ["emb!B2:E7", "emb!G2:J7"] and not marker.exists()
+    with pytest.raises(
+        XlmnistError, match=r"model\.py: a general-form module .* xlmnist import model\.py BOOK"
+    ):
+        load_model(module)  # a new workbook needs layers
+    pt = tmp_path / "trained.pt"
+    torch.save({"p0": torch.zeros(6, 4, dtype=torch.float64)}, pt)
+    with pytest.raises(XlmnistError, match=r"trained\.pt: a state dict does not say which cells .*--module"):
+        import_into(pt, book)
+    with pytest.raises(
+        XlmnistError, match=r"trained\.pt: the state dict has p0; the module's parameters are p0, p1"
+    ):
+        import_into(pt, book, module=module)
+    torch.save({"p0": torch.zeros(6, 4), "p1": torch.zeros(4, 6)}, pt)
+    with pytest.raises(XlmnistError, match=r"trained\.pt: p1 has shape \(4, 6\); its range emb!G2:J7 is 6x4"):
+        import_into(pt, book, module=module)
+    save_torch(Evil(marker), pt)
+    with pytest.raises(XlmnistError, match=r"trained\.pt: holds pickled Python objects"):
+        import_into(pt, book, module=module)
+    hostile = tmp_path / "hostile.py"
+    hostile.write_text("PARAMS_AT = __import__('os').listdir('.')\nOBJECTIVE = 'emb!L25'\n")
+    with pytest.raises(XlmnistError, match=r"hostile\.py: PARAMS_AT is not a literal list"):
+        import_into(hostile, book)
+    assert not marker.exists()
+
+
+def test_import_command_says_which_workbook(tmp_path, capsys):
+    """``xlmnist import``: BOOK (write back) or -o NEW.xlsx (a new workbook), each with its own flags; a
+    general-form module cannot become a new workbook. Each mistake is one line, exit status 2."""
+    book, module = tmp_path / "emb.xlsx", tmp_path / "model.py"
+    lookup_book(book)
+    export_module(book, out_path=module)
+    cases = [
+        ([module], "give the workbook: BOOK"),
+        ([module, "-o", tmp_path / "new.xlsx"], "a general-form module has no layers"),
+        ([module, book, "--arch", "3-1"], "--arch builds a new workbook"),
+    ]
+    for args, text in cases:
+        assert main(["import", *map(str, args)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert text in err and "\n" not in err, err

@@ -1,5 +1,7 @@
 """Round trip for every sheet kind the tests build (#16): export -> run -> equal to eval (1e-12, float64,
-gradients included); import the exported module (read, never run) -> workbook -> eval -> equal."""
+gradients included); import -> workbook -> eval -> equal, two ways: the module (read, never run) as a new
+workbook (Linear stacks), and weights changed in torch, saved as a state dict, written back into the
+workbook the module came from (``xlmnist import trained.pt BOOK``, every kind, both forms)."""
 
 from __future__ import annotations
 
@@ -13,12 +15,13 @@ import openpyxl
 import pytest
 import torch
 from openpyxl.workbook.defined_name import DefinedName
-from test_general_form import check, conv_book, embed_book, rnn_book
+from test_general_form import check, conv_book, embed_book, lookup_book, rnn_book
 from torch import nn
 
 from xlmnist.compile import compile_workbook
 from xlmnist.export.codegen import export_module
 from xlmnist.export.importer import build_workbook, load_model
+from xlmnist.export.restore import import_into
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 8
@@ -87,6 +90,49 @@ def layer_gradients_equal(module, book):
     assert mine == pytest.approx(total, rel=1e-12, abs=1e-15)
 
 
+def load(module):
+    ns = {"__name__": "exported"}
+    exec(compile(Path(module).read_text(), str(module), "exec"), ns)  # noqa: S102 - the module this test wrote
+    return ns
+
+
+def trained_in_torch(module, book, pt) -> float:
+    """The exported module's weights changed by three SGD steps in torch and saved as a state dict at
+    ``pt``; the torch objective with them."""
+    ns = load(module)
+    model = ns["Model"]()
+    if "read_constants" in ns:  # the general form: forward(K) is the objective
+        K = ns["read_constants"](str(book))
+
+        def loss():
+            return model(K)
+    else:
+        x, y = ns["read_data"](str(book))
+
+        def loss():
+            return ns["loss_fn"](model(x), y)
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for _ in range(3):
+        opt.zero_grad()
+        loss().backward()
+        opt.step()
+    torch.save(model.state_dict(), pt)
+    with torch.no_grad():
+        return float(loss())
+
+
+def import_back(module, book, tmp_path):
+    """torch-trained weights -> ``import_into`` the original workbook (a copy) -> eval equals torch's."""
+    pt, back = tmp_path / "trained.pt", tmp_path / "back.xlsx"
+    want = trained_in_torch(module, book, pt)
+    assert want != pytest.approx(objective(book), rel=1e-6)  # the weights did change
+    got = import_into(pt, book, out=back, module=module)
+    assert got["objective"] == pytest.approx(want, rel=1e-12)
+    assert objective(back) == pytest.approx(want, rel=1e-12)
+    return got
+
+
 @pytest.mark.parametrize("kind", list(NETS))
 def test_layer_kinds_round_trip(kind, tmp_path):
     make, classes = NETS[kind]
@@ -101,6 +147,7 @@ def test_layer_kinds_round_trip(kind, tmp_path):
     layer_gradients_equal(module, book)
     build_workbook(load_model(module), X, y, ["a", "b", "c"], back)  # import: the module is parsed, not run
     assert objective(back) == pytest.approx(want, rel=1e-12)
+    assert import_back(module, book, tmp_path)["form"] == "layer"
 
 
 def test_mmult_round_trip(tmp_path):
@@ -113,21 +160,54 @@ def test_mmult_round_trip(tmp_path):
     layer_gradients_equal(module, book)
     build_workbook(load_model(module), X, y, ["a", "b", "c"], back)
     assert objective(back) == pytest.approx(want, rel=1e-12)
+    assert import_back(module, book, tmp_path)["params"] == ["mm!G2:G5"]
+
+
+def gather_book(path):
+    lookup_book(path, "index-match")
 
 
 @pytest.mark.parametrize(
-    "kind, make, form", [("conv", conv_book, "general"), ("embedding", embed_book, "layer")]
+    "kind, make, form",
+    [
+        ("conv", conv_book, "general"),
+        ("embedding", embed_book, "layer"),
+        ("embedding-lookup", gather_book, "general"),
+        ("recurrence", rnn_book, "general"),
+    ],
 )
-def test_general_kinds_export_run_equal(kind, make, form, tmp_path):
-    """Conv and embedding sheets are not Linear stacks: export -> run -> equal; `import` takes only
-    Linear/ReLU/Sigmoid/Softmax stacks, so their workbook side of the round trip is the original book."""
+def test_other_kinds_round_trip(kind, make, form, tmp_path):
+    """Conv, embedding (rows by position, and looked up by id: gathers) and an unrolled recurrence:
+    export -> run -> equal (gradients included); weights trained in torch -> import into the workbook ->
+    eval -> equal."""
     book = tmp_path / f"{kind}.xlsx"
     make(book)
     check(book, tmp_path, form)
+    got = import_back(tmp_path / "m.py", book, tmp_path)
+    assert got["form"] == form
 
 
-def test_recurrence_export_run_equal(tmp_path):
-    """An unrolled recurrence compiles to one block per step; the general form unrolls it the same way."""
-    book = tmp_path / "rnn.xlsx"
-    rnn_book(book)
-    check(book, tmp_path, "general")
+def test_lookup_round_trip_through_the_command_line(tmp_path):
+    """The gather case end to end with the commands: export (general form, --state-dict), train in torch,
+    save the state dict, ``xlmnist import trained.pt BOOK --module m.py -o back.xlsx``, ``xlmnist eval``."""
+    book, module = tmp_path / "emb.xlsx", tmp_path / "m.py"
+    lookup_book(book, "vlookup")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def xlmnist(*args):
+        r = subprocess.run(
+            [sys.executable, "-m", "xlmnist", *map(str, args)], capture_output=True, text=True, env=env
+        )
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    assert "(general form)" in xlmnist("export", book, "-o", module, "--state-dict")
+    assert run_module(module, book) == pytest.approx(objective(book), rel=1e-12)
+    want = trained_in_torch(module, book, tmp_path / "trained.pt")
+    out = xlmnist("import", tmp_path / "trained.pt", book, "--module", module, "-o", tmp_path / "back.xlsx")
+    assert "emb!B2:E7, emb!G2:J7" in out and "general-form" in out
+    got = json.loads(xlmnist("eval", tmp_path / "back.xlsx", "--json"))["objective"]
+    assert got == pytest.approx(want, rel=1e-12)
+    assert objective(book) != pytest.approx(want, rel=1e-6)  # -o: the original is untouched
+    xlmnist("import", module.with_suffix(".pt"), book)  # the export-time weights, into BOOK itself
+    assert objective(book) == pytest.approx(run_module(module, book), rel=1e-12)

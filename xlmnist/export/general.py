@@ -5,14 +5,21 @@ computing the block's whole [rows, columns] area at once, with the sheet range a
 comment; the trainable ranges are ``nn.Parameter``s; constant cells are read from the workbook at run time
 into one float64 tensor per sheet (``K[sheet]``, indexed by 1-based row and column). A reference that moves
 with the block's cells is a shifted slice; a range reference is an unfolded window ``[R, C, h, w]`` that
-SUM / AVERAGE / MAX / MIN / SUMPRODUCT reduce over its last two axes. What has no faithful translation (a
-block reading its own cells, i.e. a recurrence; an average over empty or text cells; other functions)
-raises :class:`Unsupported` naming the cell, never a silently different module.
+SUM / AVERAGE / MAX / MIN / SUMPRODUCT reduce over its last two axes. An unrolled recurrence is one
+statement per step (the graph splits it into one block per step). Lookups with cell-dependent positions
+(INDEX/MATCH, VLOOKUP, HLOOKUP, XLOOKUP, OFFSET, CHOOSE) are gathers over the looked-up range's tensor
+(:mod:`xlmnist.export.lookups`, helpers that mirror the compiler's). What has no faithful translation (a
+block reading its own cells; an average over empty or text cells; a match over text ids; other
+functions) raises :class:`Unsupported` naming the cell, never a silently different module.
 """
 
 from __future__ import annotations
 
+import numpy as np
+
 from xlmnist.compile.values import BOOL, EMPTY, NUM
+from xlmnist.export.lookups import LOOKUPS, E, Lookups
+from xlmnist.export.template import GATHER_HELPERS, GENERAL_CLASS, GENERAL_HEAD, GENERAL_MODEL, GENERAL_TAIL
 from xlmnist.export.translate import Unsupported, escape
 from xlmnist.formula import parser as P
 from xlmnist.formula.graph import RefUse, topo_order
@@ -23,14 +30,7 @@ _CMP = {"=": "==", "<>": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 _RED = {"SUM": "sum", "AVERAGE": "mean", "SUMPRODUCT": "sum", "MAX": "amax", "MIN": "amin"}
 
 
-class E:
-    """Code of a tensor: ``win`` = a window [R, C, h, w] (else [R or 1, C or 1]); ``bool`` = a comparison."""
-
-    def __init__(self, code, win=False, is_bool=False, dense=True):
-        self.code, self.win, self.bool, self.dense = code, win, is_bool, dense
-
-
-class General:
+class General(Lookups):
     """Translate the blocks the objective of ``cm`` (a CompiledModel) needs; ``render()`` -> the source."""
 
     def __init__(self, cm):
@@ -55,8 +55,9 @@ class General:
         e = self.extent.setdefault(sheet, [1, 1])
         e[0], e[1] = max(e[0], r2), max(e[1], c2)
 
-    def area(self, sheet, r1, c1, r2, c2, where) -> E:
-        """Code of the [h, w] tensor of sheet!r1c1:r2c2: parameter, block and constant pieces assembled."""
+    def area(self, sheet, r1, c1, r2, c2, where, text_ok=False) -> E:
+        """Code of the [h, w] tensor of sheet!r1c1:r2c2: parameter, block and constant pieces assembled.
+        ``text_ok``: text and error cells allowed (a lookup's table: they read as NaN, as the compiler's)."""
         pieces = []
         for k, (ps, p1, q1, p2, q2) in enumerate(self.c.params):
             if ps == sheet and p1 <= r2 and r1 <= p2 and q1 <= c2 and c1 <= q2:
@@ -73,19 +74,33 @@ class General:
                 return E(code)
             if a1 <= r1 and r2 <= a2 and b1 <= c1 and c2 <= b2:
                 return E(f"{code}[{r1 - a1}:{r2 - a1 + 1}, {c1 - b1}:{c2 - b1 + 1}]")
-        kind = self.c.ckind[sheet][r1 : r2 + 1, c1 : c2 + 1]
-        covered = kind.copy()
-        for _, a1, b1, a2, b2 in pieces:
-            covered[max(a1, r1) - r1 : min(a2, r2) - r1 + 1, max(b1, c1) - c1 : min(b2, c2) - c1 + 1] = NUM
-        if ((covered != NUM) & (covered != BOOL) & (covered != EMPTY)).any():
+        covered = self.kinds(sheet, r1, c1, r2, c2, pieces)
+        if not text_ok and ((covered != NUM) & (covered != BOOL) & (covered != EMPTY)).any():
             raise Unsupported(f"{where}: {area_name(sheet, r1, c1, r2, c2)} holds text or errors")
         self._see(sheet, r2, c2)
         base = f"K[{escape(sheet, literal=True)}][{r1}:{r2 + 1}, {c1}:{c2 + 1}]"
-        dense = not (covered == EMPTY).any()
+        dense, plain = not (covered == EMPTY).any(), bool((covered == NUM).all())
         if not pieces:
-            return E(base, dense=dense)
+            return E(base, dense=dense, plain=plain)
         parts = ", ".join(f"({code}, {a1}, {b1})" for code, a1, b1, _, _ in pieces)
-        return E(f"_patch({base}, {r1}, {c1}, [{parts}])", dense=dense)
+        return E(f"_patch({base}, {r1}, {c1}, [{parts}])", dense=dense, plain=plain)
+
+    def kinds(self, sheet, r1, c1, r2, c2, pieces=None):
+        """The compiler's kind codes of sheet!r1c1:r2c2, computed cells (parameters, blocks) as NUM."""
+        if pieces is None:
+            pieces = [p[1:] for p in self.c.params if p[0] == sheet]
+            pieces += [self.g.blocks[i].out for i in self.g.blocks_in(sheet, r1, c1, r2, c2)]
+            pieces = [(None, *p) for p in pieces]
+        grid = self.c.ckind[sheet]
+        covered = np.full((r2 - r1 + 1, c2 - c1 + 1), EMPTY, np.int8)
+        have = grid[r1 : r2 + 1, c1 : c2 + 1]
+        covered[: have.shape[0], : have.shape[1]] = have
+        for _, a1, b1, a2, b2 in pieces:
+            if a1 <= r2 and r1 <= a2 and b1 <= c2 and c1 <= b2:
+                covered[max(a1, r1) - r1 : min(a2, r2) - r1 + 1, max(b1, c1) - c1 : min(b2, c2) - c1 + 1] = (
+                    NUM
+                )
+        return covered
 
     # ---- formulas -----------------------------------------------------------------------------------
     def tr(self, n, b) -> E:
@@ -157,6 +172,8 @@ class General:
             for x in xs[1:]:
                 out = f"torch.{'maximum' if name == 'MAX' else 'minimum'}(_t({out}), _t({x.code}))"
             return E(out)
+        if name in LOOKUPS:
+            return self.lookup(n, b)
         raise Unsupported(f"{b.anchor}: {name}() has no translation in the general export form")
 
     def _emit(self, b):
@@ -202,6 +219,8 @@ class General:
             + f"PARAMS_AT = [{where}]\nEXTENT = {{{extent}}}\n\n\n"
             + params_src
             + GENERAL_MODEL
+            + (GATHER_HELPERS if self.gathers else "")
+            + GENERAL_CLASS
             + "\n".join(init)
             + "\n        self.load_state_dict(_params() if weights is None else weights)\n\n"
             + "    def forward(self, K):\n"
@@ -210,106 +229,3 @@ class General:
             + f"\n        return {self.vars[self.obj.id]}[0, 0]\n"
             + GENERAL_TAIL
         )
-
-
-GENERAL_HEAD = '''"""{sheet} of {book} as a PyTorch module, general form (exported by xlmnist).
-
-Run as a script: ``python {out} BOOK --json`` reads BOOK's constant cells and prints the objective
-({objective}), computed by ``Model.forward``: one statement per block of copied formulas, over named 2-D
-tensors (rows x columns of the block), with the sheet range and formula text as comments.
-Trainable cells (nn.Parameters p0, p1, ...): {params}.
-
-Weights: by default the ones baked in at export time (PARAMS, or the .pt file beside this one), NOT the
-values now in the workbook; ``--weights book`` reads them from BOOK's trainable cells instead (e.g. after
-``xlmnist train BOOK``), as does ``Model(book_weights(BOOK))``.
-"""
-
-import argparse
-import json
-import sys
-from pathlib import Path
-
-import torch
-from torch import nn
-
-SOURCE = {source}
-OBJECTIVE = {objective_lit}
-'''
-
-GENERAL_MODEL = '''
-
-def _t(x):
-    return torch.as_tensor(x, dtype=torch.float64)
-
-
-def _full(x, rows, cols):
-    """A block's value as its full [rows, cols] area (a formula that does not vary is broadcast)."""
-    return torch.broadcast_to(_t(x), (rows, cols))
-
-
-def _patch(base, r1, c1, pieces):
-    """The constant cells ``base`` (at sheet row r1, column c1) with the computed [(tensor, row, col)] over them."""
-    out = base.clone()
-    h, w = out.shape
-    for t, a1, b1 in pieces:
-        rs, re_ = max(a1, r1), min(a1 + t.shape[0], r1 + h)
-        cs, ce = max(b1, c1), min(b1 + t.shape[1], c1 + w)
-        if rs < re_ and cs < ce:
-            out[rs - r1 : re_ - r1, cs - c1 : ce - c1] = t[rs - a1 : re_ - a1, cs - b1 : ce - b1]
-    return out
-
-
-class Model(nn.Module):
-    def __init__(self, weights=None):
-        """weights: a state dict (default: the weights baked in at export, see _params / book_weights)."""
-        super().__init__()
-'''
-
-GENERAL_TAIL = '''
-
-def read_constants(book):
-    """{sheet: float64 [rows + 1, cols + 1] tensor} of BOOK's number cells (1-based; text and empty: 0)."""
-    from xlmnist.xlsx.reader import read_workbook
-
-    wb = read_workbook(book)
-    out = {}
-    for sheet, (rows, cols) in EXTENT.items():
-        k = torch.zeros(rows + 1, cols + 1, dtype=torch.float64)
-        for (r, c), v in wb.sheet(sheet).values.items():
-            if r <= rows and c <= cols and isinstance(v, (int, float)):
-                k[r, c] = float(v)
-        out[sheet] = k
-    return out
-
-
-def book_weights(book):
-    """The state dict read from BOOK's trainable cells."""
-    k = read_constants(book)
-    return {f"p{i}": k[s][r1 : r2 + 1, c1 : c2 + 1].clone() for i, (s, r1, c1, r2, c2) in enumerate(PARAMS_AT)}
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("book", help="the workbook to read the constant cells from")
-    parser.add_argument("--json", action="store_true", help="print {objective, weights} as JSON")
-    parser.add_argument(
-        "--weights",
-        choices=("baked", "book"),
-        default="baked",
-        help="baked (default): the weights saved at export time; book: read them from BOOK's trainable cells",
-    )
-    args = parser.parse_args(argv)
-    model = Model(book_weights(args.book) if args.weights == "book" else None)
-    with torch.no_grad():
-        objective = float(model(read_constants(args.book)))
-    if args.json:
-        print(json.dumps({"objective": objective, "weights": args.weights}))
-    else:
-        print(f"weights: {'from ' + args.book if args.weights == 'book' else 'baked in at export'}")
-        print(f"objective ({OBJECTIVE}): {objective!r}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-'''

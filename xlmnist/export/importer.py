@@ -1,7 +1,13 @@
-"""``xlmnist import``: a PyTorch chain of Linear / ReLU / Sigmoid / Softmax -> a lesson-style workbook.
+"""``xlmnist import``: a PyTorch model -> a workbook, two ways.
 
-Sheet ``model``: the loss cell (B2, when there are labels), one visible weights block per ``nn.Linear``
-(one row per unit, exactly ``layer.weight``, with its bias in the column beside it), then one row per
+``xlmnist import MODEL BOOK`` (:func:`import_into`): the weights of a module exported from BOOK (either
+form; its ``model.py``, or a state dict saved from it with the module named) written back into the
+trainable ranges they came from, which the module records (read from its source, never run; see
+:mod:`xlmnist.export.pyread`), with the dependent formula cells' cached values recomputed.
+
+``xlmnist import MODEL -o NEW.xlsx``: a chain of Linear / ReLU / Sigmoid / Softmax -> a new lesson-style
+workbook. Sheet ``model``: the loss cell (B2, when there are labels), one visible weights block per
+``nn.Linear`` (one row per unit, exactly ``layer.weight``, with its bias in the column beside it), then one row per
 example: ``SUMPRODUCT(inputs and Ones, weight row)`` per unit, ``IF(x<0,0,x)`` ReLUs,
 ``1/(1+EXP(-x))`` sigmoids, ``EXP(x-MAX(row))`` / ``SUM`` softmax, a label and a per-row loss.
 Sheet ``data``: the sample rows (inputs, ``Ones``, label, one-hot label columns for a softmax).
@@ -9,8 +15,8 @@ Sheet ``data``: the sample rows (inputs, ``Ones``, label, one-hot label columns 
 
 from __future__ import annotations
 
-import pickle
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +26,8 @@ from torch import nn
 
 from xlmnist import data as D
 from xlmnist.errors import DataError, XlmnistError
-from xlmnist.export.pyread import read_exported
+from xlmnist.export.pyread import module_form, parse_module, read_exported
+from xlmnist.export.restore import import_into, safely, torch_load
 from xlmnist.xlsx.book import Book, absref, col
 
 ACTS = {nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.Softmax: "softmax"}
@@ -52,25 +59,7 @@ def load_model(path, arch: str | None = None) -> list[nn.Module]:
     pickled module (which could run any code while loading) is refused with a one-line error."""
     path = Path(path)
     name = path.name
-    if not path.is_file():
-        raise XlmnistError(f"{name}: no such model file")
-    try:
-        if path.suffix == ".py":  # parsed, never executed
-            obj = read_exported(path)
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except XlmnistError:
-        raise
-    except pickle.UnpicklingError:  # weights_only refuses anything but tensors and plain containers
-        raise XlmnistError(
-            f"{name}: holds pickled Python objects (e.g. a whole nn.Module), which xlmnist does not load "
-            "because unpickling can run code; save the weights instead with "
-            "torch.save(model.state_dict(), path) and give the layers with --arch, e.g. 784-30-relu-1-sigmoid"
-        ) from None
-    except Exception as exc:  # noqa: BLE001 - any failure to load is the user's file
-        raise XlmnistError(
-            f"{name}: cannot load the model ({type(exc).__name__}: {str(exc).splitlines()[0]})"
-        ) from None
+    obj = safely(path, lambda: read_exported(path) if path.suffix == ".py" else torch_load(path))
     if isinstance(obj, dict):
         if not arch:
             raise XlmnistError(f"{name}: a state dict needs --arch (e.g. 784-30-relu-1-sigmoid)")
@@ -300,6 +289,38 @@ def _desc(m) -> str:
 
 
 def _cmd_import(args) -> int:
+    if args.book is not None:
+        for flag, given in (
+            ("--arch", args.arch),
+            ("--data", args.data),
+            ("--dataset", args.dataset),
+            ("--rows", args.rows),
+        ):
+            if given is not None:
+                raise XlmnistError(
+                    f"{flag} builds a new workbook (-o NEW.xlsx); BOOK takes the weights as they are"
+                )
+        got = import_into(args.model, args.book, args.output, args.module)
+        print(
+            f"wrote {', '.join(got['params'])} to {got['book']} ({got['form']}-form weights); "
+            f"{got['objective_cell']} = {got['objective']!r}"
+        )
+        for item in got["stale"]:
+            print(f"xlmnist: warning: {item['range']}: not recomputed ({item['why']})", file=sys.stderr)
+        return 0
+    if args.module is not None:
+        raise XlmnistError("--module names the module of a state dict written back into BOOK: give BOOK")
+    if args.output is None:
+        raise XlmnistError(
+            "give the workbook: BOOK (the one the module was exported from: its weights go back there) or "
+            "-o NEW.xlsx (a new workbook for a Linear/ReLU/Sigmoid/Softmax chain)"
+        )
+    model = Path(args.model)
+    if model.suffix == ".py" and model.is_file() and module_form(parse_module(model)[1]) == "general":
+        raise XlmnistError(
+            f"{model.name}: a general-form module has no layers to lay out in a new workbook; its "
+            f"weights go back into the workbook it was exported from: xlmnist import {model.name} BOOK"
+        )
     layers = load_model(args.model, args.arch)
     n_in = next(m.in_features for m in layers if isinstance(m, nn.Linear))
     if args.data is None and args.dataset is None:
@@ -319,13 +340,33 @@ def _cmd_import(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("import", help="write a PyTorch Linear/ReLU/Sigmoid/Softmax model as a workbook")
+    p = sub.add_parser(
+        "import",
+        help="write an exported model's weights back into its workbook, or a Linear/ReLU/Sigmoid/Softmax chain as a new one",
+    )
     p.add_argument(
         "model",
-        help="a state dict saved with torch.save(model.state_dict(), path) (with --arch), or a layer-form model.py "
-        "written by xlmnist export (parsed, never run)",
+        help="a model.py written by xlmnist export (parsed, never run), or a state dict saved with "
+        "torch.save(model.state_dict(), path) (with BOOK: from an exported module; else with --arch)",
     )
-    p.add_argument("-o", "--output", required=True, help="the workbook to write (.xlsx)")
+    p.add_argument(
+        "book",
+        nargs="?",
+        default=None,
+        help="the workbook the module was exported from: its weights are written back into the trainable "
+        "ranges they came from (either export form)",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        help="with BOOK: write to this copy instead of BOOK; without: the new workbook to write (.xlsx)",
+    )
+    p.add_argument(
+        "--module",
+        default=None,
+        help="with BOOK and a state dict: the exported module it belongs to (default: the .py of the same name beside it)",
+    )
     src = p.add_mutually_exclusive_group()
     src.add_argument(
         "--data", default=None, help="CSV of sample rows (header: input columns, optional label)"
@@ -340,4 +381,4 @@ def register(sub) -> None:
     p.set_defaults(func=_cmd_import)
 
 
-__all__ = ["build_workbook", "load_model", "parse_arch", "register", "sample_rows"]
+__all__ = ["build_workbook", "import_into", "load_model", "parse_arch", "register", "sample_rows"]
