@@ -242,3 +242,35 @@ def test_rand_in_a_recurrence_is_compiled_step_by_step(tmp_path, monkeypatch, ca
     err = capsys.readouterr().err
     assert "runs step by step (RAND() or the data rows in its formulas)" in err, err
     assert float(m.objective(m.initial_params())) == pytest.approx(0.5**10, rel=1e-12)
+
+
+def test_members_of_different_lengths_and_empty_cells_around_them(tmp_path, monkeypatch):
+    """Two columns that read each other's row above, one three rows shorter (the longer one then reads
+    the empty cells below it), the shorter one starting from an empty cell: one lowered loop per stretch
+    of rows, the same cells, value and gradient as the rows compiled one by one."""
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "s"
+    ws["A1"], ws["B2"] = 0.3, 1.0
+    for r in range(3, 21):
+        ws[f"B{r}"] = f"=B{r - 1}*$A$1+D{r - 1}"
+    for r in range(3, 18):
+        ws[f"D{r}"] = f"=TANH(B{r})*0.5+D{r - 1}*0.1"
+    ws["G1"] = "=B20+D17"
+    names(ws, "s", "$G$1", "s!$A$1")
+    wb.save(tmp_path / "two.xlsx")
+    m = compile_workbook(tmp_path / "two.xlsx")
+    src = m._prog.source
+    assert src.count("for r in range(") == 2 and ".extend([" in src and m._prog.fallback == [], src
+    monkeypatch.setenv("XLMNIST_SCAN", "0")
+    ref = compile_workbook(tmp_path / "two.xlsx")
+    refs = ["s!B3:B20", "s!D3:D17"]
+    got, want = m.evaluate(refs, m.initial_params()), ref.evaluate(refs, ref.initial_params())
+    for r in refs:
+        torch.testing.assert_close(got[r], want[r], rtol=1e-14, atol=0)
+    grads = []
+    for model in (m, ref):
+        w = model.initial_params()[0].requires_grad_()
+        model.objective([w]).backward()
+        grads.append(float(w.grad))
+    assert grads[0] == pytest.approx(grads[1], rel=1e-13)

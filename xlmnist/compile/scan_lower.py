@@ -8,9 +8,9 @@ the recurrence reads a list of the rows computed so far (``V0[r - 3]``), which s
 above the recurrence (its initial values). The loop runs the members of a row in dependency order and
 appends each result to its member's list; the step blocks are then items of those lists.
 
-Supported: references to the recurrence's cells that read one row and one column per cell, each within
-one member's columns; members that end on the same row (they may start on different rows: one loop per
-stretch of rows with the same members). Anything else raises :class:`Unsupported` and the loop runs as
+Supported: references to the recurrence's cells that read one row and one column per cell (across
+members side by side: ``torch.cat``); members may start and end on different rows (one loop per stretch
+of rows with the same members; cells read above or below a member come from the frame). Anything else raises :class:`Unsupported` and the loop runs as
 its compiled closure, inside the same program.
 """
 
@@ -52,6 +52,7 @@ class _Loop:
         self.L, self.sc = L, sc
         self.ms = sc.members
         self.pre = [0] * len(self.ms)  # rows above each member its list starts with (the frame's cells)
+        self.post = [0] * len(self.ms)  # rows below it its list ends with (read after it ends)
         self.prologue: list[str] = []
         self.reads: list[list[str]] = [[] for _ in self.ms]  # per member: the per-row lines before its body
         self.frame: str | None = None
@@ -62,6 +63,26 @@ class _Loop:
         return f"{prefix}{self.n}"
 
     # ---- the frame around the recurrence ---------------------------------------------------------
+    def frame_rows(self, a: int, b: int, x) -> None:
+        """Rows a..b of member x's columns, read from the frame: numbers or empty cells, no member's."""
+        sc = self.sc
+        fr, fc = sc.fr, sc.fc
+        kinds = sc.fkind[a - fr : b - fr + 1, x.c1 - fc : x.c2 - fc + 1]
+        if kinds.shape != (b - a + 1, x.C) or not np.isin(kinds, (NUM, BOOL, EMPTY)).all():
+            raise Unsupported("text or errors beside the recurrence")
+        if any(sc.member_at(r, c) is not None for r in range(a, b + 1) for c in range(x.c1, x.c2 + 1)):
+            raise Unsupported("two members in one column")
+
+    def frame_items(self, a: int, b: int, x) -> list[str]:
+        """Rows a..b of member x's columns as the frame's items (0-d, or [1, C])."""
+        f, sc = self.frame_code(), self.sc
+        items = []
+        for r in range(a, b + 1):
+            rr, cc = r - sc.fr, x.c1 - sc.fc
+            idx = (rr, cc) if x.C == 1 else (slice(rr, rr + 1), slice(cc, cc + x.C))
+            items.append(render_op(Op("index", f, idx)))
+        return items
+
     def frame_code(self) -> str:
         if self.frame is None:
             sc = self.sc
@@ -124,7 +145,6 @@ class _Loop:
     def state(self, u: RefUse, m) -> N:
         """A reference to the recurrence's cells, at row ``r`` of the loop: items of the members' lists
         (side by side where its columns span several members)."""
-        sc = self.sc
         if u.r2 != u.r1 or u.c2 != u.c1:
             raise Unsupported("a range over the recurrence's cells")
         c1, c2 = u.c1, u.c1 + (m.C - 1 if u.crel else 0)
@@ -142,15 +162,11 @@ class _Loop:
             x = xs[0]
             e = min(c2, x.c2)
             if top < x.r1:  # rows above x: the frame's cells, at the start of x's list
-                fr, fc = sc.fr, sc.fc
-                kinds = sc.fkind[top - fr : x.r1 - fr, x.c1 - fc : x.c2 - fc + 1]
-                if kinds.shape != (x.r1 - top, x.C) or not np.isin(kinds, (NUM, BOOL, EMPTY)).all():
-                    raise Unsupported("text or errors above the recurrence")
-                if any(
-                    sc.member_at(r, cc) is not None for r in range(top, x.r1) for cc in range(x.c1, x.c2 + 1)
-                ):
-                    raise Unsupported("two members in one column")
+                self.frame_rows(top, x.r1 - 1, x)
                 self.pre[x.i] = max(self.pre[x.i], x.r1 - top)
+            if m.r2 + d > x.r2:  # rows below x (read after it ends): the frame's cells, after its rows
+                self.frame_rows(x.r2 + 1, m.r2 + d, x)
+                self.post[x.i] = max(self.post[x.i], m.r2 + d - x.r2)
             runs.append((x.i, c - x.c1, e - x.c1 + 1))
             c = e + 1
         var = self.name("s")
@@ -214,9 +230,6 @@ class _Loop:
     # ---- the whole loop ------------------------------------------------------------------------------
     def build(self) -> None:
         L, sc = self.L, self.sc
-        hi = sc.plan.hi
-        if any(m.r2 != hi for m in self.ms):
-            raise Unsupported("members that end on different rows")
         outer = L.stmts
         bodies, results = [], []
         for m in self.ms:
@@ -233,24 +246,22 @@ class _Loop:
         fname = f"scan{sc.head}"
         lines = list(self.prologue)
         for x in self.ms:
-            items = []
-            if self.pre[x.i]:
-                f = self.frame_code()
-                for r in range(x.r1 - self.pre[x.i], x.r1):
-                    rr, cc = r - sc.fr, x.c1 - sc.fc
-                    idx = (rr, cc) if x.C == 1 else (slice(rr, rr + 1), slice(cc, cc + x.C))
-                    items.append(render_op(Op("index", f, idx)))
+            items = self.frame_items(x.r1 - self.pre[x.i], x.r1 - 1, x) if self.pre[x.i] else []
             lines.append(f"V{x.i} = [{', '.join(items)}]")
-        starts = sorted({m.r1 for m in self.ms} | {hi + 1})
-        for a, b in zip(starts, starts[1:]):
-            lines.append(f"for r in range({int(a)}, {int(b)}):")
-            for m in self.ms:
-                if m.r1 > a:
-                    continue
+        edges = sorted({m.r1 for m in self.ms} | {m.r2 + 1 for m in self.ms})
+        for a, b in zip(edges, edges[1:]):  # stretches of rows with the same members
+            active = [m for m in self.ms if m.r1 <= a and b - 1 <= m.r2]
+            if active:
+                lines.append(f"for r in range({int(a)}, {int(b)}):")
+            for m in active:
                 for item in self.reads[m.i]:
                     lines.append("    " + (item if isinstance(item, str) else self.read_line(*item)))
                 lines += ["    " + render_stmt(s) for s in bodies[m.i]]
                 lines.append(f"    V{m.i}.append({operand(results[m.i])})")
+            for x in self.ms:
+                if x.r2 == b - 1 and self.post[x.i]:  # x has ended: the cells below it, for later rows
+                    items = self.frame_items(x.r2 + 1, x.r2 + self.post[x.i], x)
+                    lines.append(f"V{x.i}.extend([{', '.join(items)}])")
         lines.append(f"return ({''.join(f'V{x.i}, ' for x in self.ms)})")
         used = set()
         for body in bodies:
@@ -277,7 +288,7 @@ class _Loop:
             for j, s in enumerate(x.steps):
                 L.scan_vals[s] = (Op("index", Op("index", out, x.i), j + self.pre[x.i]), lay)
         L.note(
-            f"scan: {sc.where}: one loop over its {hi - sc.plan.lo + 1} rows in the program ({fname}), "
+            f"scan: {sc.where}: one loop over its {sc.plan.hi - sc.plan.lo + 1} rows in the program ({fname}), "
             "each formula lowered once"
         )
 
