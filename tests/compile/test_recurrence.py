@@ -4,149 +4,32 @@ recalculation for the workbook) and train through the recurrence: the learning-r
 (hypergradient) is the one autograd gives through a hand-written torch loop."""
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import openpyxl
 import pytest
 import torch
-from openpyxl.workbook.defined_name import DefinedName
 
 from xlmnist import oracle
 from xlmnist.compile import compile_workbook
 from xlmnist.errors import FormulaError
 
-T = 60  # steps
-X = [0.0, 1.0, 2.0, 3.0, 4.0]
-Y = [1.1, 2.9, 5.2, 7.1, 8.8]
-LR = {"gd": 0.03, "adam": 0.1, "mom": 0.01, "rms": 0.05}
-B1, B2, EPS, MU, RHO = 0.9, 0.999, 1e-8, 0.8, 0.9
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import recurrence_book  # noqa: E402
+from recurrence_book import LR, T, X, Y, names  # noqa: E402
 
-
-def _names(ws, sheet, opt, adj):
-    for name, text in (("solver_opt", f"{sheet}!{opt}"), ("solver_adj", adj), ("solver_typ", "2")):
-        ws.defined_names[name] = DefinedName(name, attr_text=text)
-
-
-def _data(ws):
-    for i, (x, y) in enumerate(zip(X, Y)):
-        ws[f"X{i + 2}"], ws[f"Y{i + 2}"] = x, y
-
-
-def _gd(wb):
-    """Linear regression y ~ a*x + b: a (B), b (C), their gradients (D, E); a running sum (Z) nothing reads."""
-    ws = wb.create_sheet("gd")
-    _data(ws)
-    ws["A1"], ws["B1"] = "lr", LR["gd"]
-    ws["B3"], ws["C3"], ws["Z3"] = 0.5, 0.0, 0.0
-    last = 3 + T
-    for r in range(3, last + 1):
-        ws[f"A{r}"] = r - 3
-        if r > 3:
-            ws[f"B{r}"] = f"=B{r - 1}-$B$1*D{r - 1}"
-            ws[f"C{r}"] = f"=C{r - 1}-$B$1*E{r - 1}"
-            ws[f"Z{r}"] = f"=Z{r - 1}+A{r}"
-        ws[f"D{r}"] = f"=2*SUMPRODUCT((B{r}*$X$2:$X$6+C{r}-$Y$2:$Y$6)*$X$2:$X$6)/5"
-        ws[f"E{r}"] = f"=2*SUMPRODUCT(B{r}*$X$2:$X$6+C{r}-$Y$2:$Y$6)/5"
-    ws["G1"] = f"=SUMXMY2(B{last}*X2:X6+C{last},Y2:Y6)/5"
-    _names(ws, "gd", "$G$1", "gd!$B$1")
-
-
-def _adam(wb):
-    """Adam on f(w) = (w-3)^2 + w^4/10: w (B), g (C), m (D), v (E), m-hat (F), v-hat (G); t in A."""
-    ws = wb.create_sheet("adam")
-    ws["A1"], ws["B1"], ws["C1"], ws["D1"], ws["E1"] = "lr", LR["adam"], B1, B2, EPS
-    ws["B3"], ws["D3"], ws["E3"] = -1.0, 0.0, 0.0
-    for r in range(4, 4 + T):
-        ws[f"A{r}"] = r - 3
-        ws[f"C{r}"] = f"=2*(B{r - 1}-3)+0.4*B{r - 1}^3"
-        ws[f"D{r}"] = f"=$C$1*D{r - 1}+(1-$C$1)*C{r}"
-        ws[f"E{r}"] = f"=$D$1*E{r - 1}+(1-$D$1)*C{r}^2"
-        ws[f"F{r}"] = f"=D{r}/(1-$C$1^A{r})"
-        ws[f"G{r}"] = f"=E{r}/(1-$D$1^A{r})"
-        ws[f"B{r}"] = f"=B{r - 1}-$B$1*F{r}/(SQRT(G{r})+$E$1)"
-    last = 3 + T
-    ws["I1"] = f"=(B{last}-3)^2+B{last}^4/10"
-    _names(ws, "adam", "$I$1", "adam!$B$1")
-
-
-def _mom(wb):
-    """Momentum on the regression, the two parameters side by side (one copied block each for w and v)."""
-    ws = wb.create_sheet("mom")
-    _data(ws)
-    ws["A1"], ws["B1"], ws["C1"] = "lr", LR["mom"], MU
-    ws["B3"], ws["C3"], ws["D3"], ws["E3"] = 0.5, 0.0, 0.0, 0.0
-    for r in range(4, 4 + T):
-        ws[f"F{r}"] = f"=2*SUMPRODUCT((B{r - 1}*$X$2:$X$6+C{r - 1}-$Y$2:$Y$6)*$X$2:$X$6)/5"
-        ws[f"G{r}"] = f"=2*SUMPRODUCT(B{r - 1}*$X$2:$X$6+C{r - 1}-$Y$2:$Y$6)/5"
-        for w, v, g in (("B", "D", "F"), ("C", "E", "G")):
-            ws[f"{v}{r}"] = f"=$C$1*{v}{r - 1}+{g}{r}"
-            ws[f"{w}{r}"] = f"={w}{r - 1}-$B$1*{v}{r}"
-    last = 3 + T
-    ws["I1"] = f"=SUMXMY2(B{last}*X2:X6+C{last},Y2:Y6)/5"
-    _names(ws, "mom", "$I$1", "mom!$B$1")
-
-
-def _rms(wb):
-    """RMSProp on f(w) = (w-3)^2 + w^4/10: w (B), g (C), s (D)."""
-    ws = wb.create_sheet("rms")
-    ws["A1"], ws["B1"], ws["C1"], ws["D1"] = "lr", LR["rms"], RHO, EPS
-    ws["B3"], ws["D3"] = -1.0, 0.0
-    for r in range(4, 4 + T):
-        ws[f"C{r}"] = f"=2*(B{r - 1}-3)+0.4*B{r - 1}^3"
-        ws[f"D{r}"] = f"=$C$1*D{r - 1}+(1-$C$1)*C{r}^2"
-        ws[f"B{r}"] = f"=B{r - 1}-$B$1*C{r}/(SQRT(D{r})+$D$1)"
-    last = 3 + T
-    ws["I1"] = f"=(B{last}-3)^2+B{last}^4/10"
-    _names(ws, "rms", "$I$1", "rms!$B$1")
-
-
-# ---- the same loops in torch -------------------------------------------------------------------------
-def _reg_grad(a, b):
-    x, y = torch.tensor(X, dtype=torch.float64), torch.tensor(Y, dtype=torch.float64)
-    e = a * x + b - y
-    return 2 * (e * x).sum() / 5, 2 * e.sum() / 5, ((e**2).sum() / 5)
-
-
-def _f_grad(w):
-    return 2 * (w - 3) + 0.4 * w**3
+_names = names
 
 
 def _torch(sheet, lr):
-    if sheet == "gd":
-        a, b = torch.tensor(0.5, dtype=torch.float64), torch.tensor(0.0, dtype=torch.float64)
-        for _ in range(T):
-            ga, gb, _ = _reg_grad(a, b)
-            a, b = a - lr * ga, b - lr * gb
-        return _reg_grad(a, b)[2], a
-    if sheet == "mom":
-        a = b = va = vb = torch.tensor(0.0, dtype=torch.float64)
-        a = a + 0.5
-        for _ in range(T):
-            ga, gb, _ = _reg_grad(a, b)
-            va, vb = MU * va + ga, MU * vb + gb
-            a, b = a - lr * va, b - lr * vb
-        return _reg_grad(a, b)[2], a
-    w, m, v = (torch.tensor(x, dtype=torch.float64) for x in (-1.0, 0.0, 0.0))
-    for t in range(1, T + 1):
-        g = _f_grad(w)
-        if sheet == "adam":
-            m, v = B1 * m + (1 - B1) * g, B2 * v + (1 - B2) * g**2
-            w = w - lr * (m / (1 - B1**t)) / (torch.sqrt(v / (1 - B2**t)) + EPS)
-        else:
-            v = RHO * v + (1 - RHO) * g**2
-            w = w - lr * g / (torch.sqrt(v) + EPS)
-    return (w - 3) ** 2 + w**4 / 10, w
+    return recurrence_book.torch_loop(sheet, lr)
 
 
 @pytest.fixture(scope="module")
 def book(tmp_path_factory):
-    wb = openpyxl.Workbook()
-    wb.remove(wb.active)
-    for make in (_gd, _adam, _mom, _rms):
-        make(wb)
-    path = tmp_path_factory.mktemp("recurrence") / "optimisers.xlsx"
-    wb.save(path)
-    return path
+    return recurrence_book.build(tmp_path_factory.mktemp("recurrence") / "optimisers.xlsx")
 
 
 @pytest.mark.parametrize("sheet", ["gd", "adam", "mom", "rms"])
@@ -253,3 +136,141 @@ def test_recurrence_along_rows_is_split_into_columns(tmp_path):
     h.sum().backward()
     assert float(loss.detach()) == pytest.approx(float(h.sum().detach()), rel=1e-13)
     assert float(w.grad) == pytest.approx(float(wt.grad), rel=1e-12)
+
+
+# ---- one loop over the rows, each formula compiled once (xlmnist.compile.scan) -------------------------
+def _book(tmp_path, sheets, steps):
+    return recurrence_book.build(tmp_path / f"b{steps}.xlsx", sheets, steps)
+
+
+@pytest.mark.parametrize("sheet", ["gd", "adam", "mom", "rms"])
+def test_recurrence_is_one_loop_in_the_program(book, sheet, monkeypatch, capsys):
+    """The generated program calls one function with a loop over the rows; the recurrence's cells are
+    items of its lists (no block closure per row), and the step-by-step compile gives the same cells."""
+    monkeypatch.setenv("XLMNIST_DEBUG", "3")
+    m = compile_workbook(book, sheet=sheet)
+    err = capsys.readouterr().err
+    src = m._prog.source
+    assert m.program_kind == "lowered" and src.count("for r in range(") in (1, 2), src
+    assert f"running recurrence {sheet}!" in err and "one loop over its" in err, err
+    assert not any("fallback" in n and "recurrence" in n for n in m._prog.notes), (
+        m._prog.notes
+    )  # only the SUMXMY2 losses run their closures
+    cols, _ = recurrence_book.CHECKED[sheet]
+    refs = [f"{sheet}!{c}4:{c}{3 + T}" for c in cols]
+    got = m.evaluate(refs, m.initial_params())
+    monkeypatch.setenv("XLMNIST_SCAN", "0")  # one block per row, each compiled on its own
+    ref = compile_workbook(book, sheet=sheet)
+    assert "def scan" not in ref._prog.source
+    want = ref.evaluate(refs, ref.initial_params())
+    for r in refs:
+        torch.testing.assert_close(got[r], want[r], rtol=1e-13, atol=1e-15)
+    f32 = m.recompile(dtype=torch.float32)  # the same program, retargeted
+    assert f32.program_kind == "lowered" and "def scan" in f32._prog.source
+    v64, v32 = float(m.objective(m.initial_params())), float(f32.objective(f32.initial_params()))
+    assert v32 == pytest.approx(v64, rel=1e-4)
+
+
+def test_each_formula_is_compiled_once(tmp_path, monkeypatch):
+    """Twice the rows, the same number of formula nodes compiled (the rows cost only bookkeeping)."""
+    from xlmnist.compile.compiler import Compiler
+
+    counts = []
+    for steps in (20, 40):
+        calls = [0]
+        real = Compiler.expr
+
+        def counting(self, node, b, real=real, calls=calls):
+            calls[0] += 1
+            return real(self, node, b)
+
+        monkeypatch.setattr(Compiler, "expr", counting)
+        m = compile_workbook(_book(tmp_path, ["adam", "gd"], steps), sheet="adam")
+        monkeypatch.setattr(Compiler, "expr", real)
+        assert float(m.objective(m.initial_params())) > 0
+        counts.append(calls[0])
+    assert counts[0] == counts[1], counts
+
+
+def test_a_window_of_earlier_rows_runs_as_the_loops_closure(tmp_path, monkeypatch, capsys):
+    """A moving average over the three rows above (``B6 = w*AVERAGE(B3:B5) + A6``): the loop reads a
+    range of its own earlier rows, which the program does not lower: the loop runs as its compiled
+    closure (announced), with the values and gradient of a torch loop."""
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "s"
+    ws["D1"] = 0.9
+    n = 40
+    for r in range(3, 3 + n):
+        ws[f"A{r}"] = math.sin(r)
+        if r < 6:
+            ws[f"B{r}"] = float(r - 2)
+        else:
+            ws[f"B{r}"] = f"=$D$1*AVERAGE(B{r - 3}:B{r - 1})+A{r}"
+    ws["E1"] = f"=B{2 + n}^2"
+    names(ws, "s", "$E$1", "s!$D$1")
+    wb.save(tmp_path / "ma.xlsx")
+    monkeypatch.setenv("XLMNIST_DEBUG", "3")
+    m = compile_workbook(tmp_path / "ma.xlsx")
+    err = capsys.readouterr().err
+    assert "one loop over its rows: a range over the recurrence's cells" in err, err
+    w = m.initial_params()[0].requires_grad_()
+    loss = m.objective([w])
+    loss.backward()
+    wt = torch.tensor(0.9, dtype=torch.float64, requires_grad=True)
+    b = [torch.tensor(float(x), dtype=torch.float64) for x in (1, 2, 3)]
+    for r in range(6, 3 + n):
+        b.append(wt * (b[-3] + b[-2] + b[-1]) / 3 + math.sin(r))
+    (b[-1] ** 2).backward()
+    assert float(loss.detach()) == pytest.approx(float((b[-1] ** 2).detach()), rel=1e-12)
+    assert float(w.grad) == pytest.approx(float(wt.grad), rel=1e-11)
+
+
+def test_rand_in_a_recurrence_is_compiled_step_by_step(tmp_path, monkeypatch, capsys):
+    """A recurrence with RAND() in its formula (noise per row) is compiled row by row, as before: said."""
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "s"
+    ws["D1"], ws["B2"] = 0.5, 1.0
+    for r in range(3, 13):
+        ws[f"B{r}"] = f"=B{r - 1}*$D$1+RAND()*0"
+    ws["E1"] = "=B12"
+    names(ws, "s", "$E$1", "s!$D$1")
+    wb.save(tmp_path / "noise.xlsx")
+    monkeypatch.setenv("XLMNIST_DEBUG", "3")
+    m = compile_workbook(tmp_path / "noise.xlsx", seed=1)
+    err = capsys.readouterr().err
+    assert "runs step by step (RAND() or the data rows in its formulas)" in err, err
+    assert float(m.objective(m.initial_params())) == pytest.approx(0.5**10, rel=1e-12)
+
+
+def test_members_of_different_lengths_and_empty_cells_around_them(tmp_path, monkeypatch):
+    """Two columns that read each other's row above, one three rows shorter (the longer one then reads
+    the empty cells below it), the shorter one starting from an empty cell: one lowered loop per stretch
+    of rows, the same cells, value and gradient as the rows compiled one by one."""
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "s"
+    ws["A1"], ws["B2"] = 0.3, 1.0
+    for r in range(3, 21):
+        ws[f"B{r}"] = f"=B{r - 1}*$A$1+D{r - 1}"
+    for r in range(3, 18):
+        ws[f"D{r}"] = f"=TANH(B{r})*0.5+D{r - 1}*0.1"
+    ws["G1"] = "=B20+D17"
+    names(ws, "s", "$G$1", "s!$A$1")
+    wb.save(tmp_path / "two.xlsx")
+    m = compile_workbook(tmp_path / "two.xlsx")
+    src = m._prog.source
+    assert src.count("for r in range(") == 2 and ".extend([" in src and m._prog.fallback == [], src
+    monkeypatch.setenv("XLMNIST_SCAN", "0")
+    ref = compile_workbook(tmp_path / "two.xlsx")
+    refs = ["s!B3:B20", "s!D3:D17"]
+    got, want = m.evaluate(refs, m.initial_params()), ref.evaluate(refs, ref.initial_params())
+    for r in refs:
+        torch.testing.assert_close(got[r], want[r], rtol=1e-14, atol=0)
+    grads = []
+    for model in (m, ref):
+        w = model.initial_params()[0].requires_grad_()
+        model.objective([w]).backward()
+        grads.append(float(w.grad))
+    assert grads[0] == pytest.approx(grads[1], rel=1e-13)

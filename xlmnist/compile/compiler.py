@@ -11,7 +11,7 @@ import math
 import numpy as np
 import torch
 
-from xlmnist.compile import cellwise
+from xlmnist.compile import cellwise, scan
 from xlmnist.compile import functions as F
 from xlmnist.compile.areas import (
     DATA,
@@ -35,6 +35,11 @@ def _scalar(e: _Expr) -> float | None:
     if v is None or v.kind is not None or v.t.numel() != 1:
         return None
     return float(v.t.reshape(()))
+
+
+def _is_ref(node) -> bool:
+    """A reference or an array constant as an argument (not a typed value)."""
+    return type(node) in (RefUse, P.Array) or (type(node) is scan.Hole and node.ref)
 
 
 def _typed(e: _Expr) -> _Expr:
@@ -149,6 +154,8 @@ class Compiler(Areas):
         ctx = self.ctx
         if T is RefUse:
             return self._ref(node, b)
+        if T is scan.Hole:  # a part compiled already (a running recurrence, xlmnist.compile.scan)
+            return node.e
         if T is P.Number:
             return _Expr(F._num_of(ctx, node.value))
         if T is P.Bool:
@@ -199,7 +206,7 @@ class Compiler(Areas):
                 )
             args = list(node.args)
             if node.name in F.DIRECT_BOOLS:  # TRUE typed as an argument counts, in a cell it does not
-                args = [a if type(a) in (RefUse, P.Array) else _typed(self.expr(a, b)) for a in args]
+                args = [a if _is_ref(a) else _typed(self.expr(a, b)) for a in args]
             return self._op(b, fn, args, node.name)
         raise FormulaError(f"{b.anchor}: cannot compile {type(node).__name__}")
 
@@ -282,6 +289,8 @@ class Compiler(Areas):
             b = self.graph.blocks[bid]
             if bid in self.in_data:
                 self.compiled[bid] = False
+                continue
+            if b.step and scan.compile_scan(self, bid):  # a running recurrence: all its steps at once
                 continue
             self._row_aligned = self._random = self._uses_row = False
             e = self.expr(b.ast, b)

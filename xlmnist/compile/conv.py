@@ -6,7 +6,10 @@ over ``[R, C, h, w]`` windows.
   window's size -> ``conv2d`` (a cross-correlation: what the sheet computes); the blocks of several kernels
   over the same grid -> one ``conv2d`` with a channel per kernel (:func:`fuse_channels`);
 * ``MAX``/``MIN``/``SUM``/``AVERAGE`` over a moving window (pooling with stride 1) -> ``max_pool2d`` /
-  ``avg_pool2d``. The same values; where several cells of a window hold exactly the maximum, max_pool2d
+  ``avg_pool2d``; with a stride, as course sheets pool 2 x 2 windows with stride 2: a contiguous block
+  whose windows are ``OFFSET($B$2, 2*(ROW()-ROW($K$2)), 2*(COLUMN()-COLUMN($K$2)), 2, 2)``
+  (:func:`strided_pool`), or the formula written in every other cell, each cell its own block
+  (:func:`fuse_lattice`) -> one pooling op with that stride. The same values; where several cells of a window hold exactly the maximum, max_pool2d
   gives the gradient to one of them and the closures (``amax``) split it: a different subgradient only
   where the tied cells depend differently on the parameters (equal inputs, e.g. a blank background,
   give equal ones).
@@ -90,6 +93,103 @@ def pool(L: Lowerer, fn: str, n: N, b) -> N:
         f"pool: {b.name} = {fn} over {h}x{w} windows -> {'max' if fn in ('amax', 'amin') else 'avg'}_pool2d"
     )
     return N(L.tmp(Op("winreduce", x, fn=fn, h=h, w=w)), n.r, n.c, "2d")
+
+
+def strided_pool(L: Lowerer, fn: str, call: P.Call, b) -> N | None:
+    """``MAX(OFFSET($B$2, 2*(ROW()-ROW($K$2)), 2*(COLUMN()-COLUMN($K$2)), 2, 2))`` copied over a grid
+    (the graph's ``_OFFSET`` with offsets from the cell's position): windows of a fixed size at offsets
+    that step by a fixed stride down the rows and across the columns -> one pooling op with that stride
+    (2 x 2 windows with stride 2: ``max_pool2d(x, 2, 2)``); None where the offsets are not of that form."""
+    reach, rows, cols, *rest = call.args
+    if type(reach) is not RefUse or reach.rrel or reach.crel or b.array:
+        return None
+    comp = L.comp
+    offs = []
+    for node in (rows, cols):
+        e = comp.expr(node, b)
+        if e.const is None or e.const.kind is not None and (e.const.kind != NUM).any():
+            return None
+        t = e.const.t
+        if t.shape[2:] != (1, 1):
+            return None
+        offs.append(np.broadcast_to(t[:, :, 0, 0].detach().cpu().numpy(), (b.R, b.C)))
+    top, left, h, w = (int(x.value) if type(x) is P.Number else None for x in rest)
+    if None in (top, left, h, w):
+        return None
+    ro, co = offs
+    sr = int(ro[1, 0] - ro[0, 0]) if b.R > 1 else h
+    sc = int(co[0, 1] - co[0, 0]) if b.C > 1 else w
+    want_r = ro[0, 0] + sr * np.arange(b.R).reshape(-1, 1)
+    want_c = co[0, 0] + sc * np.arange(b.C).reshape(1, -1)
+    if sr < 1 or sc < 1 or (ro != want_r).any() or (co != want_c).any():
+        return None
+    r0, c0 = top + int(ro[0, 0]), left + int(co[0, 0])
+    r1, c1 = r0 + sr * (b.R - 1) + h, c0 + sc * (b.C - 1) + w
+    fp = reach.footprint(1, 1)
+    if r0 < 0 or c0 < 0 or r1 > fp[2] - fp[0] + 1 or c1 > fp[3] - fp[1] + 1:
+        return None
+    _, kind, strs = comp.area(reach.sheet, fp[0] + r0, fp[1] + c0, fp[0] + r1 - 1, fp[1] + c1 - 1, owner=b.id)
+    if strs is not None or (kind is not None and not (kind == NUM).all()):
+        raise Unsupported("a pooling window over empty, text, logical or error cells")
+    x, _, _ = _grid(L, reach, b)
+    x = L.tmp(Op("index", x, (slice(r0, r1), slice(c0, c1))))
+    L.note(
+        f"pool: {b.name} = {fn} over {h}x{w} windows (OFFSET) with stride {sr}x{sc} -> "
+        f"{'max' if fn in ('amax', 'amin') else 'avg'}_pool2d"
+    )
+    return N(L.tmp(Op("winreduce", x, fn=fn, h=h, w=w, sh=sr, sw=sc)), b.R, b.C, "2d")
+
+
+def fuse_lattice(L: Lowerer) -> None:
+    """Single-cell blocks ``=MAX(B2:C3)``, ``=MAX(D2:E3)``, ... (a pooling formula written in every other
+    cell, so each cell is its own block) whose windows tile a lattice over one grid -> one pooling op with
+    that stride, each block an item of its result."""
+    defs = L.defs
+    groups: dict[tuple, list[tuple[int, int, int]]] = {}
+    for i, s in enumerate(L.stmts):
+        op = s.op
+        if not (isinstance(op, Op) and op.kind == "reduce" and "dim" not in op.attrs and s.name):
+            continue
+        win = defs.get(op.args[0]) if isinstance(op.args[0], str) else None
+        if not (isinstance(win, Op) and win.kind == "index" and isinstance(win.args[0], str)):
+            continue
+        idx = win.args[1]
+        if not (isinstance(idx, tuple) and len(idx) == 2 and all(isinstance(x, slice) for x in idx)):
+            continue
+        (ra, rb), (ca, cb) = (idx[0].start, idx[0].stop), (idx[1].start, idx[1].stop)
+        if None in (ra, rb, ca, cb):
+            continue
+        groups.setdefault((win.args[0], op.attrs["fn"], rb - ra, cb - ca), []).append((i, ra, ca))
+    done = set()
+    for (src, fn, h, w), cells in groups.items():
+        if len(cells) < 2:
+            continue
+        rows, cols = sorted({a for _, a, _ in cells}), sorted({c for _, _, c in cells})
+        sr = rows[1] - rows[0] if len(rows) > 1 else h
+        sc = cols[1] - cols[0] if len(cols) > 1 else w
+        if rows != list(range(rows[0], rows[0] + sr * len(rows), sr)) or sr < 1:
+            continue
+        if cols != list(range(cols[0], cols[0] + sc * len(cols), sc)) or sc < 1:
+            continue
+        if len(cells) != len(rows) * len(cols) or len({(a, c) for _, a, c in cells}) != len(cells):
+            continue
+        first = min(i for i, _, _ in cells)
+        L.n += 1
+        grid, out = f"t{L.n}", f"t{L.n + 1}"
+        L.n += 1
+        r1, c1 = rows[0] + sr * (len(rows) - 1) + h, cols[0] + sc * (len(cols) - 1) + w
+        gop = Op("index", src, (slice(rows[0], r1), slice(cols[0], c1)))
+        pop = Op("winreduce", grid, fn=fn, h=h, w=w, sh=sr, sw=sc)
+        for i, a, c in cells:
+            s = L.stmts[i]
+            s.op = defs[s.name] = Op("index", out, ((a - rows[0]) // sr, (c - cols[0]) // sc))
+        L.stmts[first:first] = [Stmt((grid,), gop), Stmt((out,), pop)]
+        defs[grid], defs[out] = gop, pop
+        done.add(src)
+        L.note(
+            f"pool lattice: {len(cells)} single-cell {fn} blocks over {h}x{w} windows of {src} with stride "
+            f"{sr}x{sc} -> one {'max' if fn in ('amax', 'amin') else 'avg'}_pool2d"
+        )
 
 
 def fuse_channels(L: Lowerer) -> None:

@@ -54,4 +54,8 @@ def report(model, lvl: int) -> str:
     if prog is not None and lvl >= 3:
         lines.append("lowering (rewrites and fallbacks):")
         lines += ["  " + x for x in prog.notes] or ["  (none)"]
+    scans = model.compiler.__dict__.get("scan_notes")
+    if scans and lvl >= 3:  # how each running recurrence was compiled (xlmnist.compile.scan)
+        lines.append("running recurrences:")
+        lines += ["  " + x for x in scans]
     return "\n".join(lines)

@@ -63,7 +63,7 @@ OPS = {
     "conv2dn": "torch.nn.functional.conv2d({0}[None, None], {1})[0]",  # grid, kernels [K, 1, h, w]
     "kernels": "torch.stack([{*}])[:, None]",
     "view4": "{0}.reshape({1}, {2}, {3}, {4})",
-    "winreduce": None,  # fn over h x w windows, stride 1: max_pool2d / avg_pool2d ([K, R, C] with chan)
+    "winreduce": None,  # fn over h x w windows, stride sh x sw (1): max_pool2d / avg_pool2d ([K, R, C] with chan)
     "chanreduce": None,  # {0}.fn((1, 2))
     "chanflat": "{0}.flatten(1)",
     "row": "{0}.reshape(1, -1)",
@@ -209,11 +209,13 @@ def render_op(op: Op) -> str:
             raise KeyError(fn)
         x, F = operand(args[0]), "torch.nn.functional"
         x, tail = (x, "") if op.attrs.get("chan") else (f"{x}[None]", "[0]")  # pooling wants [C, H, W]
+        sh, sw = int(op.attrs.get("sh", 1)), int(op.attrs.get("sw", 1))
+        st = "1" if (sh, sw) == (1, 1) else f"({sh}, {sw})"
         if fn == "amax":
-            return f"{F}.max_pool2d({x}, ({h}, {w}), 1){tail}"
+            return f"{F}.max_pool2d({x}, ({h}, {w}), {st}){tail}"
         if fn == "amin":
-            return f"(-{F}.max_pool2d(-{x}, ({h}, {w}), 1){tail})"
-        mean = f"{F}.avg_pool2d({x}, ({h}, {w}), 1){tail}"
+            return f"(-{F}.max_pool2d(-{x}, ({h}, {w}), {st}){tail})"
+        mean = f"{F}.avg_pool2d({x}, ({h}, {w}), {st}){tail}"
         return mean if fn == "mean" else f"({mean} * {h * w})"
     if k == "chanreduce":
         if op.attrs["fn"] not in REDUCE:

@@ -18,10 +18,11 @@ import math
 import numpy as np
 import torch
 
-from xlmnist.compile import conv
+from xlmnist.compile import conv, scan_lower
 from xlmnist.compile.areas import DATA
 from xlmnist.compile.functions import BOOL, EMPTY, NUM, TEXT
 from xlmnist.compile.ir import Op, Stmt
+from xlmnist.compile.scan import Hole
 from xlmnist.compile.sources import Area, N, Unsupported, relu_t
 from xlmnist.formula import parser as P
 from xlmnist.formula import patterns
@@ -63,6 +64,8 @@ class Lowerer:
         self.defs: dict[str, object] = {}  # variable -> its Op (or the variable it aliases)
         self.fallback: dict[int, str] = {}  # block -> why it runs its closure
         self.notes: list[str] = []  # every rewrite applied and every fallback (XLMNIST_DEBUG=3)
+        self.scan_vals: dict[int, tuple] = {}  # a lowered recurrence's steps -> (operand, layout)
+        self.extra: list[str] = []  # functions the program calls (a recurrence's loop), their source
 
     # ---- emission -----------------------------------------------------------------------------------
     def tmp(self, op: Op) -> str:
@@ -170,6 +173,8 @@ class Lowerer:
     # ---- expressions --------------------------------------------------------------------------------
     def expr(self, node, b) -> N:
         T = type(node)
+        if T is Hole:  # a part lowered already (a running recurrence's loop, xlmnist.compile.scan_lower)
+            return node.n() if callable(node.n) else node.n
         if T is RefUse:
             return self.ref(node, b)
         if T is P.Number or T is P.Bool:
@@ -249,6 +254,10 @@ class Lowerer:
             return n
         if name in ("SUMPRODUCT", "MMULT") and len(args) == 2:
             return self.dot(name, [self.expr(a, b) for a in args], b)
+        if name in _REDUCE and len(args) == 1 and type(args[0]) is P.Call and args[0].name == "_OFFSET":
+            n = conv.strided_pool(self, _REDUCE[name], args[0], b)  # pooling with a stride, by OFFSET
+            if n is not None:
+                return n
         if name in _REDUCE:
             vals = [self.expr(a, b) for a in args]
             if len(vals) == 1 and vals[0].win is not None:
@@ -345,6 +354,29 @@ class Lowerer:
         r1, c1, r2, c2 = b.out
         H, W = (-1 if b.id in comp.aligned else r2 - r1 + 1), c2 - c1 + 1
         mark = len(self.stmts)
+        heads = comp.__dict__.get("scan_heads", {})
+        if b.id in heads:  # a recurrence compiled as one loop (xlmnist.compile.scan): the loop, lowered
+            try:
+                scan_lower.lower(self, heads[b.id])
+            except Unsupported as exc:
+                del self.stmts[mark:]
+                sc = heads[b.id]
+                reason = f"the running recurrence {sc.where}, one loop over its rows: {exc}"
+                self.fallback[b.id] = reason
+                self.note(f"fallback: {b.name} runs its compiled closure ({reason})")
+                self.stmts.append(Stmt((f"b{b.id}", b.id), Op("call", f"S{b.id}", "env")))
+                self.lay[b.id] = ("2d", H, W)
+                return
+        if b.id in self.scan_vals:  # a row of a lowered loop (the loop's result) or of a closure's (env)
+            val, lay = self.scan_vals[b.id]
+            self.stmts.append(Stmt((f"b{b.id}",), val))
+            self.defs[f"b{b.id}"] = val
+            self.lay[b.id] = (lay, H, W)
+            return
+        if b.id in comp.__dict__.get("scan_alias", {}):
+            self.stmts.append(Stmt((f"b{b.id}",), Op("env", b.id)))
+            self.lay[b.id] = ("2d", H, W)
+            return
         try:
             if b.step:  # one step of a running recurrence (xlmnist.formula.cycles): its closure
                 raise Unsupported("a step of a running recurrence")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import sys
@@ -309,7 +310,16 @@ class CompiledModel:
         """The blocks (shape, kind, functions, formula) and, with ``program``, the objective program."""
         c = self._c
         lines = [f"objective {self.objective_ref} ({self.sense}), params {', '.join(self.param_refs)}"]
+        aliases, heads = c.__dict__.get("scan_alias", {}), c.__dict__.get("scan_heads", {})
         for bid, dyn in c.compiled.items():
+            if bid in aliases:  # a row of a running recurrence: the recurrence is listed once, below
+                continue
+            if bid in heads:
+                sc = heads[bid]
+                lines.append(
+                    f"  running recurrence {sc.where}: one loop over its rows, each formula compiled once"
+                )
+                continue
             b = c.graph.blocks[bid]
             r1, c1, r2, c2 = b.out
             kind = "trainable-dependent" if dyn else "constant (folded)"
@@ -332,7 +342,14 @@ def compile_workbook(
     """Compile the objective of ``sheet`` (or of the flags) into a :class:`CompiledModel`; ``seed`` fixes
     the samples of RAND() & co. (default: a fresh seed)."""
     with timing.stage("compile"):  # XLMNIST_TIMING=1 (reading is its own stage)
-        model = _compile(read_workbook(path), None, sheet, objective, params, dtype, device, data)
+        wb = read_workbook(path)
+        enabled = gc.isenabled()
+        gc.disable()  # the graph's many small objects (a block per row of a recurrence): no rescans
+        try:
+            model = _compile(wb, None, sheet, objective, params, dtype, device, data)
+        finally:
+            if enabled:
+                gc.enable()
     if seed is not None:
         model.reseed(seed)
     return model

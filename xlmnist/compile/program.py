@@ -10,7 +10,7 @@ import re
 import torch
 
 from xlmnist.compile.areas import DATA
-from xlmnist.compile.conv import fuse_channels
+from xlmnist.compile.conv import fuse_channels, fuse_lattice
 from xlmnist.compile.fuse import fuse_softmax
 from xlmnist.compile.ir import Op, Stmt, names, render
 from xlmnist.compile.lower import Lowerer
@@ -28,6 +28,7 @@ def lower_program(comp, steps, obj):
         L.g[f"S{bid}"] = e
         L.block(comp.graph.blocks[bid])
     fuse_softmax(L)
+    fuse_lattice(L)
     fuse_channels(L)
     need = set()  # blocks a compiled closure reads from env
     for bid in L.fallback:
@@ -55,7 +56,7 @@ def lower_program(comp, steps, obj):
         head += [Stmt(("D",), Op("env", DATA)), Stmt(("M",), Op("rows", "D"))]
     if any("TR" in names(s.op) for s in body):
         head.append(Stmt(("TR",), Op("trusted")))
-    src = render(head, body, ret, L.guards)
+    src = render(head, body, ret, L.guards) + "".join(f"\n\n{x}" for x in L.extra)
     return _make(src, L.g, sorted(L.fallback), list(L.notes))
 
 

@@ -13,8 +13,11 @@ C4 - lr*D4``, a one-block group with a self-dependency), or several columns read
 above (Adam's m, v and w). Its blocks are split into one block per step (a row, vectorised across the
 columns it spans; a column for a recurrence copied right), up to :data:`MAX_STEPS` steps: the steps run
 in dependency order, so values are exact and autograd differentiates through the whole unrolled loop
-(a hypergradient for the learning-rate cell). The steps are marked ``step``: the lowering runs their
-closures (noted at ``XLMNIST_DEBUG=3``). A longer recurrence stays whole and is reported when compiled.
+(a hypergradient for the learning-rate cell). The steps are marked ``step``. A group that reads its own
+cells only in earlier rows, or earlier in the same row (:func:`scan_plan`), has all its blocks split into
+rows at once and is recorded as a :class:`ScanPlan` (``graph.scans``): the compiler compiles each of its
+formulas once and runs the rows as one loop (:mod:`xlmnist.compile.scan`); other recurrences compile
+step by step. A longer recurrence stays whole and is reported when compiled.
 """
 
 from __future__ import annotations
@@ -79,6 +82,14 @@ def split_false_cycles(graph) -> None:
         split = False
         for group in components(graph):
             blocks = [graph.blocks[i] for i in group]
+            plan = scan_plan(blocks)
+            if plan is not None:  # a recurrence down the rows: every block of the group split at once
+                for b in blocks:
+                    if b.R > 1:
+                        graph.split_block(b, "rows")
+                graph.scans.append(plan)
+                split = True
+                continue
             ok = [b for b in blocks if not b.array and 1 < b.R * b.C and _splittable(b)]
             if (
                 len(group) == 1 and ok
@@ -94,6 +105,70 @@ def split_false_cycles(graph) -> None:
                     break
         if not split:
             return
+
+
+class ScanPlan:
+    """A running recurrence down the rows that runs as one loop (:mod:`xlmnist.compile.scan`): the blocks
+    of one strongly connected group (``members``, their rectangles before the split into rows, in the order
+    a row's cells are computed) that read the group's cells only in earlier rows or, in the same row, the
+    cells of members earlier in that order."""
+
+    __slots__ = ("sheet", "members", "lo", "hi")
+
+    def __init__(self, sheet: str, members: list, lo: int, hi: int):
+        self.sheet, self.members, self.lo, self.hi = sheet, members, lo, hi  # members: [(r1, c1, r2, c2)]
+
+
+def scan_plan(blocks) -> ScanPlan | None:
+    """The row-by-row loop a recurrence group can run as, or None (not a recurrence down the rows: split
+    as before). Every reference of a member that reaches a member's cell must end at or above its own row
+    (moving with it); one that ends on its own row must read only other members, computed first."""
+    if len({b.sheet for b in blocks}) != 1 or any(b.array or b.step for b in blocks):
+        return None
+    lo, hi = min(b.out[0] for b in blocks), max(b.out[2] for b in blocks)
+    if hi == lo or hi - lo + 1 > MAX_STEPS or not any(b.R > 1 for b in blocks):
+        return None
+    sheet = blocks[0].sheet
+    after: dict[int, set[int]] = {b.id: set() for b in blocks}  # same-row dependencies between members
+    for b in blocks:
+        for u in b.refs:
+            if u.sheet != sheet:
+                continue
+            fp = u.footprint(b.R, b.C)
+            hit = [m for m in blocks if _overlaps(fp, m.out)]
+            if not hit:
+                continue
+            if b.R > 1 and not u.rrel:
+                return None  # a fixed cell of the group read by every row
+            d = u.r2 - b.r0  # the window's last row, relative to the cell's own row
+            if d > 0:
+                return None  # a later row: not a loop down the rows
+            if d == 0:
+                cols = (fp[1], fp[3])
+                for m in hit:
+                    if m.out[1] <= cols[1] and cols[0] <= m.out[3]:
+                        if m is b:
+                            return None  # its own row (copied right): split into columns
+                        after[b.id].add(m.id)
+    order: list[int] = []
+    state: dict[int, int] = {}
+
+    def visit(i: int) -> bool:
+        if state.get(i) == 2:
+            return True
+        if state.get(i) == 1:
+            return False
+        state[i] = 1
+        if not all(visit(j) for j in sorted(after[i])):
+            return False
+        state[i] = 2
+        order.append(i)
+        return True
+
+    if not all(visit(b.id) for b in sorted(blocks, key=lambda b: (b.c0, b.r0))):
+        return None  # a cycle within a row: not a recurrence
+    by_id = {b.id: b for b in blocks}
+    return ScanPlan(sheet, [by_id[i].out for i in order], lo, hi)
 
 
 def _direction(b) -> str:

@@ -6,7 +6,8 @@ formula cells on their R1C1 text (dicts, linear time); names, structured referen
 constant arguments are resolved to plain ``Ref`` nodes relative to the block's top-left cell (OFFSET
 with cell-dependent offsets to a gather, :mod:`xlmnist.formula.offset`). A block reading its own
 earlier cells (a running recurrence: ``C5 = C4 - lr*D4``, an unrolled optimiser sheet) is split into
-one block per step when the graph is built (:mod:`xlmnist.formula.cycles`).
+one block per step when the graph is built (:mod:`xlmnist.formula.cycles`); a step's formula is its
+origin's, moved (:meth:`Graph._plain_step`: resolved without parsing or resolving it again).
 """
 
 from __future__ import annotations
@@ -104,8 +105,10 @@ class Graph:
         self.far: dict[str, list[int]] = {}  # sheet -> the blocks kept apart: a stray formula far away
         self._cells: dict[str, int] = {}  # sheet -> formula cells (the density rule of the grid)
         self._parsed: dict[tuple[str, int, int], object] = {}  # anchor cell -> its formula parsed
+        self._plain: dict[tuple, tuple] = {}  # (id(parse), sheet, R, C) -> (parse, template): _plain_step
         for name in wb.order:
             self._build_sheet(name)
+        self.scans: list = []  # running recurrences down the rows (xlmnist.formula.cycles.ScanPlan)
         self.splitting = True  # a block reading its own other cells is split (xlmnist.formula.cycles)
         split_false_cycles(self)
         self.splitting = False
@@ -233,10 +236,21 @@ class Graph:
         """Parse and resolve the block's formula, collect its references and dependencies."""
         if b.ast is not None:
             return
-        b.ast = self.resolve(self._parse(b), b, depth=0)
+        plain = self._plain_step(b)
+        b.ast = plain[0](plain[1], plain[2], b.refs) if plain else self.resolve(self._parse(b), b, depth=0)
         deps: set[int] = set()
         for use in b.refs:
             fp = use.footprint(b.R, b.C)
+            if fp[0] == fp[2] and fp[1] == fp[3]:  # one cell (most references of a recurrence's steps)
+                one = self.block_at(use.sheet, fp[0], fp[1])
+                if one is not None:
+                    deps.add(one.id)
+                continue
+            grid = self.grid.get(use.sheet)
+            if grid is not None and (fp[2] - fp[0] + 1) * (fp[3] - fp[1] + 1) <= 256:
+                sub = grid[fp[0] : fp[2] + 1, fp[1] : fp[3] + 1]
+                if sub.size == 0 or sub.max() < 0:  # a small range without formulas (data, constants)
+                    continue
             for bid in self.blocks_in(use.sheet, *fp):
                 deps.add(bid)
         if b.id in deps:
@@ -256,6 +270,26 @@ class Graph:
                 ast = P.parse(self.wb.sheets[b.sheet].formula((b.r0, b.c0)), b.anchor)
             self._parsed[key] = ast
         return ast
+
+    def _plain_step(self, b: Block):
+        """For a step whose formula holds only references, literals, operators and functions (no names,
+        tables, OFFSET, whole rows/columns or mixed $ ranges): a function ``(rows, cols, refs) -> its
+        resolved formula`` built once per origin and step shape, which moves the origin's references
+        ``rows`` down and ``cols`` right (what ``resolve(shift(parse))`` gives, without either walk),
+        with the offsets; None for anything else."""
+        if b.origin is None:
+            return None
+        src = self._parsed.get((b.sheet, *b.origin))
+        if src is None:
+            return None
+        key = (id(src), b.sheet, b.R, b.C)
+        got = self._plain.get(key)
+        if got is None:
+            make = _template(src, b, self) if _is_plain(src) else None
+            got = self._plain[key] = (src, make)  # src kept: its id stays unique
+        if got[1] is None:
+            return None
+        return got[1], b.r0 - b.origin[0], b.c0 - b.origin[1]
 
     def _self_dependency(self, b: Block) -> None:
         """A block reading its own cells: its own cell is a circular reference; another of its cells is
@@ -309,6 +343,11 @@ class Graph:
                 return self.resolve(self._single(node.args[0], b), b, depth + 1)
             if node.name == "OFFSET":
                 return self.resolve(self._offset(node, b), b, depth + 1)
+            if node.name in _POSITION:  # ROW(K12) reads K12's position, not its value: no dependency
+                n = len(b.refs)
+                args = tuple(self.resolve(a, b, depth) for a in node.args)
+                del b.refs[n:]
+                return P.Call(node.name, args)
             return P.Call(node.name, tuple(self.resolve(a, b, depth) for a in node.args))
         if T is P.Binary:
             return P.Binary(node.op, self.resolve(node.left, b, depth), self.resolve(node.right, b, depth))
@@ -379,6 +418,66 @@ class Graph:
             c1, c2 = tc1, tc2
         rel = this_row
         return P.Ref(table.sheet, r1, c1, r2, c2, not rel, True, not rel, True)
+
+
+_POSITION = ("ROW", "COLUMN")  # functions of a reference's position: they do not read its cells
+
+
+def _is_plain(node) -> bool:
+    """References (not whole rows or columns), literals, operators and functions other than OFFSET and
+    SINGLE: a formula whose resolution is its references', cell by cell."""
+    T = type(node)
+    if T is P.Ref:
+        return node.r2 != P.MAX_ROW and node.c2 != P.MAX_COL
+    if T is P.Call:
+        return node.name not in ("OFFSET", "SINGLE") and all(_is_plain(a) for a in node.args)
+    if T is P.Binary:
+        return _is_plain(node.left) and _is_plain(node.right)
+    if T in (P.Unary, P.Percent):
+        return _is_plain(node.operand)
+    return T in (P.Number, P.String, P.Bool, P.Error, P.Missing, P.Array)
+
+
+def _template(node, b: Block, graph: Graph):
+    """``(rows, cols, refs) -> node resolved for b's shape, moved`` (see :meth:`Graph._plain_step`), or
+    None where a reference is not a plain one (left to :meth:`Graph.resolve`, which reports it)."""
+    T = type(node)
+    if T is P.Ref:
+        sheet = node.sheet or b.sheet
+        if sheet not in graph.wb.sheets or node.ar1 != node.ar2 or node.ac1 != node.ac2:
+            return None
+        r1, c1, r2, c2 = node.r1, node.c1, node.r2, node.c2
+        mr, mc = not node.ar1, not node.ac1  # the coordinates that move when the formula is copied
+        rrel, crel = b.R > 1 and mr, b.C > 1 and mc
+
+        def ref(dr, dc, refs):
+            dr, dc = (dr if mr else 0), (dc if mc else 0)
+            use = RefUse(sheet, r1 + dr, c1 + dc, r2 + dr, c2 + dc, rrel, crel)
+            refs.append(use)
+            return use
+
+        return ref
+    if T is P.Call:
+        name, parts = node.name, [_template(a, b, graph) for a in node.args]
+        if any(p is None for p in parts):
+            return None
+        if name in _POSITION:  # positions, not values: no dependency (as Graph.resolve)
+            return lambda dr, dc, refs: P.Call(name, tuple(p(dr, dc, []) for p in parts))
+        return lambda dr, dc, refs: P.Call(name, tuple(p(dr, dc, refs) for p in parts))
+    if T is P.Binary:
+        op, left, right = node.op, _template(node.left, b, graph), _template(node.right, b, graph)
+        if left is None or right is None:
+            return None
+        return lambda dr, dc, refs: P.Binary(op, left(dr, dc, refs), right(dr, dc, refs))
+    if T is P.Unary or T is P.Percent:
+        inner = _template(node.operand, b, graph)
+        if inner is None:
+            return None
+        if T is P.Percent:
+            return lambda dr, dc, refs: P.Percent(inner(dr, dc, refs))
+        op = node.op
+        return lambda dr, dc, refs: P.Unary(op, inner(dr, dc, refs))
+    return lambda dr, dc, refs: node
 
 
 def topo_order(graph: Graph, roots: list[int]) -> list[int]:

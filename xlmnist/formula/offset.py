@@ -65,7 +65,12 @@ def _dyn_offset(graph, base: P.Ref, rows, cols, h: int, w: int, b):
                     f"{b.anchor}: OFFSET with a cell-dependent offset needs an absolute base ($A$1) "
                     "in the direction it is copied"
                 )
-            out.append((1, max(limit, start + n - 1), True, start - 1))
+            offs = _positions(off, b, rows is off)
+            if offs is not None:  # an offset from the cell's own position (2*(ROW()-ROW($K$2))): the
+                lo, hi = start + int(offs.min()), start + int(offs.max()) + n - 1  # cells it can reach
+                out.append((lo, hi, True, start - lo))
+            else:
+                out.append((1, max(limit, start + n - 1), True, start - 1))
             moved.append(off)
     (r1, r2, ar, top), (c1, c2, ac, left) = out
     if r1 < 1 or c1 < 1:
@@ -73,3 +78,50 @@ def _dyn_offset(graph, base: P.Ref, rows, cols, h: int, w: int, b):
     reach = P.Ref(base.sheet, r1, c1, r2, c2, ar, ac, ar, ac)
     consts = tuple(P.Number(float(x)) for x in (top, left, h, w))
     return P.Call("_OFFSET", (reach, *moved, *consts))
+
+
+def _positions(node, b, row: bool):
+    """The offset of each of the block's cells ([R, C] numbers) where it depends on the cell's position
+    only (numbers, ROW(), COLUMN(), ROW(A1), + - * /, INT): known before anything is computed, so the
+    OFFSET reaches only those cells; None for anything else (or a fraction)."""
+    import numpy as np
+
+    ii = np.arange(b.R, dtype=np.float64).reshape(-1, 1)
+    jj = np.arange(b.C, dtype=np.float64).reshape(1, -1)
+
+    def ev(n):
+        T = type(n)
+        if T is P.Number:
+            return np.full((1, 1), float(n.value))
+        if T is P.Unary and n.op in "+-":
+            v = ev(n.operand)
+            return None if v is None else (v if n.op == "+" else -v)
+        if T is P.Binary and n.op in "+-*/":
+            a, c = ev(n.left), ev(n.right)
+            if a is None or c is None:
+                return None
+            if n.op == "/":
+                return None if (c == 0).any() else a / c
+            return {"+": a + c, "-": a - c, "*": a * c}[n.op]
+        if T is P.Call and n.name in ("INT", "TRUNC") and len(n.args) == 1:
+            v = ev(n.args[0])
+            return None if v is None else (np.floor(v) if n.name == "INT" else np.trunc(v))
+        if T is P.Call and n.name in ("ROW", "COLUMN") and len(n.args) <= 1 and not b.array:
+            is_row = n.name == "ROW"
+            if not n.args:
+                return b.r0 + ii if is_row else b.c0 + jj
+            ref = n.args[0]
+            if type(ref) is not P.Ref or ref.sheet not in (None, b.sheet):
+                return None
+            if is_row:
+                return np.full((1, 1), float(ref.r1)) + (0 if ref.ar1 else ii)
+            return np.full((1, 1), float(ref.c1)) + (0 if ref.ac1 else jj)
+        return None
+
+    v = ev(node)
+    if v is None:
+        return None
+    v = np.broadcast_to(v, (b.R, b.C))
+    if not np.isfinite(v).all() or (v != np.round(v)).any():
+        return None
+    return v

@@ -1,4 +1,4 @@
-"""Logic and information functions: IF, IFS, IFERROR, IFNA, SWITCH, AND, OR, XOR, NOT, ISBLANK,
+"""Logic and information functions: IF, IFS, IFERROR, IFNA, SWITCH, AND, OR, XOR, NOT, TRUE(), FALSE(), ISBLANK,
 ISNUMBER, ISTEXT, ISLOGICAL, ISERROR, ISNA. An empty cell is FALSE; in a range AND/OR/XOR read the
 numbers and booleans and skip empty cells and text."""
 
@@ -28,6 +28,10 @@ from xlmnist.compile.values import (
 
 def _na(ctx) -> Value:
     return Value(torch.full((1, 1, 1, 1), math.nan, dtype=ctx.dtype, device=ctx.device))
+
+
+def _const_bool(ctx, value: bool) -> Value:
+    return as_bool(torch.full((1, 1, 1, 1), float(value), dtype=ctx.dtype, device=ctx.device))
 
 
 def f_if(ctx, args):
@@ -138,6 +142,12 @@ LOGIC = {
     "OR": (f_or, 1, 255),
     "XOR": (f_xor, 1, 254),
     "NOT": (f_not, 1, 1),
+    "TRUE": (
+        lambda ctx, args: _const_bool(ctx, True),
+        0,
+        0,
+    ),  # TRUE(): LibreOffice writes VLOOKUP(...,FALSE())
+    "FALSE": (lambda ctx, args: _const_bool(ctx, False), 0, 0),
     "ISBLANK": (_is((EMPTY,), lambda t: torch.zeros_like(t, dtype=torch.bool)), 1, 1),
     "ISNUMBER": (_is((NUM,), torch.isfinite), 1, 1),
     "ISTEXT": (_is((TEXT,), lambda t: torch.zeros_like(t, dtype=torch.bool)), 1, 1),
