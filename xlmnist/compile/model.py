@@ -16,6 +16,7 @@ from xlmnist.compile.compiler import Compiler
 from xlmnist.compile.program import checked_evaluator, lower_program, retarget
 from xlmnist.compile.settings import pick_sheet, read_settings
 from xlmnist.errors import FormulaError, WorkbookError, XlmnistError
+from xlmnist.xlsx.lazy import LazySheet, reachable_view
 from xlmnist.xlsx.reader import read_workbook
 from xlmnist.xlsx.refs import area_name, cell_name
 
@@ -332,7 +333,8 @@ def compile_workbook(
     """Compile the objective of ``sheet`` (or of the flags) into a :class:`CompiledModel`; ``seed`` fixes
     the samples of RAND() & co. (default: a fresh seed)."""
     with timing.stage("compile"):  # XLMNIST_TIMING=1 (reading is its own stage)
-        model = _compile(read_workbook(path), None, sheet, objective, params, dtype, device, data)
+        wb = read_workbook(path, defer=LazySheet)  # only the sheets the model reaches get parsed
+        model = _compile(wb, None, sheet, objective, params, dtype, device, data)
     if seed is not None:
         model.reseed(seed)
     return model
@@ -367,6 +369,8 @@ def _compile(
             target = float(wb.names.get((sheet, "SOLVER_VAL"), "0"))
         except ValueError:
             raise WorkbookError(f"{name}: sheet {sheet!r}: solver_val is not a number") from None
+    if graph is None and any(isinstance(s, LazySheet) for s in wb.sheets.values()):
+        wb = reachable_view(wb, sheet, par_text, [obj_text, data or wb.names.get((sheet, "XLMNIST_DATA"))])
     comp = Compiler(wb, dtype=dtype, device=device, graph=graph)
     for area in parse_areas(wb, par_text, sheet) if par_text else ():  # none: evaluate only
         comp.add_param(*area)
