@@ -29,3 +29,40 @@ from xlmnist.formula.r1c1 import r1c1_key
 )
 def test_keys_of_one_shape_use_each_cell_s_digits(text, row, col, key):
     assert r1c1_key(text, row, col) == key
+
+
+def _per_cell(sh):
+    """What graph._build_sheet did before r1c1_groups: r1c1_key per cell (shared: the master's key)."""
+    groups = {}
+    for cell in sh.formula_cells():
+        single = sh.arrays.get(cell) == (*cell, *cell)
+        if cell in sh.arrays and not single:
+            continue
+        origin, text = sh.master_text(cell)
+        key = r1c1_key(text, *origin)
+        groups.setdefault("\0" + key if single else key, []).append(cell)
+    return groups
+
+
+def test_groups_in_bulk_equal_the_keys_per_cell():
+    from xlmnist.formula.r1c1 import r1c1_groups
+    from xlmnist.xlsx.reader import Sheet
+
+    sh = Sheet("s")
+    for r in range(2, 40):
+        sh.formulas[(r, 3)] = f"A{r}*$B$1+{r % 3}"  # one shape; a literal that changes: several keys
+        sh.formulas[(r, 4)] = f"SUM(A$1:A{r})" if r % 5 else f"A{r}+0.{r:03d}"  # mixed shapes
+        sh.formulas[(r, 5)] = f"data!$A{r + 1}:$ADE{r + 1}"  # rows offset by one
+        sh.formulas[(r, 6)] = f"C{r - 1}+1" if r > 2 else "7"
+    sh.formulas[(1, 6)] = "PI()"
+    sh.formulas[(41, 3)] = "A1"  # a one-cell array formula
+    sh.arrays[(41, 3)] = (41, 3, 41, 3)
+    sh.formulas[(42, 3)] = "MMULT(A1:B2,C1:D2)"  # a larger array formula: left out
+    sh.arrays[(42, 3)] = (42, 3, 43, 4)
+    sh.formulas[(50, 2)] = "A50*2"  # a shared formula's master and its followers
+    sh.masters["0"] = ((50, 2), "A50*2")
+    for r in range(51, 55):
+        sh.shared[(r, 2)] = "0"
+    got = r1c1_groups(sh)
+    assert list(got.items()) == list(_per_cell(sh).items())
+    assert len(got["R[0]C[-2]*R1C2+1"]) > 1  # the column of one shape was split by its literal only

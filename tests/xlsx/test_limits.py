@@ -123,7 +123,9 @@ def test_model_reading_a_far_cell_is_refused_by_the_grid_limit(tmp_path):
     """Reading a far cell into the model would size the grid from A1 to it: refused in one line."""
     cells = MODEL.replace("SUMPRODUCT(A1:A3,B1:B3)^2", "SUMPRODUCT(A1:A3,B1:B3)^2+XFD20000") + FAR[0]
     path = book(tmp_path / "far.xlsx", sheet(cells))
-    with pytest.raises(WorkbookError, match=r"S!XFD20000: the formula block reaches far beyond .*XLMNIST_MAX_CELLS"):
+    with pytest.raises(
+        WorkbookError, match=r"S!XFD20000: the formula block reaches far beyond .*XLMNIST_MAX_CELLS"
+    ):
         compile_workbook(path, objective="S!C1", params="S!B1:B3")
 
 

@@ -17,6 +17,7 @@ from xlmnist.compile.compiler import Compiler
 from xlmnist.compile.program import checked_evaluator, lower_program, retarget
 from xlmnist.compile.settings import pick_sheet, read_settings
 from xlmnist.errors import FormulaError, WorkbookError, XlmnistError
+from xlmnist.xlsx.lazy import LazySheet, reachable_view
 from xlmnist.xlsx.reader import read_workbook
 from xlmnist.xlsx.refs import area_name, cell_name
 
@@ -342,7 +343,7 @@ def compile_workbook(
     """Compile the objective of ``sheet`` (or of the flags) into a :class:`CompiledModel`; ``seed`` fixes
     the samples of RAND() & co. (default: a fresh seed)."""
     with timing.stage("compile"):  # XLMNIST_TIMING=1 (reading is its own stage)
-        wb = read_workbook(path)
+        wb = read_workbook(path, defer=LazySheet)  # only the sheets the model reaches get parsed
         enabled = gc.isenabled()
         gc.disable()  # the graph's many small objects (a block per row of a recurrence): no rescans
         try:
@@ -384,6 +385,8 @@ def _compile(
             target = float(wb.names.get((sheet, "SOLVER_VAL"), "0"))
         except ValueError:
             raise WorkbookError(f"{name}: sheet {sheet!r}: solver_val is not a number") from None
+    if graph is None and any(isinstance(s, LazySheet) for s in wb.sheets.values()):
+        wb = reachable_view(wb, sheet, par_text, [obj_text, data or wb.names.get((sheet, "XLMNIST_DATA"))])
     comp = Compiler(wb, dtype=dtype, device=device, graph=graph)
     for area in parse_areas(wb, par_text, sheet) if par_text else ():  # none: evaluate only
         comp.add_param(*area)

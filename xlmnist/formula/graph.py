@@ -20,7 +20,7 @@ from xlmnist.errors import FormulaError
 from xlmnist.formula import parser as P
 from xlmnist.formula.cycles import MAX_STEPS, cycle_message, split_false_cycles
 from xlmnist.formula.offset import resolve_offset
-from xlmnist.formula.r1c1 import r1c1_key
+from xlmnist.formula.r1c1 import r1c1_groups
 from xlmnist.formula.shift import shift
 from xlmnist.formula.structref import spec_items
 from xlmnist.xlsx.extent import dense_ok
@@ -118,20 +118,7 @@ class Graph:
 
     def _build_sheet(self, name: str) -> None:
         sh = self.wb.sheets[name]
-        groups: dict[str, list[tuple[int, int]]] = {}
-        key_cache: dict[tuple, str] = {}
-        for cell in sh.formula_cells():
-            single = sh.arrays.get(cell) == (*cell, *cell)  # one-cell array formulas group like copies
-            if cell in sh.arrays and not single:
-                continue
-            origin, text = sh.master_text(cell)
-            if origin != cell and (origin, text) in key_cache:
-                key = key_cache[(origin, text)]
-            else:
-                key = r1c1_key(text, *origin)
-                if origin != cell:
-                    key_cache[(origin, text)] = key
-            groups.setdefault("\0" + key if single else key, []).append(cell)
+        groups = r1c1_groups(sh)  # R1C1 key -> cells; one-cell array formulas group like copies ("\0" key)
         rects = [(key[0] == "\0" and len(cells) == 1, list(_rects(cells))) for key, cells in groups.items()]
         self._cells[name] = n = sum(len(c) for c in groups.values()) + sum(
             (r2 - r1 + 1) * (c2 - c1 + 1) for r1, c1, r2, c2 in sh.arrays.values()

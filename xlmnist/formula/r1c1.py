@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 from xlmnist.xlsx.refs import col_index
 
 _R1C1 = re.compile(
@@ -17,6 +19,7 @@ _R1C1 = re.compile(
 
 
 _DIGITS = re.compile(r"\d+")
+_RUNS = re.compile(r"(\d+)")  # split: the fixed parts and the runs of digits, alternating
 _PLANS: dict[tuple[str, int], tuple] = {}  # (text with its digit runs as NUL, col) -> how to render
 _MAX_PLANS = 1 << 16
 
@@ -79,3 +82,100 @@ def _plan(text: str, col: int) -> tuple[list[str], frozenset[int]]:
             out.append(row_part(m, 14, 15) + c)
     out.append(_DIGITS.sub("\0", text[pos:]))
     return "".join(out).split("\0"), frozenset(relative)
+
+
+def r1c1_groups(sh) -> dict[str, list[tuple[int, int]]]:
+    """The formula cells of the reader's sheet ``sh`` grouped by their R1C1 key (a one-cell array formula's
+    key prefixed with NUL; larger array formulas left out), each group's cells in ``sh.formula_cells()``
+    order: the same dict as calling :func:`r1c1_key` per cell, in bulk.
+
+    A column of plain formulas whose texts all have one *shape* (a formula copied down: the same text
+    but for its runs of digits) costs a few C-level calls over the column's joined text and one numpy
+    operation (its relative row numbers minus the rows); each distinct key string is rendered once. The
+    other cells (shared and array formulas, columns of mixed shapes) go through :func:`r1c1_key`.
+    """
+    formulas, arrays, shared = sh.formulas, sh.arrays, sh.shared
+    cells, texts = list(formulas), list(formulas.values())
+    keys: list = [None] * len(cells)
+    bycol: dict[int, list[int]] = {}
+    for i, (_, c) in enumerate(cells):
+        bycol.setdefault(c, []).append(i)
+    for col, idx in bycol.items():
+        if arrays:  # array formulas keep their own key (one-cell) or are left out (larger)
+            idx = [i for i in idx if cells[i] not in arrays]
+        got = _column_keys([texts[i] for i in idx], [cells[i][0] for i in idx], col) if idx else None
+        if got is not None:
+            for i, k in zip(idx, got):
+                keys[i] = k
+    groups: dict[str, list[tuple[int, int]]] = {}
+    if not arrays and not shared and None not in keys:  # the common case: every column had one shape
+        for cell, key in zip(cells, keys):
+            groups.setdefault(key, []).append(cell)
+        return groups
+    key_cache: dict[tuple, str] = {}
+    for i, cell in enumerate(cells):
+        a = arrays.get(cell)
+        single = a is not None and a == (*cell, *cell)
+        if a is not None and not single:
+            continue
+        key = keys[i] if keys[i] is not None else r1c1_key(texts[i], *cell)
+        groups.setdefault("\0" + key if single else key, []).append(cell)
+    for cell, si in shared.items():  # a shared formula's follower has its master's key
+        a = arrays.get(cell)
+        single = a is not None and a == (*cell, *cell)
+        if a is not None and not single:
+            continue
+        origin, text = sh.masters[si]
+        key = key_cache.get((origin, text))
+        if key is None:
+            key = key_cache[(origin, text)] = r1c1_key(text, *origin)
+        groups.setdefault("\0" + key if single else key, []).append(cell)
+    return groups
+
+
+def _column_keys(texts: list[str], rows: list[int], col: int) -> list[str] | None:
+    """The R1C1 keys of one column's formulas when their texts all have one shape, else None."""
+    n = len(texts)
+    joined = "\x01".join(texts)
+    if joined.count("\x01") != n - 1:  # (a text holding the separator itself)
+        return None
+    parts = _RUNS.split(joined)  # one regex pass: fixed parts and runs of digits, alternating
+    shape = _DIGITS.sub("\0", texts[0])
+    if "\0".join(parts[0::2]) != "\x01".join([shape] * n):
+        return None
+    plan = _PLANS.get((shape, col))
+    if plan is None:
+        plan = _PLANS[(shape, col)] = _plan(texts[0], col)
+    fixed, relative = plan
+    k = len(fixed) - 1
+    if k == 0:
+        return [fixed[0]] * n
+    runs = parts[1::2]
+    cols: list = [runs[i::k] for i in range(k)]  # one list per run of digits, a value per cell
+    same = True
+    for i in range(k):
+        if i in relative:
+            off = np.fromiter(map(int, cols[i]), np.int64, n) - np.fromiter(rows, np.int64, n)
+            cols[i] = off
+            same = same and bool((off == off[0]).all())
+        else:
+            same = same and len(set(cols[i])) == 1
+    if same:  # the usual copied column: one key
+        return [_render(fixed, [f"[{c[0]}]" if i in relative else c[0] for i, c in enumerate(cols)])] * n
+    for i in relative:
+        cols[i] = [f"[{x}]" for x in cols[i].tolist()]
+    rendered: dict[tuple, str] = {}
+    out = []
+    for nums in zip(*cols):
+        key = rendered.get(nums)
+        if key is None:
+            key = rendered[nums] = _render(fixed, nums)
+        out.append(key)
+    return out
+
+
+def _render(fixed: list[str], nums) -> str:
+    pieces = [fixed[0]]
+    for x, f in zip(nums, fixed[1:]):
+        pieces += (str(x), f)
+    return "".join(pieces)

@@ -55,6 +55,8 @@ def _numpy(x) -> np.ndarray:
 
 
 def _finite_or_none(a: np.ndarray) -> np.ndarray:
+    if np.isfinite(a).all():  # (a float array: the write-back splices it in bulk)
+        return a
     out = a.astype(object)
     out[~np.isfinite(a)] = None
     return out

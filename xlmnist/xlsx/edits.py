@@ -44,10 +44,9 @@ class SheetEdit:
             b"</" + pre + b"c>",
         )
         self.f_open = b"<" + pre + b"f"
-        self.arrays = [
-            split_ref(f"x!{ref.decode()}")[1:]
-            for ref in re.findall(rb'<(?:\w+:)?f\b[^>]*\bt="array"[^>]*\bref="([^"]+)"', data)
-        ]
+        pattern = rb'<(?:\w+:)?f\b[^>]*\bt="array"[^>]*\bref="([^"]+)"'
+        refs = re.findall(pattern, data) if b'"array"' in data else []  # (the regex over 20 MB: 0.1 s)
+        self.arrays = [split_ref(f"x!{ref.decode()}")[1:] for ref in refs]
 
     def rows(self):
         """(row number, start, end, start of content, end of content or None) for each <row>."""

@@ -174,13 +174,15 @@ def _read_table(z: LimitedZip, part: str, sheet: str) -> Table:
     )
 
 
-def read_workbook(path: str | os.PathLike) -> Workbook:
-    """Read ``path``; raise :class:`WorkbookError` naming the file for anything that is not an xlsx."""
+def read_workbook(path: str | os.PathLike, defer=None) -> Workbook:
+    """Read ``path``; raise :class:`WorkbookError` naming the file for anything that is not an xlsx.
+    ``defer(name, xml, part, strings, parse, base) -> Sheet`` (:class:`xlmnist.xlsx.lazy.LazySheet`): each
+    worksheet's XML is handed to it instead of being parsed now."""
     with timing.stage("read"):
-        return _read_workbook(path)
+        return _read_workbook(path, defer)
 
 
-def _read_workbook(path: str | os.PathLike) -> Workbook:
+def _read_workbook(path: str | os.PathLike, defer=None) -> Workbook:
     path = os.fspath(path)
     base = os.path.basename(path)
     try:
@@ -192,14 +194,14 @@ def _read_workbook(path: str | os.PathLike) -> Workbook:
         raise WorkbookError(f"{base}: encrypted or legacy .xls (OLE2) file, not an xlsx workbook")
     try:
         with zipfile.ZipFile(path) as z:
-            return _read_zip(LimitedZip(z, base), path)
+            return _read_zip(LimitedZip(z, base), path, defer)
     except zipfile.BadZipFile:
         raise WorkbookError(f"{base}: not an xlsx workbook (not a zip file)") from None
     except (KeyError, ET.ParseError, ValueError, IndexError) as exc:
         raise WorkbookError(f"{base}: corrupt xlsx workbook ({type(exc).__name__}: {exc})") from None
 
 
-def _read_zip(z: LimitedZip, path: str) -> Workbook:
+def _read_zip(z: LimitedZip, path: str, defer=None) -> Workbook:
     base = os.path.basename(path)
     names = set(z.namelist())
     wb_part = "xl/workbook.xml"
@@ -217,7 +219,10 @@ def _read_zip(z: LimitedZip, path: str) -> Workbook:
         sheets[name] = sheet
         if part is None or part not in names or "worksheet" not in part:
             continue  # chart sheets, dialog sheets
-        _read_sheet(z, part, sheet, strings)
+        if defer is not None:  # parsed on first use
+            sheets[name] = defer(name, z.read(part), part, strings, _read_sheet, base)
+        else:
+            _read_sheet(z, part, sheet, strings)
         for target, _ in rels(z, part, names).values():
             if "/tables/" in target and target in names:
                 table = _read_table(z, target, name)

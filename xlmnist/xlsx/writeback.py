@@ -45,6 +45,7 @@ from xlmnist.xlsx.edits import SheetEdit, set_full_calc_on_load
 from xlmnist.xlsx.limits import LimitedZip
 from xlmnist.xlsx.package import EXTENSIONS, kind, sheet_members
 from xlmnist.xlsx.refs import col_letters, split_ref
+from xlmnist.xlsx.splice import splice_blocks
 
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # signature ... file name length, extra field length
 _KEEP_FLAGS = 0x0806  # deflate level bits, UTF-8 names; not encryption (1) nor a data descriptor (8)
@@ -81,6 +82,41 @@ def _cells_of(ref: str, value, op: str = "v") -> tuple[str, dict[tuple[int, int]
                 )
             cells[(r1 + i, c1 + j)] = (op, x)
     return sheet, cells
+
+
+def _block_of(ref: str, value):
+    """``(sheet, r1, c1, array)`` when ``value`` is an array of finite numbers (no None, no bool) that
+    fits ``ref``: the bulk path (:mod:`xlmnist.xlsx.splice`); else None, and :func:`_cells_of` takes it
+    (and raises its errors)."""
+    sheet, r1, c1, r2, c2 = split_ref(ref)
+    if hasattr(value, "detach"):  # a torch tensor
+        value = value.detach().cpu().numpy()
+    raw = np.asarray(value)
+    if raw.dtype == object and all(_is_number(v) for v in raw.flat):
+        raw = raw.astype(np.float64)
+    shape = (r2 - r1 + 1, c2 - c1 + 1)
+    if raw.dtype.kind not in "fiu" or raw.ndim > 2 or raw.size != shape[0] * shape[1]:
+        return None
+    arr = raw.astype(np.float64)
+    if (arr.ndim == 2 and arr.shape != shape) or not np.isfinite(arr).all():
+        return None
+    return sheet, r1, c1, arr.reshape(shape)
+
+
+def _edit_sheet(data: bytes, sheet: str, blocks: list, cells: dict) -> bytes:
+    """The blocks spliced in bulk, then the rest cell by cell (clears, cells that are missing or hold text,
+    a formula where a value goes ...: :class:`SheetEdit` adds them or refuses them with its errors)."""
+    if blocks:
+        data, leftover = splice_blocks(data, sheet, blocks)
+        values = [(r1, c1, r1 + a.shape[0] - 1, c1 + a.shape[1] - 1) for op, r1, c1, a in blocks if op == "v"]
+        rest = {  # a cached result under a value written in bulk: the value wins
+            k: v for k, v in cells.items()
+            if v[0] != "f" or not any(r1 <= k[0] <= r2 and c1 <= k[1] <= c2 for r1, c1, r2, c2 in values)
+        }  # fmt: skip
+        cells = {k: v for k, v in leftover.items() if v[0] == "f"}  # values win over cached results
+        cells.update(rest)
+        cells.update((k, v) for k, v in leftover.items() if v[0] != "f")
+    return SheetEdit(data, sheet).write(cells) if cells else data
 
 
 def _is_number(v) -> bool:
@@ -154,10 +190,17 @@ def write_values(
     if not src.is_file():
         raise WorkbookError(f"{src}: no such workbook")
     per_sheet: dict[str, dict[tuple[int, int], tuple]] = {}
+    blocks: dict[str, list] = {}  # sheet -> [(op, r1, c1, finite float64 2-D array)]: spliced in bulk
     for op, group in (("f", cached or {}), ("v", values)):  # values win over cached on the same cell
         for ref, value in group.items():
+            block = _block_of(ref, value)
+            if block is not None:
+                blocks.setdefault(block[0], []).append((op, *block[1:]))
+                continue
             sheet, cells = _cells_of(ref, value, op)
             per_sheet.setdefault(sheet, {}).update(cells)
+    for sheet in blocks:
+        per_sheet.setdefault(sheet, {})
 
     def produce(zin: zipfile.ZipFile, fh) -> None:
         limited = LimitedZip(zin, str(src))
@@ -190,14 +233,18 @@ def write_values(
                     data = limited.read(info)
                 except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
                     raise WorkbookError(f"{src}: member {info.filename} is corrupt ({exc})") from exc
+                level = None
                 if info.filename in edits:
                     sheet = edits[info.filename]
-                    data = SheetEdit(data, sheet).write(per_sheet[sheet])
+                    data = _edit_sheet(data, sheet, blocks.get(sheet, []), per_sheet[sheet])
+                    level = (
+                        1  # the one big member rewritten: zlib's fastest level (6: 3x the time, 10 % smaller)
+                    )
                 elif info.filename == "xl/workbook.xml":
                     data = set_full_calc_on_load(data)
                 elif transform is not None:
                     data = transform(info.filename, data)
-                zout.writestr(_copy_info(info), data)
+                zout.writestr(_copy_info(info), data, compresslevel=level)
 
     with timing.stage("write"):
         return replace_file(src, dest, produce)
