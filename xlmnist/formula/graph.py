@@ -12,87 +12,21 @@ origin's, moved (:meth:`Graph._plain_step`: resolved without parsing or resolvin
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import numpy as np
 
 from xlmnist.errors import FormulaError
 from xlmnist.formula import parser as P
+from xlmnist.formula.blocks import Block, RefUse, rects
 from xlmnist.formula.cycles import MAX_STEPS, cycle_message, split_false_cycles
 from xlmnist.formula.offset import resolve_offset
 from xlmnist.formula.r1c1 import r1c1_groups
 from xlmnist.formula.shift import shift
-from xlmnist.formula.structref import spec_items
+from xlmnist.formula.steps import POSITION, is_plain, template
+from xlmnist.formula.structref import table_ref
 from xlmnist.xlsx.extent import dense_ok
 from xlmnist.xlsx.reader import Workbook
-from xlmnist.xlsx.refs import area_name, cell_name
-
-
-@dataclass
-class Block:
-    id: int
-    sheet: str
-    r0: int
-    c0: int
-    R: int  # evaluation grid: rows x cols of cells sharing the formula (1 x 1 for an array formula)
-    C: int
-    out: tuple[int, int, int, int]  # the cells it writes (the array range for array formulas)
-    array: bool = False
-    step: bool = False  # one step (row or column) of a running recurrence (xlmnist.formula.cycles)
-    origin: tuple[int, int] | None = None  # a step: the anchor of the block it was split from
-    ast: object = None
-    refs: list = field(default_factory=list)  # RefUse of every reference in the resolved AST
-    deps: list[int] = field(default_factory=list)
-
-    @property
-    def name(self) -> str:
-        return area_name(self.sheet, *self.out)
-
-    @property
-    def anchor(self) -> str:
-        return cell_name(self.sheet, self.r0, self.c0)
-
-
-@dataclass(frozen=True)
-class RefUse:
-    """A reference as seen from a block: the anchor cell's window and whether it moves with the cell."""
-
-    sheet: str
-    r1: int
-    c1: int
-    r2: int
-    c2: int
-    rrel: bool  # the window moves down with the block's rows
-    crel: bool
-
-    def footprint(self, R: int, C: int) -> tuple[int, int, int, int]:
-        return self.r1, self.c1, self.r2 + (R - 1 if self.rrel else 0), self.c2 + (C - 1 if self.crel else 0)
-
-
-def _rects(cells: list[tuple[int, int]]):
-    """Split cells into rectangles: contiguous row runs per column, merged across adjacent columns."""
-    bycol: dict[int, list[int]] = {}
-    for r, c in cells:
-        bycol.setdefault(c, []).append(r)
-    runs: dict[tuple[int, int], list[int]] = {}
-    for c, rows in bycol.items():
-        rows.sort()
-        start = prev = rows[0]
-        for r in rows[1:]:
-            if r != prev + 1:
-                runs.setdefault((start, prev), []).append(c)
-                start = r
-            prev = r
-        runs.setdefault((start, prev), []).append(c)
-    for (ra, rb), cols in runs.items():
-        cols.sort()
-        start = prev = cols[0]
-        for c in cols[1:]:
-            if c != prev + 1:
-                yield ra, start, rb, prev
-                start = c
-            prev = c
-        yield ra, start, rb, prev
 
 
 class Graph:
@@ -119,16 +53,16 @@ class Graph:
     def _build_sheet(self, name: str) -> None:
         sh = self.wb.sheets[name]
         groups = r1c1_groups(sh)  # R1C1 key -> cells; one-cell array formulas group like copies ("\0" key)
-        rects = [(key[0] == "\0" and len(cells) == 1, list(_rects(cells))) for key, cells in groups.items()]
+        parts = [(key[0] == "\0" and len(cells) == 1, list(rects(cells))) for key, cells in groups.items()]
         self._cells[name] = n = sum(len(c) for c in groups.values()) + sum(
             (r2 - r1 + 1) * (c2 - c1 + 1) for r1, c1, r2, c2 in sh.arrays.values()
         )
-        ends = [(r[2], r[3]) for _, rs in rects for r in rs] + [(a[2], a[3]) for a in sh.arrays.values()]
+        ends = [(r[2], r[3]) for _, rs in parts for r in rs] + [(a[2], a[3]) for a in sh.arrays.values()]
         R, C = max((e[0] for e in ends), default=0) + 2, max((e[1] for e in ends), default=0) + 2
         # the grid from A1 to the farthest formula, unless a stray one far away would make it sparse: then
         # it grows block by block within the density rule and the stray ones are kept apart (_add)
         self.grid[name] = np.full((R, C) if dense_ok(R, C, n) else (2, 2), -1, dtype=np.int32)
-        for lone, rs in rects:  # lone: a one-cell array formula on its own stays an array
+        for lone, rs in parts:  # lone: a one-cell array formula on its own stays an array
             for r1, c1, r2, c2 in rs:
                 self._add(
                     Block(len(self.blocks), name, r1, c1, r2 - r1 + 1, c2 - c1 + 1, (r1, c1, r2, c2), lone)
@@ -272,7 +206,7 @@ class Graph:
         key = (id(src), b.sheet, b.R, b.C)
         got = self._plain.get(key)
         if got is None:
-            make = _template(src, b, self) if _is_plain(src) else None
+            make = template(src, b, self) if is_plain(src) else None
             got = self._plain[key] = (src, make)  # src kept: its id stays unique
         if got[1] is None:
             return None
@@ -330,7 +264,7 @@ class Graph:
                 return self.resolve(self._single(node.args[0], b), b, depth + 1)
             if node.name == "OFFSET":
                 return self.resolve(self._offset(node, b), b, depth + 1)
-            if node.name in _POSITION:  # ROW(K12) reads K12's position, not its value: no dependency
+            if node.name in POSITION:  # ROW(K12) reads K12's position, not its value: no dependency
                 n = len(b.refs)
                 args = tuple(self.resolve(a, b, depth) for a in node.args)
                 del b.refs[n:]
@@ -366,105 +300,7 @@ class Graph:
         return resolve_offset(self, node, b)
 
     def struct_ref(self, node: P.StructRef, b: Block) -> P.Ref:
-        table = self.wb.tables.get(node.table.upper())
-        if table is None:
-            raise FormulaError(f"{b.anchor}: unknown table {node.table!r}")
-        tr1, tc1, tr2, tc2 = table.ref
-        data1, data2 = tr1 + table.header_rows, tr2 - table.totals_rows
-        items = spec_items(node.spec)
-        specials = [s.upper() for s in items if s.startswith("#") or s == "@"]
-        cols = [s for s in items if not (s.startswith("#") or s == "@")]
-        this_row = "#THIS ROW" in specials or "@" in specials
-        if this_row:
-            r1 = r2 = b.r0
-        elif "#ALL" in specials:
-            r1, r2 = tr1, tr2
-        else:
-            want = set(specials) or {"#DATA"}
-            rows = []
-            if "#HEADERS" in want and table.header_rows:
-                rows += [tr1]
-            if "#DATA" in want:
-                rows += [data1, data2]
-            if "#TOTALS" in want and table.totals_rows:
-                rows += [tr2]
-            if not rows:
-                raise FormulaError(f"{b.anchor}: bad structured reference {node.table}[{node.spec}]")
-            r1, r2 = min(rows), max(rows)
-        if cols:
-            idx = []
-            upper = [c.upper() for c in table.columns]
-            for c in cols:
-                for part in c.split("\x00"):
-                    try:
-                        idx.append(upper.index(part.upper()))
-                    except ValueError:
-                        raise FormulaError(f"{b.anchor}: table {table.name} has no column {part!r}") from None
-            c1, c2 = tc1 + min(idx), tc1 + max(idx)
-        else:
-            c1, c2 = tc1, tc2
-        rel = this_row
-        return P.Ref(table.sheet, r1, c1, r2, c2, not rel, True, not rel, True)
-
-
-_POSITION = ("ROW", "COLUMN")  # functions of a reference's position: they do not read its cells
-
-
-def _is_plain(node) -> bool:
-    """References (not whole rows or columns), literals, operators and functions other than OFFSET and
-    SINGLE: a formula whose resolution is its references', cell by cell."""
-    T = type(node)
-    if T is P.Ref:
-        return node.r2 != P.MAX_ROW and node.c2 != P.MAX_COL
-    if T is P.Call:
-        return node.name not in ("OFFSET", "SINGLE") and all(_is_plain(a) for a in node.args)
-    if T is P.Binary:
-        return _is_plain(node.left) and _is_plain(node.right)
-    if T in (P.Unary, P.Percent):
-        return _is_plain(node.operand)
-    return T in (P.Number, P.String, P.Bool, P.Error, P.Missing, P.Array)
-
-
-def _template(node, b: Block, graph: Graph):
-    """``(rows, cols, refs) -> node resolved for b's shape, moved`` (see :meth:`Graph._plain_step`), or
-    None where a reference is not a plain one (left to :meth:`Graph.resolve`, which reports it)."""
-    T = type(node)
-    if T is P.Ref:
-        sheet = node.sheet or b.sheet
-        if sheet not in graph.wb.sheets or node.ar1 != node.ar2 or node.ac1 != node.ac2:
-            return None
-        r1, c1, r2, c2 = node.r1, node.c1, node.r2, node.c2
-        mr, mc = not node.ar1, not node.ac1  # the coordinates that move when the formula is copied
-        rrel, crel = b.R > 1 and mr, b.C > 1 and mc
-
-        def ref(dr, dc, refs):
-            dr, dc = (dr if mr else 0), (dc if mc else 0)
-            use = RefUse(sheet, r1 + dr, c1 + dc, r2 + dr, c2 + dc, rrel, crel)
-            refs.append(use)
-            return use
-
-        return ref
-    if T is P.Call:
-        name, parts = node.name, [_template(a, b, graph) for a in node.args]
-        if any(p is None for p in parts):
-            return None
-        if name in _POSITION:  # positions, not values: no dependency (as Graph.resolve)
-            return lambda dr, dc, refs: P.Call(name, tuple(p(dr, dc, []) for p in parts))
-        return lambda dr, dc, refs: P.Call(name, tuple(p(dr, dc, refs) for p in parts))
-    if T is P.Binary:
-        op, left, right = node.op, _template(node.left, b, graph), _template(node.right, b, graph)
-        if left is None or right is None:
-            return None
-        return lambda dr, dc, refs: P.Binary(op, left(dr, dc, refs), right(dr, dc, refs))
-    if T is P.Unary or T is P.Percent:
-        inner = _template(node.operand, b, graph)
-        if inner is None:
-            return None
-        if T is P.Percent:
-            return lambda dr, dc, refs: P.Percent(inner(dr, dc, refs))
-        op = node.op
-        return lambda dr, dc, refs: P.Unary(op, inner(dr, dc, refs))
-    return lambda dr, dc, refs: node
+        return table_ref(self.wb, node, b)
 
 
 def topo_order(graph: Graph, roots: list[int]) -> list[int]:
