@@ -23,6 +23,7 @@ from xlmnist.compile.areas import (
     parse_areas,  # noqa: F401 - also imported from here (export.module)
 )
 from xlmnist.compile.functions import BOOL, EMPTY, ERR, NUM, TEXT, ExcelError, Value
+from xlmnist.compile.scan_loop import Hole
 from xlmnist.compile.values import typed
 from xlmnist.errors import FormulaError, WorkbookError
 from xlmnist.formula import parser as P
@@ -39,7 +40,7 @@ def _scalar(e: _Expr) -> float | None:
 
 def _is_ref(node) -> bool:
     """A reference or an array constant as an argument (not a typed value)."""
-    return type(node) in (RefUse, P.Array) or (type(node) is scan.Hole and node.ref)
+    return type(node) in (RefUse, P.Array) or (type(node) is Hole and node.ref)
 
 
 def _typed(e: _Expr) -> _Expr:
@@ -154,7 +155,7 @@ class Compiler(Areas):
         ctx = self.ctx
         if T is RefUse:
             return self._ref(node, b)
-        if T is scan.Hole:  # a part compiled already (a running recurrence, xlmnist.compile.scan)
+        if T is Hole:  # a part compiled already (a running recurrence, xlmnist.compile.scan_loop)
             return node.e
         if T is P.Number:
             return _Expr(F._num_of(ctx, node.value))

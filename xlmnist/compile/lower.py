@@ -8,7 +8,8 @@ time, ``torch.sigmoid`` for ``1/(1+EXP(-x))``, ``threshold`` (a ReLU) for ``IF(x
 data-only conditions precomputed, reductions without intermediate shapes. The lowering builds
 :mod:`xlmnist.compile.ir` ops (formula text is never evaluated); :mod:`xlmnist.compile.program` applies
 the rewrites and renders the program once. A block it cannot lower runs its compiled closure inside the
-same program.
+same program. Range arguments (dot products, reductions) are lowered in :mod:`xlmnist.compile.lower_ranges`,
+2-D windows in :mod:`xlmnist.compile.conv`.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ import math
 import numpy as np
 import torch
 
-from xlmnist.compile import conv, scan_lower
+from xlmnist.compile import conv, lower_ranges, scan_lower
 from xlmnist.compile.areas import DATA
 from xlmnist.compile.functions import BOOL, EMPTY, NUM, TEXT
 from xlmnist.compile.ir import Op, Stmt
-from xlmnist.compile.scan import Hole
+from xlmnist.compile.scan_loop import Hole
 from xlmnist.compile.sources import Area, N, Unsupported, relu_t
 from xlmnist.formula import parser as P
 from xlmnist.formula import patterns
@@ -232,7 +233,7 @@ class Lowerer:
             u, v = node.left, node.right
             both = RefUse(u.sheet, u.r1, u.c1, u.r2, v.c2, u.rrel, u.crel)
             try:
-                return self.reduce("sum", self.ref(both, b), b)
+                return lower_ranges.reduce(self, "sum", self.ref(both, b), b)
             except Unsupported:
                 del self.stmts[mark:]
         left, right = self.expr(node.left, b), self.expr(node.right, b)
@@ -253,7 +254,7 @@ class Lowerer:
         if name in ("SUMPRODUCT", "SUM") and (n := conv.conv_call(self, node, b)) is not None:
             return n
         if name in ("SUMPRODUCT", "MMULT") and len(args) == 2:
-            return self.dot(name, [self.expr(a, b) for a in args], b)
+            return lower_ranges.dot(self, name, [self.expr(a, b) for a in args], b)
         if name in _REDUCE and len(args) == 1 and type(args[0]) is P.Call and args[0].name == "_OFFSET":
             n = conv.strided_pool(self, _REDUCE[name], args[0], b)  # pooling with a stride, by OFFSET
             if n is not None:
@@ -261,7 +262,7 @@ class Lowerer:
         if name in _REDUCE:
             vals = [self.expr(a, b) for a in args]
             if len(vals) == 1 and vals[0].win is not None:
-                return self.reduce(_REDUCE[name], vals[0], b)
+                return lower_ranges.reduce(self, _REDUCE[name], vals[0], b)
             if name in ("MAX", "MIN") and len(vals) == 2:  # as the closures: a tie splits the gradient
                 if any(v.k is not None and not np.isfinite(v.k).all() for v in vals):
                     raise Unsupported("MAX/MIN of an error")
@@ -285,68 +286,6 @@ class Lowerer:
         if y.k is not None and n.k is not None and y.k.size == 1 and n.k.size == 1:
             n = N(code=self.const(n.k.reshape(())), lay="0")  # torch.where of two floats is float32
         return self.op("where", [c, y, n])
-
-    # ---- ranges -------------------------------------------------------------------------------------
-    def vec(self, n: N, b):
-        """A range argument as ("rows", [R, k]), ("cols", [k, C]) or ("fixed", [k]) code, and k."""
-        area, h, w, rrel, crel = n.win
-        if rrel and not crel:
-            if h != 1:
-                raise Unsupported("moving window of several rows")
-            return "rows", self.code(area.node(), "2d"), w
-        if crel and not rrel:
-            if w != 1:
-                raise Unsupported("moving window of several columns")
-            return "cols", self.code(area.node(), "2d"), h
-        if rrel or crel:
-            raise Unsupported("window moving both ways")
-        if area.k is not None:
-            return "fixed", self.const(area.k.reshape(-1)), h * w
-        x = area.node(one_d=True)
-        if x.lay == "2d":
-            return "fixed", self.tmp(Op("flat", x.code)), h * w
-        return "fixed", x.code, h * w
-
-    def dot(self, name: str, vals: list[N], b) -> N:
-        if b.array:
-            a, m = vals
-            if name != "MMULT" or a.win is not None or m.win is not None or a.c != m.r:
-                raise Unsupported("array form")
-            return N(self.tmp(Op("mm", self.code(a, "2d"), self.code(m, "2d"))), a.r, m.c, "2d")
-        if any(v.win is None for v in vals):
-            raise Unsupported("scalar argument")
-        if name == "MMULT" and (vals[0].win[1] != 1 or vals[1].win[2] != 1):
-            raise Unsupported("MMULT of a range per cell")
-        if name == "SUMPRODUCT" and vals[0].win[1:3] != vals[1].win[1:3]:
-            raise Unsupported("different sizes")
-        (ka, a, na), (kb, m, nb) = self.vec(vals[0], b), self.vec(vals[1], b)
-        if na != nb:
-            raise Unsupported("different sizes")
-        R, C = vals[0].r if ka == "rows" else vals[1].r, vals[0].c if ka == "cols" else vals[1].c
-        if (ka, kb) == ("rows", "fixed"):
-            return N(self.tmp(Op("mv", a, m)), R, 1, "col")
-        if (ka, kb) == ("fixed", "rows"):
-            return N(self.tmp(Op("mv", m, a)), R, 1, "col")
-        if (ka, kb) == ("rows", "cols"):
-            return N(self.tmp(Op("mm", a, m)), R, C, "2d")
-        if (ka, kb) == ("rows", "rows") and name == "SUMPRODUCT":
-            return N(self.tmp(Op("rowdot", a, m)), R, 1, "col")
-        if (ka, kb) == ("fixed", "fixed"):
-            return N(self.tmp(Op("dot", a, m)), 1, 1, "0")
-        raise Unsupported(f"{ka} x {kb}")
-
-    def reduce(self, fn: str, n: N, b) -> N:
-        area, h, w, rrel, crel = n.win
-        if not rrel and not crel:
-            return N(self.tmp(Op("reduce", area.node(one_d=True).code, fn=fn)), 1, 1, "0")
-        if rrel and not crel and h == 1:
-            x = self.code(area.node(), "2d")
-            if b.C == 1:
-                return N(self.tmp(Op("reduce", x, fn=fn, dim=1)), n.r, 1, "col")
-            return N(self.tmp(Op("reduce", x, fn=fn, dim=1, keep=True)), n.r, 1, "2d")
-        if (rrel and h > 1 or crel and w > 1) and (rrel or b.R == 1) and (crel or b.C == 1):
-            return conv.pool(self, fn, n, b)
-        raise Unsupported("reduction window")
 
     # ---- blocks -------------------------------------------------------------------------------------
     def block(self, b) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import os
-import re
 import sys
 
 import numpy as np
@@ -14,9 +13,10 @@ from xlmnist import timing
 from xlmnist.compile import debug
 from xlmnist.compile.areas import DATA, TRUSTED, parse_areas
 from xlmnist.compile.compiler import Compiler
+from xlmnist.compile.diagnose import diagnose
 from xlmnist.compile.program import checked_evaluator, lower_program, retarget
 from xlmnist.compile.settings import pick_sheet, read_settings
-from xlmnist.errors import FormulaError, WorkbookError, XlmnistError
+from xlmnist.errors import WorkbookError, XlmnistError
 from xlmnist.xlsx.lazy import LazySheet, reachable_view
 from xlmnist.xlsx.reader import read_workbook
 from xlmnist.xlsx.refs import area_name, cell_name
@@ -74,7 +74,7 @@ class CompiledModel:
         with torch.no_grad():
             value = self.objective(self.initial_params())
         if not torch.isfinite(value):
-            self._diagnose()
+            diagnose(self)
         self._prog = self._lowered(value, twin)
 
     @property
@@ -286,55 +286,9 @@ class CompiledModel:
         cache[key] = prog
         return prog
 
-    def _diagnose(self):
-        c = self._c
-        with torch.no_grad():
-            env = c.run(self.initial_params())
-        for bid, _ in self._obj_steps:
-            bad = (~torch.isfinite(env[bid])).nonzero()
-            if len(bad):
-                b = c.graph.blocks[bid]
-                where = cell_name(b.sheet, b.out[0] + int(bad[0][0]), b.out[1] + int(bad[0][1]))
-                cause = c.bad_inputs.get(bid)
-                literal = _error_literal(c.wb.sheets[b.sheet].formula((b.r0, b.c0)))
-                why = (
-                    f"{cause} where a number is needed"
-                    if cause
-                    else f"the formula holds the error {literal}"
-                    if literal
-                    else "#DIV/0! or #NUM! (division by zero or invalid math)"
-                )
-                raise FormulaError(f"{where}: evaluates to an error: {why}")
-        raise FormulaError(f"{self.objective_ref}: the objective evaluates to an error")
-
     def describe(self, program: bool = True) -> str:
         """The blocks (shape, kind, functions, formula) and, with ``program``, the objective program."""
-        c = self._c
-        lines = [f"objective {self.objective_ref} ({self.sense}), params {', '.join(self.param_refs)}"]
-        aliases, heads = c.__dict__.get("scan_alias", {}), c.__dict__.get("scan_heads", {})
-        for bid, dyn in c.compiled.items():
-            if bid in aliases:  # a row of a running recurrence: the recurrence is listed once, below
-                continue
-            if bid in heads:
-                sc = heads[bid]
-                lines.append(
-                    f"  running recurrence {sc.where}: one loop over its rows, each formula compiled once"
-                )
-                continue
-            b = c.graph.blocks[bid]
-            r1, c1, r2, c2 = b.out
-            kind = "trainable-dependent" if dyn else "constant (folded)"
-            ops = sorted(debug.ops(b.ast))
-            text = c.wb.sheets[b.sheet].formula((b.r0, b.c0))
-            lines.append(
-                f"  {b.name:<24} [{r2 - r1 + 1}x{c2 - c1 + 1}] {kind:<20} ops={','.join(ops)}  ={text}"
-            )
-        if program and self._prog is not None:
-            lines.append("objective program (generated):")
-            lines += ["  " + x for x in self._prog.source.splitlines()]
-        elif program:
-            lines.append(f"objective program: closures ({self.fallback_reason})")
-        return "\n".join(lines)
+        return debug.describe(self, program)
 
 
 def compile_workbook(
@@ -401,14 +355,3 @@ def _compile(
     if report and debug.level():
         print(debug.report(model, debug.level()), file=sys.stderr)
     return model
-
-
-_ERROR_LITERAL = re.compile(r'"(?:[^"]|"")*"|(#REF!|#N/A|#NAME\?|#VALUE!|#NULL!|#NUM!|#DIV/0!)')
-
-
-def _error_literal(text: str) -> str | None:
-    """The first error value written into a formula's text (``=A1+#REF!`` after a deleted column), if any."""
-    for m in _ERROR_LITERAL.finditer(text or ""):
-        if m.group(1):
-            return m.group(1)
-    return None

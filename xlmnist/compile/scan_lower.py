@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from xlmnist.compile import cellwise
+from xlmnist.compile import cellwise, lower_ranges
 from xlmnist.compile.areas import _Expr
 from xlmnist.compile.functions import BOOL, EMPTY, NUM
 from xlmnist.compile.ir import Op, Stmt, names, operand, render_op, render_stmt
-from xlmnist.compile.scan import Hole
+from xlmnist.compile.scan_loop import Hole
 from xlmnist.compile.sources import Area, N, Unsupported
 from xlmnist.formula import parser as P
 from xlmnist.formula.graph import RefUse
@@ -198,7 +198,7 @@ class _Loop:
         if T is Hole:
             n = node.n() if callable(node.n) else node.n
             if n.win is not None:
-                kind, code, k = L.vec(n, m.block)
+                kind, code, k = lower_ranges.vec(L, n, m.block)
                 if kind != "fixed":
                     raise Unsupported("a moving range")
                 return code, k
@@ -336,6 +336,6 @@ class _Loop:
 
 
 def lower(L: Lowerer, sc) -> None:
-    """The recurrence ``sc`` (a compiled :class:`xlmnist.compile.scan._Scan`) as a loop in the program;
+    """The recurrence ``sc`` (a compiled :class:`xlmnist.compile.scan_loop._Scan`) as a loop in the program;
     its steps' values into ``L.scan_vals``. Raises :class:`Unsupported` (nothing emitted is kept)."""
     _Loop(L, sc).build()
