@@ -134,13 +134,8 @@ class _Scan:
         if T is P.Call:
             if node.name in cellwise.RANDOM:
                 raise NotScan("RAND() over its own cells")
-            return P.Call(node.name, tuple(self.node(a, m) for a in node.args))
-        if T is P.Binary:
-            return P.Binary(node.op, self.node(node.left, m), self.node(node.right, m))
-        if T is P.Unary:
-            return P.Unary(node.op, self.node(node.operand, m))
-        if T is P.Percent:
-            return P.Percent(self.node(node.operand, m))
+        if T in P.COMPOSITE:
+            return P.map_operands(node, lambda a: self.node(a, m))
         raise NotScan(f"{T.__name__} over its own cells")
 
     def reads_state(self, node, m) -> bool:

@@ -106,12 +106,8 @@ class _Loop:
             if node.name == "SUMPRODUCT" and len(args) in (1, 2):  # over fixed ranges and this row's cells
                 return Hole(_LOWERED, n=lambda: self.sumproduct(args, m))
             return P.Call(node.name, args)
-        if T is P.Binary:
-            return P.Binary(node.op, self.node(node.left, m), self.node(node.right, m))
-        if T is P.Unary:
-            return P.Unary(node.op, self.node(node.operand, m))
-        if T is P.Percent:
-            return P.Percent(self.node(node.operand, m))
+        if T in P.COMPOSITE:
+            return P.map_operands(node, lambda a: self.node(a, m))
         raise Unsupported(f"{T.__name__} over its own cells")
 
     def hoist(self, node, m) -> N:

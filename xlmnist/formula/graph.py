@@ -269,14 +269,7 @@ class Graph:
                 args = tuple(self.resolve(a, b, depth) for a in node.args)
                 del b.refs[n:]
                 return P.Call(node.name, args)
-            return P.Call(node.name, tuple(self.resolve(a, b, depth) for a in node.args))
-        if T is P.Binary:
-            return P.Binary(node.op, self.resolve(node.left, b, depth), self.resolve(node.right, b, depth))
-        if T is P.Unary:
-            return P.Unary(node.op, self.resolve(node.operand, b, depth))
-        if T is P.Percent:
-            return P.Percent(self.resolve(node.operand, b, depth))
-        return node
+        return P.map_operands(node, lambda a: self.resolve(a, b, depth))
 
     @staticmethod
     def _rel(abs1: bool, abs2: bool, n: int, b: Block, what: str) -> bool:

@@ -92,6 +92,24 @@ class Percent:
     operand: object
 
 
+COMPOSITE = (Call, Unary, Binary, Percent)
+
+
+def map_operands(node, f):
+    """``node`` with each operand replaced by ``f(operand)`` (a function's arguments, an operator's
+    operands): the one home of rebuilding a formula's tree; any other node is returned as it is."""
+    T = type(node)
+    if T is Call:
+        return Call(node.name, tuple(f(a) for a in node.args))
+    if T is Binary:
+        return Binary(node.op, f(node.left), f(node.right))
+    if T is Unary:
+        return Unary(node.op, f(node.operand))
+    if T is Percent:
+        return Percent(f(node.operand))
+    return node
+
+
 # infix operators: (left binding power, right binding power); Excel evaluates ^ left to right.
 INFIX = {
     "=": (10, 11), "<>": (10, 11), "<": (10, 11), "<=": (10, 11), ">": (10, 11), ">=": (10, 11),

@@ -18,12 +18,4 @@ def shift(node, dr: int, dc: int):
         if c1 > c2:
             c1, c2, ac1, ac2 = c2, c1, ac2, ac1
         return P.Ref(node.sheet, r1, c1, r2, c2, ar1, ac1, ar2, ac2)
-    if T is P.Call:
-        return P.Call(node.name, tuple(shift(a, dr, dc) for a in node.args))
-    if T is P.Binary:
-        return P.Binary(node.op, shift(node.left, dr, dc), shift(node.right, dr, dc))
-    if T is P.Unary:
-        return P.Unary(node.op, shift(node.operand, dr, dc))
-    if T is P.Percent:
-        return P.Percent(shift(node.operand, dr, dc))
-    return node
+    return P.map_operands(node, lambda a: shift(a, dr, dc))
