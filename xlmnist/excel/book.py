@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from xlmnist.errors import XlmnistError
+from xlmnist.excel import warm
 from xlmnist.excel.cells import (
     book_file,
     check_live_formulas,
@@ -42,7 +43,6 @@ from xlmnist.export.codegen import generate
 from xlmnist.train import optim as trainer
 from xlmnist.train import session
 from xlmnist.train.results import result_blocks
-from xlmnist.xlsx.reader import read_workbook
 from xlmnist.xlsx.writeback import write_values
 
 STATUS_EVERY = 0.5  # seconds between status bar updates
@@ -66,16 +66,19 @@ def excel_words(message: str) -> str:
     return message
 
 
-def load_model(book, sheet=None, path=None):
+def load_model(book, sheet=None, path=None, device="cpu"):
     """(compiled model, live parameter arrays, sheet name, file) for the book's model sheet; refuses a
-    workbook whose model (formulas, data, labels, settings) differs from the saved file."""
+    workbook whose model (formulas, data, labels, settings) differs from the saved file. The compile is
+    kept for the next click while the saved file is unchanged (:mod:`xlmnist.excel.warm`); the checks and
+    the trainable values are live on every click. ``device``: where Train/Step will run the model (None:
+    the settings sheet's device)."""
     file = book_file(book, path)
     name = model_sheet(book, sheet)
-    wb = read_workbook(file)
-    check_live_formulas(book, name, file, wb)
-    check_live_names(book, name, file, wb)
-    model = session.compile_sheet(file, sheet=name)
-    check_live_inputs(book, model, file, wb)
+    saved = warm.compiled(file, name)
+    check_live_formulas(book, name, file, saved.wb)
+    check_live_names(book, name, file, saved.wb)
+    model = saved.model
+    check_live_inputs(book, model, file, saved.wb, memo=saved.memo)
     live = [read_block(book, ref) for ref in model.param_refs]
     for ref, arr, p in zip(model.param_refs, live, model.initial_params()):
         if arr.shape != tuple(p.shape):
@@ -83,8 +86,8 @@ def load_model(book, sheet=None, path=None):
                 f"{ref}: the open workbook has {arr.shape} cells there, the file {tuple(p.shape)}"
             )
     for ref in model.param_refs:
-        check_protection(book, split_ref(ref)[0], file)
-    return model, live, name, file
+        check_protection(book, split_ref(ref)[0], file, memo=saved.memo)
+    return saved.on_device(device, SETTINGS_DEVICE), live, name, file
 
 
 # ---------------------------------------------------------------- status bar, alerts
@@ -168,7 +171,7 @@ def train(book, sheet=None, path=None, cancel: Callable[[], bool] | None = None,
 
     def run():
         status = _Status(book)
-        model, live, _, file = load_model(book, sheet, path)
+        model, live, _, file = load_model(book, sheet, path, device=options.get("device"))
         with Run(file) as lock:
             stop = (lambda: lock.cancelled() or cancel()) if cancel is not None else lock.cancelled
             status.show("xlmnist: training...")
@@ -202,7 +205,7 @@ def step(book, sheet=None, path=None, **options) -> dict:
     step``): options lr, optimizer, seed, batch_size, dataset, device."""
 
     def run():
-        model, live, _, file = load_model(book, sheet, path)
+        model, live, _, file = load_model(book, sheet, path, device=options.get("device"))
         out = session.run_step(model, cells=live, where=SETTINGS_DEVICE, **options)
         values = _write(book, file, out, live)
         p = out.payload
