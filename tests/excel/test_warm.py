@@ -131,3 +131,20 @@ def test_trainable_cells_read_in_bulk_as_cell_by_cell():
     np.testing.assert_array_equal(cells.to_numbers("s!A1:C1", [[1, None, ""]]), [[1.0, 0.0, 0.0]])
     with pytest.raises(Exception, match="s!B1: trainable cell holds True"):
         cells.to_numbers("s!A1:B1", [[1.0, True]])
+
+
+def test_formula_comparison_of_desktop_excel(book_file):
+    """What check_live_formulas compares on desktop Excel (``used_range.formula`` there): the formulas
+    of the saved file against a live block spelt as Excel spells them."""
+    sheet = read_workbook(book_file).sheet("linear")
+    saved = {c: cells._formula_key(sheet.formula(c) or "") for c in sheet.formula_cells()}
+    rows = max(r for r, _ in saved)
+    cols = max(c for _, c in saved)
+    block = [["" for _ in range(cols)] for _ in range(rows)]
+    for (r, c), _ in saved.items():
+        block[r - 1][c - 1] = "=" + (sheet.formula((r, c)) or "").lstrip("=").replace("_xlfn.", "")
+    assert cells.formula_differences(block, 1, 1, saved) == []
+    (r, c) = sorted(saved)[3]
+    block[r - 1][c - 1] += "+1"  # an edited formula
+    block[rows - 1][cols - 1] = "=1+1" if (rows, cols) not in saved else ""  # added, or removed
+    assert cells.formula_differences(block, 1, 1, saved) == sorted([(r, c), (rows, cols)])

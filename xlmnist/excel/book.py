@@ -76,7 +76,7 @@ def load_model(book, sheet=None, path=None, device="cpu"):
     file = book_file(book, path)
     name = model_sheet(book, sheet)
     saved = warm.compiled(file, name)
-    check_live_formulas(book, name, file, saved.wb)
+    check_live_formulas(book, name, file, saved.wb, memo=saved.memo)
     check_live_names(book, name, file, saved.wb)
     model = saved.model
     check_live_inputs(book, model, file, saved.wb, memo=saved.memo)

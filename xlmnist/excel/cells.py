@@ -116,26 +116,34 @@ def _formula_key(text: str) -> str:
     return re.sub(r"\s+", "", text).upper()
 
 
-def check_live_formulas(book, sheet: str, path: Path, wb=None) -> None:
+def check_live_formulas(book, sheet: str, path: Path, wb=None, memo: dict | None = None) -> None:
     """Desktop Excel: stop when the model sheet's formulas (which cells, and their text) differ from the
-    saved file's."""
+    saved file's. The saved side is kept in ``memo`` for the file's next click (:mod:`xlmnist.excel.warm`)."""
     if engine(book) not in ("excel", "macos", "windows"):
         return  # the remote engine sends no formulas; its values are checked by check_live_inputs
     used = book.sheets[sheet].used_range
-    formulas = np.array(used.formula, dtype=object, ndmin=2)
-    live = {
-        (used.row + i, used.column + j): _formula_key(f)
-        for (i, j), f in np.ndenumerate(formulas)
-        if isinstance(f, str) and f.startswith("=")
-    }
-    saved_sheet = (wb or read_workbook(path)).sheet(sheet)
-    saved = {cell: _formula_key(saved_sheet.formula(cell) or "") for cell in saved_sheet.formula_cells()}
-    diff = sorted(cell for cell in live.keys() | saved.keys() if live.get(cell) != saved.get(cell))
+    memo = {} if memo is None else memo
+    key = f"formulas:{sheet}"
+    if key not in memo:
+        saved_sheet = (wb or read_workbook(path)).sheet(sheet)
+        memo[key] = {c: _formula_key(saved_sheet.formula(c) or "") for c in saved_sheet.formula_cells()}
+    diff = formula_differences(used.formula, used.row, used.column, memo[key])
     if diff:
         r, c = diff[0]
         raise WorkbookError(
             f"{sheet}!{col_letters(c)}{r}: the formula differs from the saved file {path.name}; {SAVE_FIRST}"
         )
+
+
+def formula_differences(formulas, top: int, left: int, saved: dict) -> list[tuple[int, int]]:
+    """The cells (row, col), in order, where the live ``.formula`` block at (top, left) and the saved
+    formulas (``{(row, col): _formula_key(text)}``) disagree: a formula added, removed or changed."""
+    live = {}
+    for i, row in enumerate(np.array(formulas, dtype=object, ndmin=2).tolist()):
+        for j, f in enumerate(row):
+            if type(f) is str and f[:1] == "=":
+                live[(top + i, left + j)] = _formula_key(f)
+    return sorted(cell for cell in live.keys() | saved.keys() if live.get(cell) != saved.get(cell))
 
 
 def _same(live, saved) -> bool:
