@@ -15,16 +15,14 @@ import torch
 os.environ.setdefault("XLWINGS_LICENSE_KEY", "noncommercial")
 
 import xlwings as xw  # noqa: E402
-from xlbook import make_payload  # noqa: E402
+from xlbook import file_values, make_payload, open_book, written  # noqa: E402
 
 from xlmnist import excel  # noqa: E402
 from xlmnist.compile import compile_workbook  # noqa: E402
-from xlmnist.excel import cells, runs  # noqa: E402
+from xlmnist.excel import runs  # noqa: E402
 from xlmnist.lessons import build_all  # noqa: E402
 from xlmnist.train import commands  # noqa: E402
 from xlmnist.xlsx import writeback  # noqa: E402
-from xlmnist.xlsx.reader import read_workbook  # noqa: E402
-from xlmnist.xlsx.refs import col_letters  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -34,31 +32,6 @@ def mnist_book(tiny_mnist, tmp_path_factory):
         mp.setenv("XLMNIST_DATA", str(tiny_mnist))
         (path,) = build_all(tmp_path_factory.mktemp("books"), rows=40, only=["mnist_3v7.xlsx"])
     return path
-
-
-def file_values(path) -> dict:
-    """{sheet: {"A1": value}}: the file's cached values, what Excel shows for a saved, recalculated book."""
-    wb = read_workbook(path)
-    return {
-        s: {f"{col_letters(c)}{r}": v for (r, c), v in wb.sheets[s].values.items()} or {"A1": None}
-        for s in wb.order
-    }
-
-
-def open_book(path, active, live=None, values=None):
-    return xw.Book(json=make_payload(values or file_values(path), str(path), active, live))
-
-
-def written(book) -> dict:
-    names = [s.name for s in book.sheets]
-    out = {}
-    for a in book.json()["actions"]:
-        if a["func"] == "setValues":
-            block = np.array(
-                [[np.nan if v in (None, "") else v for v in row] for row in a["values"]], dtype=float
-            )
-            out.update(cells.write_actions_to_values([{**a, "values": block}], names))
-    return out
 
 
 def funcs(book) -> list[str]:

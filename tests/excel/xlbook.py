@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import xlwings as xw
 
-from xlmnist.excel.cells import split_ref
-from xlmnist.xlsx.refs import parse_area, parse_cell
+from xlmnist.excel.cells import split_ref, write_actions_to_values
+from xlmnist.xlsx.reader import read_workbook
+from xlmnist.xlsx.refs import col_letters, parse_area, parse_cell
 
 
 def make_payload(values: dict, name: str, active: str, live: dict | None = None) -> dict:
@@ -33,3 +34,30 @@ def make_payload(values: dict, name: str, active: str, live: dict | None = None)
         "names": [],
         "sheets": sheets,
     }
+
+
+def file_values(path) -> dict:
+    """{sheet: {"A1": value}}: the file's cached values, what Excel shows for a saved, recalculated book."""
+    wb = read_workbook(path)
+    return {
+        s: {f"{col_letters(c)}{r}": v for (r, c), v in wb.sheets[s].values.items()} or {"A1": None}
+        for s in wb.order
+    }
+
+
+def open_book(path, active, live=None, values=None):
+    """The saved workbook ``path`` open on the remote engine, ``live`` cells typed in but not saved."""
+    return xw.Book(json=make_payload(values or file_values(path), str(path), active, live))
+
+
+def written(book) -> dict:
+    """{range: block} of the book's setValues actions (empty cells as NaN)."""
+    names = [s.name for s in book.sheets]
+    out = {}
+    for a in book.json()["actions"]:
+        if a["func"] == "setValues":
+            block = np.array(
+                [[np.nan if v in (None, "") else v for v in row] for row in a["values"]], dtype=float
+            )
+            out.update(write_actions_to_values([{**a, "values": block}], names))
+    return out

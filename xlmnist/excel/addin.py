@@ -232,7 +232,8 @@ def _config_flags(p) -> None:
     p.add_argument("--interpreter", default=None,
                    help="Python for the add-in's config sheet (default: the Python running this command)")  # fmt: skip
     p.add_argument("--warm", action="store_true",
-                   help="Windows: set Use UDF Server, one Python process stays alive between clicks")  # fmt: skip
+                   help="Windows: set Use UDF Server: one Python process stays alive between clicks (warm "
+                   "Step/Train), and Train runs in the background so Cancel works")  # fmt: skip
 
 
 def register(sub) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from xlmnist.errors import XlmnistError
+from xlmnist.excel import background, warm
 from xlmnist.excel.cells import (
     book_file,
     check_live_formulas,
@@ -38,11 +39,11 @@ from xlmnist.excel.cells import (
     write_blocks,
 )
 from xlmnist.excel.runs import Run, request_cancel
+from xlmnist.excel.runs import busy as busy_error
 from xlmnist.export.codegen import generate
 from xlmnist.train import optim as trainer
 from xlmnist.train import session
 from xlmnist.train.results import result_blocks
-from xlmnist.xlsx.reader import read_workbook
 from xlmnist.xlsx.writeback import write_values
 
 STATUS_EVERY = 0.5  # seconds between status bar updates
@@ -66,16 +67,19 @@ def excel_words(message: str) -> str:
     return message
 
 
-def load_model(book, sheet=None, path=None):
+def load_model(book, sheet=None, path=None, device="cpu"):
     """(compiled model, live parameter arrays, sheet name, file) for the book's model sheet; refuses a
-    workbook whose model (formulas, data, labels, settings) differs from the saved file."""
+    workbook whose model (formulas, data, labels, settings) differs from the saved file. The compile is
+    kept for the next click while the saved file is unchanged (:mod:`xlmnist.excel.warm`); the checks and
+    the trainable values are live on every click. ``device``: where Train/Step will run the model (None:
+    the settings sheet's device)."""
     file = book_file(book, path)
     name = model_sheet(book, sheet)
-    wb = read_workbook(file)
-    check_live_formulas(book, name, file, wb)
-    check_live_names(book, name, file, wb)
-    model = session.compile_sheet(file, sheet=name)
-    check_live_inputs(book, model, file, wb)
+    saved = warm.compiled(file, name)
+    check_live_formulas(book, name, file, saved.wb, memo=saved.memo)
+    check_live_names(book, name, file, saved.wb)
+    model = saved.model
+    check_live_inputs(book, model, file, saved.wb, memo=saved.memo)
     live = [read_block(book, ref) for ref in model.param_refs]
     for ref, arr, p in zip(model.param_refs, live, model.initial_params()):
         if arr.shape != tuple(p.shape):
@@ -83,8 +87,8 @@ def load_model(book, sheet=None, path=None):
                 f"{ref}: the open workbook has {arr.shape} cells there, the file {tuple(p.shape)}"
             )
     for ref in model.param_refs:
-        check_protection(book, split_ref(ref)[0], file)
-    return model, live, name, file
+        check_protection(book, split_ref(ref)[0], file, memo=saved.memo)
+    return saved.on_device(device, SETTINGS_DEVICE), live, name, file
 
 
 # ---------------------------------------------------------------- status bar, alerts
@@ -93,10 +97,10 @@ def load_model(book, sheet=None, path=None):
 class _Status:
     """Progress in Excel's status bar where the engine has one: epoch k/N, loss, accuracy, time left."""
 
-    def __init__(self, book):
+    def __init__(self, book, shown: list | None = None):
         self.book, self.last, self.t0 = book, 0.0, time.monotonic()
         self.enabled = engine(book) not in ("remote", "calamine", "unknown")
-        self.shown: list[str] = []  # every text shown (tests; the last one is on screen)
+        self.shown: list[str] = [] if shown is None else shown  # every text shown (the last one is on screen)
 
     def show(self, text: str | None) -> None:
         if text is not None:
@@ -155,7 +159,14 @@ def _write(book, file, run, live) -> dict:
     return {ref: blocks[ref] for ref in run.model.param_refs}
 
 
-def train(book, sheet=None, path=None, cancel: Callable[[], bool] | None = None, **options) -> dict:
+def train(
+    book,
+    sheet=None,
+    path=None,
+    cancel: Callable[[], bool] | None = None,
+    shown: list | None = None,
+    **options,
+) -> dict:
     """Train the trainable cells of ``sheet`` (default: the active sheet) exactly as ``xlmnist train`` does
     on the saved file (:func:`xlmnist.train.session.run_session`: the settings sheet's dataset, minibatches,
     lr schedule, validation), from the values now in the cells; writes the parameters, the gradient row,
@@ -163,12 +174,12 @@ def train(book, sheet=None, path=None, cancel: Callable[[], bool] | None = None,
 
     ``options``: optimizer, lr, epochs, seed, device, max_seconds, dataset, batch_size (a given option wins
     over the settings sheet). ``cancel()`` returning True, or the Cancel button, stops at the next step and
-    keeps the values so far.
+    keeps the values so far. ``shown`` collects the status bar's texts (a background run's progress).
     """
 
     def run():
-        status = _Status(book)
-        model, live, _, file = load_model(book, sheet, path)
+        status = _Status(book, shown)
+        model, live, _, file = load_model(book, sheet, path, device=options.get("device"))
         with Run(file) as lock:
             stop = (lambda: lock.cancelled() or cancel()) if cancel is not None else lock.cancelled
             status.show("xlmnist: training...")
@@ -202,7 +213,7 @@ def step(book, sheet=None, path=None, **options) -> dict:
     step``): options lr, optimizer, seed, batch_size, dataset, device."""
 
     def run():
-        model, live, _, file = load_model(book, sheet, path)
+        model, live, _, file = load_model(book, sheet, path, device=options.get("device"))
         out = session.run_step(model, cells=live, where=SETTINGS_DEVICE, **options)
         values = _write(book, file, out, live)
         p = out.payload
@@ -270,22 +281,75 @@ def cancel(book, sheet=None, path=None) -> dict:
     return _guard(book, run)
 
 
+def train_in_background(book, sheet=None, path=None, **options) -> dict:
+    """Train (as :func:`train`) on a worker thread of this process and return at once: the ribbon's Train
+    where the process outlives the click (:mod:`xlmnist.excel.background`). Excel stays responsive, the
+    status bar shows the progress, Cancel stops the run; errors and the end come as alerts / status bar
+    text from the worker. The worker re-opens the workbook from its full name on desktop Excel (COM
+    objects belong to the thread that got them); ``background.job(file).wait()`` gives the result."""
+    import xlwings as xw  # deferred: xlwings is only needed inside Excel / the server
+
+    def run():
+        file = book_file(book, path)
+        name = model_sheet(book, sheet)  # the sheet active at the click, whatever the user opens next
+        fullname, com = str(book.fullname), engine(book) not in ("remote", "calamine", "unknown")
+
+        def work(job):
+            target = xw.Book(fullname) if com else book
+            result = train(target, sheet=name, path=path, shown=job.shown, **options)
+            _show_result(target, "train", result)
+            return result
+
+        background.start(file, name, work)
+        msg = f"{name}: training started; the status bar shows its progress, Cancel stops it"
+        return {"ok": True, "background": True, "message": msg}
+
+    return _guard(book, run)
+
+
 ACTIONS = {"train": train, "step": step, "reset": reset, "export": export, "cancel": cancel}
 
 
-def run(action: str, book=None) -> dict:
-    """What the add-in's buttons call: ``action`` on the active sheet of the calling workbook."""
-    import xlwings as xw  # deferred: xlwings is only needed inside Excel / the server
-
-    if action not in ACTIONS:
-        raise XlmnistError(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}")
-    book = book if book is not None else xw.Book.caller()
-    result = ACTIONS[action](book)
+def _show_result(book, action: str, result: dict) -> None:
     if result.get("ok") and action in ("train", "step", "reset") and engine(book) != "remote":
         try:
             book.app.status_bar = result["message"]
         except Exception:  # noqa: BLE001
             pass
+
+
+def _refuse_during_background_run(book) -> dict | None:
+    """Train, Step and Reset write the cells a background run is training: refused until it ends."""
+    try:
+        file = book_file(book)
+    except XlmnistError:
+        return None  # not saved: the action itself says so
+    if not background.busy(file):
+        return None
+
+    def refuse():
+        raise busy_error(file)
+
+    return _guard(book, refuse)
+
+
+def run(action: str, book=None, in_background: bool | None = None) -> dict:
+    """What the add-in's buttons call: ``action`` on the active sheet of the calling workbook. Train runs
+    in the background where the Python process outlives the click (``in_background`` None: xlwings' UDF
+    server, :func:`xlmnist.excel.background.persistent`), else synchronously."""
+    import xlwings as xw  # deferred: xlwings is only needed inside Excel / the server
+
+    if action not in ACTIONS:
+        raise XlmnistError(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}")
+    book = book if book is not None else xw.Book.caller()
+    if action in ("train", "step", "reset"):
+        refused = _refuse_during_background_run(book)
+        if refused is not None:
+            return refused
+    if action == "train" and (background.persistent() if in_background is None else in_background):
+        return train_in_background(book)
+    result = ACTIONS[action](book)
+    _show_result(book, action, result)
     return result
 
 

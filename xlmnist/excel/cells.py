@@ -29,6 +29,10 @@ SAVE_FIRST = "Save the workbook (Ctrl+S), then press Train"
 def to_numbers(ref: str, values) -> np.ndarray:
     """A 2-D float array from an xlwings value block; empty cells are 0 (as Excel reads them)."""
     arr = np.array(values, dtype=object, ndmin=2)
+    if {float, int}.issuperset(map(type, arr.ravel())):  # plain numbers (the usual block): in bulk
+        out = arr.astype(np.float64)
+        out[np.isnan(out)] = 0.0  # NaN reads as empty, as below
+        return out
     out = np.zeros(arr.shape, dtype=np.float64)
     for (i, j), v in np.ndenumerate(arr):
         if v is None or (isinstance(v, float) and math.isnan(v)) or v == "":
@@ -112,26 +116,34 @@ def _formula_key(text: str) -> str:
     return re.sub(r"\s+", "", text).upper()
 
 
-def check_live_formulas(book, sheet: str, path: Path, wb=None) -> None:
+def check_live_formulas(book, sheet: str, path: Path, wb=None, memo: dict | None = None) -> None:
     """Desktop Excel: stop when the model sheet's formulas (which cells, and their text) differ from the
-    saved file's."""
+    saved file's. The saved side is kept in ``memo`` for the file's next click (:mod:`xlmnist.excel.warm`)."""
     if engine(book) not in ("excel", "macos", "windows"):
         return  # the remote engine sends no formulas; its values are checked by check_live_inputs
     used = book.sheets[sheet].used_range
-    formulas = np.array(used.formula, dtype=object, ndmin=2)
-    live = {
-        (used.row + i, used.column + j): _formula_key(f)
-        for (i, j), f in np.ndenumerate(formulas)
-        if isinstance(f, str) and f.startswith("=")
-    }
-    saved_sheet = (wb or read_workbook(path)).sheet(sheet)
-    saved = {cell: _formula_key(saved_sheet.formula(cell) or "") for cell in saved_sheet.formula_cells()}
-    diff = sorted(cell for cell in live.keys() | saved.keys() if live.get(cell) != saved.get(cell))
+    memo = {} if memo is None else memo
+    key = f"formulas:{sheet}"
+    if key not in memo:
+        saved_sheet = (wb or read_workbook(path)).sheet(sheet)
+        memo[key] = {c: _formula_key(saved_sheet.formula(c) or "") for c in saved_sheet.formula_cells()}
+    diff = formula_differences(used.formula, used.row, used.column, memo[key])
     if diff:
         r, c = diff[0]
         raise WorkbookError(
             f"{sheet}!{col_letters(c)}{r}: the formula differs from the saved file {path.name}; {SAVE_FIRST}"
         )
+
+
+def formula_differences(formulas, top: int, left: int, saved: dict) -> list[tuple[int, int]]:
+    """The cells (row, col), in order, where the live ``.formula`` block at (top, left) and the saved
+    formulas (``{(row, col): _formula_key(text)}``) disagree: a formula added, removed or changed."""
+    live = {}
+    for i, row in enumerate(np.array(formulas, dtype=object, ndmin=2).tolist()):
+        for j, f in enumerate(row):
+            if type(f) is str and f[:1] == "=":
+                live[(top + i, left + j)] = _formula_key(f)
+    return sorted(cell for cell in live.keys() | saved.keys() if live.get(cell) != saved.get(cell))
 
 
 def _same(live, saved) -> bool:
@@ -193,10 +205,11 @@ def not_sent(book, sheet: str) -> bool:
     return not values or values == [[]]
 
 
-def check_live_inputs(book, model, path: Path, wb=None) -> None:
+def check_live_inputs(book, model, path: Path, wb=None, memo: dict | None = None) -> None:
     """Stop when the open workbook's data rows (features and labels) or its ``settings`` sheet differ from
     the saved file: the formulas, data and settings are read from the file, so an unsaved edit would be
-    silently ignored. One range call per block."""
+    silently ignored. One range call per block; ``memo`` keeps the saved side of each block between clicks
+    (:mod:`xlmnist.excel.warm`), so a warm click only reads the live block and compares it in bulk."""
     wb = wb or read_workbook(path)
     blocks = []
     if getattr(model, "data_ref", None):
@@ -207,13 +220,19 @@ def check_live_inputs(book, model, path: Path, wb=None) -> None:
         blocks.append(
             (f"{settings}!A1:{col_letters(max(c for _, c in st.values))}{st.max_row or 1}", "a setting")
         )
+    memo = {} if memo is None else memo
     for ref, what in blocks:
         sheet, addr = split_ref(ref)
         r1, c1, _, _ = parse_area(addr)
         if not_sent(book, sheet):
             continue  # Excel on the web sent only the model sheet: the server's copy is the source
         try:
-            live = np.array(read_cells(book.sheets[sheet].range(addr)), dtype=object, ndmin=2)
+            rng = book.sheets[sheet].range(addr)
+            if ref not in memo:
+                memo[ref] = saved_block(wb.sheets[sheet].values, addr)
+            if same_block(raw_cells(rng), memo[ref]):
+                continue
+            live = np.array(read_cells(rng), dtype=object, ndmin=2)
         except Exception as exc:  # noqa: BLE001 - the sheet was deleted or renamed in the open workbook
             raise WorkbookError(f"{sheet}!A1: not in the open workbook ({exc}); {SAVE_FIRST}") from None
         saved = wb.sheets[sheet].values
@@ -225,13 +244,65 @@ def check_live_inputs(book, model, path: Path, wb=None) -> None:
                 )
 
 
-def check_protection(book, sheet: str, path: Path) -> None:
-    """A protected model sheet cannot take the trained values: stop before training."""
+def saved_block(values, addr: str) -> np.ndarray:
+    """The saved cells of ``addr`` as an object array (None where empty), built in bulk from the reader's
+    dense number grid (:class:`xlmnist.xlsx.sheetxml.CellValues`) where it has one."""
+    r1, c1, r2, c2 = parse_area(addr)
+    out = np.full((r2 - r1 + 1, c2 - c1 + 1), None, dtype=object)
+    num, has, other = (getattr(values, k, None) for k in ("num", "has", "other"))
+    if num is None or has is None or other is None:
+        for (r, c), v in values.items():
+            if r1 <= r <= r2 and c1 <= c <= c2:
+                out[r - r1, c - c1] = ("bool", v) if isinstance(v, bool) else v
+        return out
+    part = has[r1 : r2 + 1, c1 : c2 + 1]
+    sub = out[: part.shape[0], : part.shape[1]]
+    sub[part] = num[r1 : r2 + 1, c1 : c2 + 1][part].tolist()
+    for (r, c), v in other.items():
+        if r1 <= r <= r2 and c1 <= c <= c2:
+            out[r - r1, c - c1] = ("bool", v) if isinstance(v, bool) else v  # never equal: see same_block
+    return out
+
+
+def raw_cells(rng):
+    """The range's values as the engine holds them, without xlwings' per-cell conversion (None when the
+    engine cannot say): the fast read of the live checks."""
+    try:
+        return rng.raw_value
+    except Exception:  # noqa: BLE001 - an engine without raw values: the converted read decides
+        return None
+
+
+NUMBERS = {float, int, str, type(None)}  # the live types same_block compares in bulk
+
+
+def same_block(raw, saved: np.ndarray) -> bool:
+    """True when every live cell equals the saved one exactly (empty = empty); False means "compare cell
+    by cell" (a difference, or a value such as a date or an error that only the converted read shows)."""
+    if raw is None:
+        return False
+    try:
+        live = np.array(raw, dtype=object, ndmin=2)
+    except ValueError:  # ragged rows
+        return False
+    if live.shape != saved.shape or not NUMBERS.issuperset(map(type, live.ravel())):
+        return False  # booleans (True == 1.0 in Python), dates, ...: cell by cell
+    live[np.equal(live, "")] = None
+    return bool(np.asarray(np.equal(live, saved), dtype=bool).all())
+
+
+def check_protection(book, sheet: str, path: Path, memo: dict | None = None) -> None:
+    """A protected model sheet cannot take the trained values: stop before training. Engines without the
+    live flag fall back to the saved file's (kept in ``memo`` for the file's next click)."""
     protected = False
     try:  # desktop Excel (Windows COM); other engines have no such attribute
         protected = bool(book.sheets[sheet].api.ProtectContents)
     except Exception:  # noqa: BLE001
-        protected = file_sheet_protected(path, sheet)
+        memo = {} if memo is None else memo
+        key = f"protected:{sheet}"
+        if key not in memo:
+            memo[key] = file_sheet_protected(path, sheet)
+        protected = memo[key]
     if protected:
         raise WorkbookError(
             f"{sheet}!A1: the sheet is protected; unprotect it (Review > Unprotect Sheet) and run again"

@@ -27,6 +27,13 @@ class RunInProgress(XlmnistError):
     pass
 
 
+def busy(book_file: Path) -> RunInProgress:
+    """The refusal of a second run on the workbook."""
+    return RunInProgress(
+        f"{book_file.name}: a training run is in progress on this workbook; wait for it or press Cancel"
+    )
+
+
 def run_file(book_file: Path) -> Path:
     return book_file.with_name(f".{book_file.name}.xlmnist-run")
 
@@ -59,9 +66,7 @@ class Run:
 
     def __enter__(self) -> Run:
         if in_progress(self.file):
-            raise RunInProgress(
-                f"{self.file.name}: a training run is in progress on this workbook; wait for it or press Cancel"
-            )
+            raise busy(self.file)
         with contextlib.suppress(OSError):
             cancel_file(self.file).unlink()
         try:

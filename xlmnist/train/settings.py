@@ -4,6 +4,7 @@ dataset rows laid out like the sheet's data rows, and the sheet's named metric c
 
 from __future__ import annotations
 
+import os
 import zipfile
 from pathlib import Path
 
@@ -49,7 +50,16 @@ def metrics(model, params) -> dict:
 
 def dataset_rows(model, name: str, split: str = "train") -> torch.Tensor:
     """The ``split`` of dataset ``name`` laid out like the sheet's data rows (``xlmnist_data``):
-    X[, Ones], label (float64)."""
+    X[, Ones], label (float64). Kept on the model, so a model kept between clicks (the Excel add-in's
+    warm process, :mod:`xlmnist.excel.warm`) loads its dataset once; callers do not modify the rows."""
+    memo = model.__dict__.setdefault("_dataset_rows", {})
+    key = (name, split, os.environ.get("XLMNIST_DATA"))
+    if key not in memo:
+        memo[key] = _dataset_rows(model, name, split)
+    return memo[key]
+
+
+def _dataset_rows(model, name: str, split: str) -> torch.Tensor:
     visible = model.data_rows() if hasattr(model, "data_rows") else None
     if visible is None:
         raise WorkbookError(
