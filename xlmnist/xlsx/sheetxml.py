@@ -17,18 +17,16 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from xlmnist.xlsx import numcells
 from xlmnist.xlsx.extent import core
 from xlmnist.xlsx.refs import col_index, parse_area
 
 _CELL = re.compile(rb'<c r="([A-Z]{1,3})([0-9]+)"([^>]*?)(?:/>|>(.*?)</c>)', re.S)
-_NUMBER = re.compile(
-    rb'<c r="([A-Z]{1,3})([0-9]+)"(?: s="[0-9]+")?(?: t="n")?(?: s="[0-9]+")?><v>([^<]+)</v></c>'
-)
 _FORMULA = re.compile(
     rb'<c r="([A-Z]{1,3})([0-9]+)"(?: s="[0-9]+")?><f>([^<]*)</f>(?:<v\s*/>|<v>([-+.eE0-9]*)</v>)?</c>'
 )
-_ATTR = re.compile(rb'([A-Za-z:]+)="([^"]*)"')
-_F = re.compile(rb"<f((?:\s+[A-Za-z:]+=\"[^\"]*\")*)\s*(?:/>|>(.*?)</f>)", re.S)
+_ATTR = re.compile(rb"""([A-Za-z:]+)\s*=\s*(?:"([^"]*)"|'([^']*)')""")  # either quote, spaces around =
+_F = re.compile(rb"""<f((?:\s+[A-Za-z:]+\s*=\s*(?:"[^"]*"|'[^']*'))*)\s*(?:/>|>(.*?)</f>)""", re.S)
 _V = re.compile(rb"<v\s*(?:/>|>(.*?)</v>)", re.S)
 _T = re.compile(rb"<t(?:\s[^>]*)?(?:/>|>(.*?)</t>)", re.S)
 _CHUNK = 8 << 20
@@ -138,40 +136,35 @@ def _parse(data: bytes, strings: list[str], xlerror, where: str):
     if b"<sheetData" not in data:  # a namespace prefix (<x:sheetData>) or no sheet data: iterparse
         return None
     cmap: dict[bytes, int] = {}
-    simple_r, simple_c, simple_v = [], [], []
+    numbers = []  # (rows, cols, values) of the plain number cells, per chunk (numcells.scan)
     rest = []  # (col, row, attrs, inner) of the cells that are not plain numbers
     plain_f = []  # (col, row, text, cached number) of formula cells without attributes
-    total = 0
+    total = cells = 0
     for chunk in _chunks(data):
-        ms = _NUMBER.findall(chunk)
-        if ms:
-            cols, rows, vals = zip(*ms)
-            simple_c += cols
-            simple_r += rows
-            simple_v += vals
-        n_cells = chunk.count(b"<c ") + chunk.count(b"<c>")
-        others = []
-        if n_cells > len(ms):
-            chunk = _NUMBER.sub(b"", chunk)
+        try:
+            scanned = numcells.scan(chunk)
+        except ValueError:
+            return None
+        if scanned is None:
+            return None
+        rows, cols, vals, chunk, n = scanned
+        numbers.append((rows, cols, vals))
+        cells += n
+        total += len(rows)
+        if total < cells:
             fs = _FORMULA.findall(chunk)
             if fs:
                 plain_f += fs
                 chunk = _FORMULA.sub(b"", chunk)
             others = _CELL.findall(chunk)
-            total += len(fs)
-        rest += others
-        total += len(ms) + len(others)
-    if total != data.count(b"<c ") + data.count(b"<c>"):
+            rest += others
+            total += len(fs) + len(others)
+    if total != cells:
         return None
-    for col in set(simple_c).union(x[0] for x in rest).union(x[0] for x in plain_f):
+    for col in set(x[0] for x in rest).union(x[0] for x in plain_f):
         cmap[col] = col_index(col.decode())
-    rr = np.fromiter(map(int, simple_r), np.int64, len(simple_r))
-    cc = np.fromiter(map(cmap.__getitem__, simple_c), np.int64, len(simple_c))
-    try:
-        vv = np.fromiter(map(float, simple_v), np.float64, len(simple_v))
-    except ValueError:
-        return None
-    del simple_r, simple_c, simple_v
+    rr, cc, vv = (np.concatenate(parts) for parts in zip(*numbers))
+    del numbers
     rest_rc = [(int(row), cmap[col]) for col, row, _, _ in rest]
     f_rc = [(int(row), cmap[col]) for col, row, _, _ in plain_f]
     filled = [rc for rc, x in zip(rest_rc, rest) if x[3]] + f_rc  # a formatted empty cell is not content
@@ -193,9 +186,9 @@ def _parse(data: bytes, strings: list[str], xlerror, where: str):
             values[rc] = float(cached)
     for (r, c), (_, _, attrs, inner) in zip(rest_rc, rest):
         t = None
-        for k, v in _ATTR.findall(attrs):
+        for k, v, v1 in _ATTR.findall(attrs):
             if k == b"t":
-                t = v.decode()
+                t = (v or v1).decode()
         f = _F.search(inner) if b"<f" in inner else None
         vm = _V.search(inner) if b"<v" in inner else None
         txt = _unescape(vm.group(1)) if vm is not None and vm.group(1) is not None else None
@@ -211,7 +204,7 @@ def _parse(data: bytes, strings: list[str], xlerror, where: str):
             else:
                 values[(r, c)] = ""
         if f is not None:
-            fattrs = {k.decode(): _unescape(v) for k, v in _ATTR.findall(f.group(1))}
+            fattrs = {k.decode(): _unescape(v or v1) for k, v, v1 in _ATTR.findall(f.group(1))}
             text = _unescape(f.group(2) or b"")
             add_formula(r, c, fattrs.get("t"), fattrs.get("si"), fattrs.get("ref"), text,
                         formulas, shared, masters, arrays)  # fmt: skip
