@@ -72,7 +72,7 @@ def test_refs_round_trip():
             split_ref(bad)
 
 
-# Cells the bulk scanner (numcells) must take as numbers, or leave to the regular expressions: each is
+# Cells the bulk scanner (cellscan) must take as numbers, or leave to the regular expressions: each is
 # read the same by the fast path and by iterparse (the "x:" prefix makes the fast path give up).
 EDGE_CELLS = (
     '<row r="1"><c r="A1" s="3" t="n"><v>1E-3</v></c><c r="B1" t="n" s="2"><v>-0.5</v></c>'
@@ -139,15 +139,23 @@ def test_numbers_read_exactly_as_float(tmp_path):
         assert type(got) is float and struct.pack("<d", got) == struct.pack("<d", float(t)), t
 
 
-def test_scanner_takes_plain_numbers_and_leaves_the_rest():
-    from xlmnist.xlsx import numcells
+def test_scanner_takes_plain_numbers_and_formulas_and_leaves_the_rest():
+    from xlmnist.xlsx import cellscan
 
     xml = (
         b'<row r="7"><c r="B7" s="1" t="n"><v>0.5</v></c><c r="C7" t="s"><v>0</v></c>'
-        b'<c r="AD7"><v>3</v></c><c r="E7"><f>B7</f><v>1</v></c></row>'
+        b'<c r="AD7"><v>3</v></c><c r="E7"><f>B7&amp;&lt;</f><v>1</v></c><c r="F7"><f>1</f><v/></c>'
+        b'<c r="G7" t="str"><f>"x"</f><v>x</v></c><c r="H7"><f t="shared" si="0">B7</f></c></row>'
     )
-    rows, cols, values, rest, cells = numcells.scan(xml)
+    found = cellscan.scan(xml)
+    rows, cols, values = found.numbers
     assert rows.tolist() == [7, 7] and cols.tolist() == [2, 30] and values.tolist() == [0.5, 3.0]
-    assert rest == b'<row r="7"><c r="C7" t="s"><v>0</v></c><c r="E7"><f>B7</f><v>1</v></c></row>'
-    assert cells == 4
-    assert numcells.scan(b'<row r="1"><!-- <c r="A1"><v>1</v></c> --></row>') is None
+    rows, cols, texts = found.formulas
+    assert rows.tolist() == [7, 7] and cols.tolist() == [5, 6] and texts == ["B7&<", "1"]
+    assert [x.tolist() for x in found.cached] == [[7], [5], [1.0]]
+    assert found.rest == (
+        b'<row r="7"><c r="C7" t="s"><v>0</v></c><c r="G7" t="str"><f>"x"</f><v>x</v></c>'
+        b'<c r="H7"><f t="shared" si="0">B7</f></c></row>'
+    )
+    assert found.cells == 7
+    assert cellscan.scan(b'<row r="1"><!-- <c r="A1"><v>1</v></c> --></row>') is None
