@@ -107,7 +107,7 @@ def _whole_row(data: bytes, rownum: int, start: int, cstart: int, cend, ks: list
     rows = []  # per block: its columns' letters and its "<v>text</v>" in this row
     for k in ks:
         op, r1, c1, _, _, a = boxes[k]
-        texts = [f"<v>{t}</v>" for t in _number_texts(a[rownum - r1]).tolist()]  # (per row: little memory)
+        texts = _v_texts(a[rownum - r1])  # (per row: little memory)
         rows.append((op, c1, made[k], texts))
     if cend is None or cend == cstart:  # an empty row: the cells are new
         if any(op != "v" for op, *_ in rows):
@@ -174,7 +174,7 @@ def _splice_span(text: str, boxes: list, done: list) -> str:
             continue
         rr, cc = rows[idx] - r1, cols[idx] - c1
         seen[rr, cc] = True
-        texts = [f"<v>{t}</v>" for t in _number_texts(a[rr, cc]).tolist()]  # (the few rows off the fast path)
+        texts = _v_texts(a[rr, cc])  # (the few rows off the fast path)
         if len(idx) == m:  # every matched cell is written: slices
             parts[7::_G], parts[4::_G] = texts, [None] * m
         else:
@@ -193,11 +193,21 @@ def _cells(op: str, r1: int, c1: int, a, mask) -> dict:
 
 
 def _number_texts(values) -> np.ndarray:
-    """``format_number`` of each value, as text (an object array of str, the shape of ``values``): ``repr``
-    less a trailing ``.0`` (-0.0 + 0.0 is 0.0)."""
-    values = np.asarray(values, dtype=np.float64) + 0.0
-    texts = np.array(list(map(repr, values.ravel().tolist())), dtype=object)
-    whole = np.flatnonzero((values == np.floor(values)).ravel() & (np.abs(values) < 1e16).ravel())
-    for i in whole.tolist():
+    """``format_number`` of each value, as text (an object array of str, the shape of ``values``)."""
+    values = np.asarray(values, dtype=np.float64)
+    return np.array(_texts(values.ravel()), dtype=object).reshape(values.shape)
+
+
+def _v_texts(values: np.ndarray) -> list[str]:
+    """``<v>format_number(x)</v>`` of each of the values (1-D): wrapped by one join and one split."""
+    return ("<v>" + "</v>\0<v>".join(_texts(values)) + "</v>").split("\0") if len(values) else []
+
+
+def _texts(values: np.ndarray) -> list[str]:
+    """``format_number`` of each of the values (1-D), as str: ``repr`` less a trailing ``.0`` (-0.0 + 0.0
+    is 0.0)."""
+    values = values + 0.0
+    texts = list(map(repr, values.tolist()))
+    for i in np.flatnonzero((values == np.floor(values)) & (np.abs(values) < 1e16)).tolist():
         texts[i] = texts[i][:-2]  # an integral value: "3.0" -> "3" (from 1e16 on, repr has an exponent)
-    return texts.reshape(values.shape)
+    return texts
