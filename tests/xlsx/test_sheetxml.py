@@ -153,9 +153,19 @@ def test_scanner_takes_plain_numbers_and_formulas_and_leaves_the_rest():
     rows, cols, texts = found.formulas
     assert rows.tolist() == [7, 7] and cols.tolist() == [5, 6] and texts == ["B7&<", "1"]
     assert [x.tolist() for x in found.cached] == [[7], [5], [1.0]]
+    assert [x.tolist() for x in found.strings] == [[7], [3], [0]]  # C7: shared string 0
     assert found.rest == (
-        b'<row r="7"><c r="C7" t="s"><v>0</v></c><c r="G7" t="str"><f>"x"</f><v>x</v></c>'
-        b'<c r="H7"><f t="shared" si="0">B7</f></c></row>'
+        b'<row r="7"><c r="G7" t="str"><f>"x"</f><v>x</v></c><c r="H7"><f t="shared" si="0">B7</f></c></row>'
     )
     assert found.cells == 7
     assert cellscan.scan(b'<row r="1"><!-- <c r="A1"><v>1</v></c> --></row>') is None
+
+
+@pytest.mark.parametrize("prefix", ["", "x:"], ids=["fast", "iterparse"])
+def test_shared_string_index_out_of_range_is_corrupt(tmp_path, prefix):
+    from xlmnist.errors import WorkbookError
+
+    path = tmp_path / "bad.xlsx"
+    write_book(path, '<row r="1"><c r="A1" t="s"><v>5</v></c></row>', prefix)
+    with pytest.raises(WorkbookError, match="bad.xlsx: corrupt xlsx workbook"):
+        read_workbook(path)

@@ -31,7 +31,8 @@ _NUMERIC[list(b"\x000123456789.+-eE")] = True
 _REF = 11  # "XFD1048576" and its closing quote
 _MAX_V = 40  # longer values (never written by Excel) go to the regular expressions
 _MASKS = np.array([(1 << (8 * k)) - 1 for k in range(9)], np.uint64)  # the low k bytes
-_T_N = re.compile(rb'\st="n"')
+_TYPE = re.compile(rb'\st="([ns])"')
+_NUMBER, _SHARED = 1, 2  # what the attributes make a <v> cell (_attributes)
 
 
 def _word(text: bytes, dtype: str) -> int:
@@ -54,6 +55,7 @@ class Scanned(NamedTuple):
     numbers: tuple  # (rows, cols, values) of the plain number cells: int64, int64, float64
     formulas: tuple  # (rows, cols, texts) of the plain formula cells: texts unescaped, not stripped
     cached: tuple  # (rows, cols, values) of those formula cells' cached numbers
+    strings: tuple  # (rows, cols, indices) of the shared-string cells (t="s", otherwise plain)
     rest: bytes  # the piece less these cells
     cells: int  # how many cells (``<c`` start tags) the piece holds in all
 
@@ -84,14 +86,20 @@ def scan(buf: bytes, lo: int = 0, hi: int | None = None) -> Scanned | None:
     candidate = (number | ((tag_end == _F_OPEN) & (u4[w] == _F_CLOSE))) & (u4[p + 2] == _R_EQ)
     sel = np.flatnonzero(candidate & (a[q - 2] != 47))
     if not len(sel):
-        return Scanned(_NONE, _NONE, _NONE, buf[lo:hi], cells)
+        return Scanned(_NONE, _NONE, _NONE, _NONE, buf[lo:hi], cells)
     ci, p, q, w, number = ci[sel], p[sel], q[sel], w[sel], number[sel]
     ref = np.lib.stride_tricks.as_strided(a, (len(a) - _REF, _REF), (1, 1))[p + 6]
     quote = p + 6 + np.argmax(ref == 34, axis=1)  # the reference's closing quote
     cols, n_letters, ok = _cols(_LETTER[ref[:, :4]])
     rows, good = _rows(u8[quote - 7], quote - p - 6 - n_letters)
-    ok &= good & _attributes(u8, quote + 1, q - 1)
+    kind = _attributes(u8, quote + 1, q - 1)
+    ok &= good
     end = np.zeros(len(p), np.int64)  # where each cell taken ends
+    refs = np.flatnonzero(ok & number & (kind == _SHARED))
+    indices, good = _indices(a, q[refs] + 3, w[refs] - q[refs] - 3)
+    refs, indices = refs[good], indices[good]
+    end[refs] = w[refs] + 8
+    ok &= kind == _NUMBER
     nums = np.flatnonzero(ok & number)
     values, good = _values(a, q[nums] + 3, w[nums] - q[nums] - 3)
     nums, values = nums[good], values[good]
@@ -104,6 +112,7 @@ def scan(buf: bytes, lo: int = 0, hi: int | None = None) -> Scanned | None:
         (rows[nums], cols[nums], values),
         (rows[forms], cols[forms], _texts(a, q[forms] + 3, w[forms])),
         (rows[cache], cols[cache], cached),
+        (rows[refs], cols[refs], indices),
         _without(buf, lo, hi, p[taken], end[taken]),
         cells,
     )
@@ -187,8 +196,9 @@ def _rows(word: np.ndarray, n_digits: np.ndarray):
 
 
 def _attributes(u8: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
-    """Whether the start tags' attributes after ``r`` (bytes start..end) leave a cell a number: no ``t``
-    anywhere, or only `` t="n"``. Up to 16 bytes; each distinct text is looked at once."""
+    """What the start tags' attributes after ``r`` (bytes start..end) make a cell: :data:`_NUMBER` (no
+    ``t`` anywhere, or only `` t="n"``), :data:`_SHARED` (only `` t="s"``), else 0. Up to 16 bytes; each
+    distinct text is looked at once."""
     length = end - start
     ok = (length >= 0) & (length <= 16)
     keys = [u8[start] & _MASKS[np.clip(length, 0, 8)]]
@@ -198,12 +208,25 @@ def _attributes(u8: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarra
         keys[1][long] = u8[start[long] + 8] & _MASKS[np.clip(length[long] - 8, 0, 8)]
     heads, run = _runs(*keys)
     distinct, inverse = np.unique(np.stack([k[heads] for k in keys], axis=1), axis=0, return_inverse=True)
-    plain = [_number_attributes(x.astype("<u8").tobytes().rstrip(b"\0")) for x in distinct]
-    return ok & np.array(plain, bool)[inverse.ravel()][run]
+    kinds = [_kind(x.astype("<u8").tobytes().rstrip(b"\0")) for x in distinct]
+    return np.where(ok, np.array(kinds, np.int8)[inverse.ravel()][run], 0)
 
 
-def _number_attributes(text: bytes) -> bool:
-    return b"t" not in text or (text.count(b"t") == 1 and _T_N.search(text) is not None)
+def _kind(text: bytes) -> int:
+    if b"t" not in text:
+        return _NUMBER
+    if text.count(b"t") != 1 or (m := _TYPE.search(text)) is None:
+        return 0
+    return _NUMBER if m.group(1) == b"n" else _SHARED
+
+
+def _indices(a: np.ndarray, start: np.ndarray, length: np.ndarray):
+    """(the integers written a[start:start+length], whether each is 1 to 9 digits)."""
+    text = np.lib.stride_tricks.as_strided(a, (len(a) - 9, 9), (1, 1))[start].astype(np.int64) - 48
+    inside = np.arange(9) < length[:, None]
+    ok = (length >= 1) & (length <= 9) & (((text >= 0) & (text <= 9)) | ~inside).all(axis=1)
+    full = np.where(inside, text, 0) @ (10 ** np.arange(8, -1, -1, dtype=np.int64))
+    return full // 10 ** (9 - np.clip(length, 0, 9)), ok
 
 
 def _values(a: np.ndarray, start: np.ndarray, length: np.ndarray):

@@ -160,25 +160,26 @@ def _parse(data: bytes, strings: list[str], xlerror, where: str):
             return None
         if scanned is None:
             return None
-        parts.append(scanned[:3])
+        parts.append(scanned[:4])
         cells += scanned.cells
-        total += len(scanned.numbers[0]) + len(scanned.formulas[0])
+        total += len(scanned.numbers[0]) + len(scanned.formulas[0]) + len(scanned.strings[0])
         if total < cells:
             others = _CELL.findall(scanned.rest)
             rest += others
             total += len(others)
     if total != cells:
         return None
-    numbers, plain_f, cached = zip(*parts)
+    numbers, plain_f, cached, shared_strings = zip(*parts)
     rr, cc, vv = (np.concatenate(x) for x in zip(*numbers))
     fr, fc = (np.concatenate(x) for x in list(zip(*plain_f))[:2])
+    sr, sc = (np.concatenate(x) for x in list(zip(*shared_strings))[:2])
     texts = [t for _, _, chunk_texts in plain_f for t in chunk_texts]
     del parts, numbers
     cmap = {col: col_index(col.decode()) for col in {x[0] for x in rest}}
     rest_rc = [(int(row), cmap[col]) for col, row, _, _ in rest]
     filled = [rc for rc, x in zip(rest_rc, rest) if x[3]]  # a formatted empty cell is not content
-    max_r = max(int(rr.max(initial=0)), int(fr.max(initial=0)), max((r for r, _ in filled), default=0))
-    max_c = max(int(cc.max(initial=0)), int(fc.max(initial=0)), max((c for _, c in filled), default=0))
+    max_r = max(*(int(x.max(initial=0)) for x in (rr, fr, sr)), max((r for r, _ in filled), default=0))
+    max_c = max(*(int(x.max(initial=0)) for x in (cc, fc, sc)), max((c for _, c in filled), default=0))
     R, C = core(rr, cc)
     values = CellValues(R, C)
     values.put(rr, cc, vv)  # the few far number cells apart
@@ -189,6 +190,13 @@ def _parse(data: bytes, strings: list[str], xlerror, where: str):
             formulas[rc] = text[1:] if text.startswith("=") else text
     for rows, cols, cached_values in cached:  # the formulas' cached numbers
         values.put(rows, cols, cached_values)
+    if len(sr):  # the shared-string cells
+        texts = [
+            strings[i] for _, _, x in shared_strings for i in x.tolist()
+        ]  # (IndexError: corrupt, as before)
+        inside = (sr < values.has.shape[0]) & (sc < values.has.shape[1])
+        values.has[sr[inside], sc[inside]] = False
+        values.other.update(zip(zip(sr.tolist(), sc.tolist()), texts))
     for (r, c), (_, _, attrs, inner) in zip(rest_rc, rest):
         t = None
         for k, v, v1 in _ATTR.findall(attrs):
