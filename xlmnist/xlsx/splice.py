@@ -106,15 +106,16 @@ def _whole_row(data: bytes, rownum: int, start: int, cstart: int, cend, ks: list
     empty (the cells are made) or, for each block, the cells from its first column to its last are
     exactly the block's cells, in order, all numbers (values) or all formulas (cached results)."""
     r = str(rownum)
-    rows = []  # per block: its columns' letters and its "<v>text</v>" in this row
+    rows = []  # per block: its columns' letters and its numbers' texts in this row
     for k in ks:
         op, r1, c1, _, _, a = boxes[k]
-        texts = _v_texts(a[rownum - r1])  # (per row: little memory)
-        rows.append((op, c1, made[k], texts))
+        rows.append((op, c1, made[k], _texts(a[rownum - r1])))  # (per row: little memory)
     if cend is None or cend == cstart:  # an empty row: the cells are new
         if any(op != "v" for op, *_ in rows):
             return None  # cached results for formula cells that are not there
-        cells = "".join(f'<c r="{x}{r}">{t}</c>' for _, _, xs, ts in sorted(rows) for x, t in zip(xs, ts))
+        cells = "".join(
+            f'<c r="{x}{r}"><v>{t}</v></c>' for _, _, xs, ts in sorted(rows) for x, t in zip(xs, ts)
+        )
         if cend is None:  # <row .../> -> <row ...>cells</row>
             tag = data[start : cstart - 2].rstrip().decode("utf-8") + ">"
             return [(start, cstart, tag + cells + f"</{prefix.decode()}row>")]
@@ -137,25 +138,26 @@ def _whole_row(data: bytes, rownum: int, start: int, cstart: int, cend, ks: list
             or parts[6::_G].count(None) != (m if op == "v" else 0) or parts[0] != '<c r="' or parts[-1] != "</c>"
         ):  # fmt: skip
             return None
-        parts[7::_G], parts[4::_G] = row_texts, [None] * m
+        parts[7::_G], parts[4::_G] = _wrap(row_texts, "<v>", "</v>"), [None] * m
         out.append((s, e + 4, "".join(filter(None, parts))))
     return out
 
 
 def _uniform(segment: str, letters: list, r: str, texts: list) -> str | None:
-    """``segment`` (cells ``letters`` of row ``r``) with ``texts`` as the cells' ``<v>``, or None: the fast
+    """``segment`` (cells ``letters`` of row ``r``) with ``texts`` as the cells' numbers, or None: the fast
     case of the split in :func:`_whole_row`, where every cell is ``<c r=.. ATTRS><v>..</v></c>`` with the
     same attributes (a style, ``t="n"``), checked by comparing the segment less its values with the
-    cells made from the letters; ``t="n"`` dropped as there."""
+    cells made from the letters; ``t="n"`` dropped as there. Joins only: no per-cell Python strings."""
     attrs = segment[6 + len(letters[0]) + len(r) : segment.find(">")]
     if not _ATTRS.fullmatch(attrs) or segment.count("<v>") != len(letters):
         return None
-    tags = [f'<c r="{x}{r}{attrs}>' for x in letters]
-    if _V.sub("", segment) != "</c>".join(tags) + "</c>":
+    if _V.sub("", segment) != '<c r="' + f'{r}{attrs}></c><c r="'.join(letters) + f"{r}{attrs}></c>":
         return None
-    if ' t="n"' in attrs:
-        tags = [t.replace(' t="n"', "") for t in tags]
-    return "".join([x for pair in zip(tags, texts) for x in pair]).replace("</v>", "</v></c>")
+    cells = [""] * (2 * len(letters))
+    cells[::2] = letters
+    kept = attrs.replace(' t="n"', "")
+    cells[1::2] = _wrap(texts, f"{r}{kept}><v>", '</v></c><c r="')
+    return '<c r="' + "".join(cells)[: -len('<c r="')]
 
 
 def _merged(boxes: list) -> list:
@@ -221,8 +223,13 @@ def _number_texts(values) -> np.ndarray:
 
 
 def _v_texts(values: np.ndarray) -> list[str]:
-    """``<v>format_number(x)</v>`` of each of the values (1-D): wrapped by one join and one split."""
-    return ("<v>" + "</v>\0<v>".join(_texts(values)) + "</v>").split("\0") if len(values) else []
+    """``<v>format_number(x)</v>`` of each of the values (1-D)."""
+    return _wrap(_texts(values), "<v>", "</v>")
+
+
+def _wrap(texts: list[str], before: str, after: str) -> list[str]:
+    """``before + t + after`` of each text: by one join and one split (no NUL in the texts)."""
+    return (before + (after + "\0" + before).join(texts) + after).split("\0") if texts else []
 
 
 def _texts(values: np.ndarray) -> list[str]:
