@@ -135,3 +135,24 @@ def test_a_lesson_sheet_written_in_bulk_is_the_same_as_cell_by_cell(tmp_path):
         members = sheet_members(z0, str(book))
         for sheet, cells in per.items():
             assert z1.read(members[sheet]) == SheetEdit(z0.read(members[sheet]), sheet).write(cells)
+
+
+UNIFORM = [
+    b'<row r="1"><c r="A1" s="4" t="n"><v>1</v></c><c r="B1" s="4" t="n"><v>2</v></c><c r="C1" s="4" t="n"><v>3</v></c></row>',
+    b'<row r="2"><c r="A2"><v>1</v></c><c r="B2"><v>2</v></c><c r="C2"><v>3</v></c></row>',
+    b'<row r="3"><c r="A3" t="n" s="5"><v>1</v></c><c r="B3" t="n" s="5"><v>2</v></c><c r="C3" s="6"><v>3</v></c></row>',
+    b'<row r="4"><c r="A4" t="n"><v>1</v></c><c r="B4" t="n"><v/></c><c r="C4" t="n"><v>3</v></c></row>',
+    b'<row r="5"><c r="A5" t="n"><v>1</v></c><c r="B5" t="n"><f>A5</f><v>2</v></c><c r="C5" t="n"><v>3</v></c></row>',
+    b'<row r="6"><c r="A6" s="1"><v>1</v></c><c r="B6" s="1"><v>2</v><v>9</v></c><c r="C6" s="1"><v>3</v></c></row>',
+]
+
+
+def test_uniform_rows_write_what_cell_by_cell_writes():
+    """Rows of cells with one kind of start tag (the fast case of the row split), and rows that look
+    like one but are not (another style, <v/>, a formula, two values): the same bytes as cell by cell."""
+    data = HEAD + b"".join(UNIFORM) + TAIL
+    blocks = [("v", 1, 1, np.arange(18.0).reshape(6, 3) / 8 - 1)]
+    assert outcome(bulk, data, blocks) == outcome(per_cell, data, blocks)
+    new, leftover = splice_blocks(data, "s", blocks)
+    assert b'<c r="A1" s="4"><v>-1</v></c><c r="B1" s="4"><v>-0.875</v></c>' in new
+    assert b'<c r="A3" s="5"><v>-0.25</v></c>' in new and set(leftover) == {(5, 2), (6, 2)}

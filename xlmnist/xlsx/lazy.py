@@ -109,7 +109,8 @@ def _text(texts) -> tuple[str, str]:
     first (short: a column of copies is one line there, ``data!$a:$ade`` for ``data!$A2:$ADE2``), and
     only where it is found there, in the second."""
     full = "\n".join(texts).lower()
-    return "\n".join(set(_DIGITS.sub("", full).split("\n"))), full
+    no_digits = full.encode().translate(None, b"0123456789").decode()  # (UTF-8: no digit byte in others)
+    return "\n".join(set(no_digits.split("\n"))), full
 
 
 def reachable_view(wb: Workbook, sheet: str, params: str | None, texts: list) -> Workbook:

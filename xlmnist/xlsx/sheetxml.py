@@ -1,11 +1,12 @@
-"""Fast path for reading a worksheet's XML: regular expressions over the bytes plus numpy conversion.
+"""Fast path for reading a worksheet's XML: numpy over the bytes, regular expressions for the rest.
 
 MNIST-shaped sheets hold ~1.6M number cells; walking them with ``iterparse`` takes ~20 s. Here the plain
-number cells (``<c r="A2"><v>0.5</v></c>``, the vast majority) are converted in bulk with numpy into a
-dense grid over the part of the sheet they fill (:class:`CellValues`, :mod:`xlmnist.xlsx.extent`); the few
-other cells (strings, formulas, booleans, errors) are parsed one
-by one. Returns None when the XML does not look like what the regular expressions expect (namespace
-prefixes, cells without ``r``): the caller then falls back to ``iterparse``.
+number cells (``<c r="A2"><v>0.5</v></c>``, the vast majority) and plain formula cells are found and
+converted in bulk (:mod:`xlmnist.xlsx.cellscan`), the numbers into a dense grid over the part of the sheet
+they fill (:class:`CellValues`, :mod:`xlmnist.xlsx.extent`); the other cells (strings, booleans, errors,
+shared and array formulas) are parsed one by one with regular expressions. Returns None when the XML does
+not look like what these expect (namespace prefixes, cells without ``r``, comments): the caller then falls
+back to ``iterparse``.
 """
 
 from __future__ import annotations
@@ -17,18 +18,13 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from xlmnist.xlsx import cellscan
 from xlmnist.xlsx.extent import core
 from xlmnist.xlsx.refs import col_index, parse_area
 
 _CELL = re.compile(rb'<c r="([A-Z]{1,3})([0-9]+)"([^>]*?)(?:/>|>(.*?)</c>)', re.S)
-_NUMBER = re.compile(
-    rb'<c r="([A-Z]{1,3})([0-9]+)"(?: s="[0-9]+")?(?: t="n")?(?: s="[0-9]+")?><v>([^<]+)</v></c>'
-)
-_FORMULA = re.compile(
-    rb'<c r="([A-Z]{1,3})([0-9]+)"(?: s="[0-9]+")?><f>([^<]*)</f>(?:<v\s*/>|<v>([-+.eE0-9]*)</v>)?</c>'
-)
-_ATTR = re.compile(rb'([A-Za-z:]+)="([^"]*)"')
-_F = re.compile(rb"<f((?:\s+[A-Za-z:]+=\"[^\"]*\")*)\s*(?:/>|>(.*?)</f>)", re.S)
+_ATTR = re.compile(rb"""([A-Za-z:]+)\s*=\s*(?:"([^"]*)"|'([^']*)')""")  # either quote, spaces around =
+_F = re.compile(rb"""<f((?:\s+[A-Za-z:]+\s*=\s*(?:"[^"]*"|'[^']*'))*)\s*(?:/>|>(.*?)</f>)""", re.S)
 _V = re.compile(rb"<v\s*(?:/>|>(.*?)</v>)", re.S)
 _T = re.compile(rb"<t(?:\s[^>]*)?(?:/>|>(.*?)</t>)", re.S)
 _CHUNK = 8 << 20
@@ -66,6 +62,19 @@ class CellValues(Mapping):
     def __len__(self):
         return len(self.other) + int(self.has.sum())
 
+    def put(self, rows: np.ndarray, cols: np.ndarray, numbers: np.ndarray) -> None:
+        """``self[rows[i], cols[i]] = numbers[i]`` for float64 arrays, at once."""
+        inside = (rows < self.has.shape[0]) & (cols < self.has.shape[1])
+        if self.other and inside.any():
+            for key in zip(rows[inside].tolist(), cols[inside].tolist()):
+                self.other.pop(key, None)
+        self.num[rows[inside], cols[inside]] = numbers[inside]
+        self.has[rows[inside], cols[inside]] = True
+        if not inside.all():
+            self.other.update(
+                zip(zip(rows[~inside].tolist(), cols[~inside].tolist()), numbers[~inside].tolist())
+            )
+
     def __setitem__(self, key, value):
         r, c = key
         if type(value) is float and r < self.has.shape[0] and c < self.has.shape[1]:
@@ -83,11 +92,15 @@ def _unescape(b: bytes) -> str:
 
 
 def _chunks(data: bytes):
+    """(buffer, lo, hi) of runs of whole rows of ``data``, with cellscan.PAD bytes after hi in buffer."""
     start, n = 0, len(data)
     while start < n:
         end = data.find(b"</row>", start + _CHUNK)
         end = n if end < 0 else end + 6
-        yield data[start:end]
+        if n - end < cellscan.PAD:
+            yield data[start:] + b"\0" * cellscan.PAD, 0, end - start
+        else:
+            yield data, start, end
         start = end
 
 
@@ -137,65 +150,58 @@ def parse(data: bytes, strings: list[str], xlerror, where: str = "sheet"):
 def _parse(data: bytes, strings: list[str], xlerror, where: str):
     if b"<sheetData" not in data:  # a namespace prefix (<x:sheetData>) or no sheet data: iterparse
         return None
-    cmap: dict[bytes, int] = {}
-    simple_r, simple_c, simple_v = [], [], []
-    rest = []  # (col, row, attrs, inner) of the cells that are not plain numbers
-    plain_f = []  # (col, row, text, cached number) of formula cells without attributes
-    total = 0
-    for chunk in _chunks(data):
-        ms = _NUMBER.findall(chunk)
-        if ms:
-            cols, rows, vals = zip(*ms)
-            simple_c += cols
-            simple_r += rows
-            simple_v += vals
-        n_cells = chunk.count(b"<c ") + chunk.count(b"<c>")
-        others = []
-        if n_cells > len(ms):
-            chunk = _NUMBER.sub(b"", chunk)
-            fs = _FORMULA.findall(chunk)
-            if fs:
-                plain_f += fs
-                chunk = _FORMULA.sub(b"", chunk)
-            others = _CELL.findall(chunk)
-            total += len(fs)
-        rest += others
-        total += len(ms) + len(others)
-    if total != data.count(b"<c ") + data.count(b"<c>"):
+    parts = []  # what cellscan.scan found in each chunk
+    rest = []  # (col, row, attrs, inner) of the other cells
+    total = cells = 0
+    for buf, lo, hi in _chunks(data):
+        try:
+            scanned = cellscan.scan(buf, lo, hi)
+        except ValueError:
+            return None
+        if scanned is None:
+            return None
+        parts.append(scanned[:4])
+        cells += scanned.cells
+        total += len(scanned.numbers[0]) + len(scanned.formulas[0]) + len(scanned.strings[0])
+        if total < cells:
+            others = _CELL.findall(scanned.rest)
+            rest += others
+            total += len(others)
+    if total != cells:
         return None
-    for col in set(simple_c).union(x[0] for x in rest).union(x[0] for x in plain_f):
-        cmap[col] = col_index(col.decode())
-    rr = np.fromiter(map(int, simple_r), np.int64, len(simple_r))
-    cc = np.fromiter(map(cmap.__getitem__, simple_c), np.int64, len(simple_c))
-    try:
-        vv = np.fromiter(map(float, simple_v), np.float64, len(simple_v))
-    except ValueError:
-        return None
-    del simple_r, simple_c, simple_v
+    numbers, plain_f, cached, shared_strings = zip(*parts)
+    rr, cc, vv = (np.concatenate(x) for x in zip(*numbers))
+    fr, fc = (np.concatenate(x) for x in list(zip(*plain_f))[:2])
+    sr, sc = (np.concatenate(x) for x in list(zip(*shared_strings))[:2])
+    texts = [t for _, _, chunk_texts in plain_f for t in chunk_texts]
+    del parts, numbers
+    cmap = {col: col_index(col.decode()) for col in {x[0] for x in rest}}
     rest_rc = [(int(row), cmap[col]) for col, row, _, _ in rest]
-    f_rc = [(int(row), cmap[col]) for col, row, _, _ in plain_f]
-    filled = [rc for rc, x in zip(rest_rc, rest) if x[3]] + f_rc  # a formatted empty cell is not content
-    max_r = max(int(rr.max()) if len(rr) else 0, max((r for r, _ in filled), default=0))
-    max_c = max(int(cc.max()) if len(cc) else 0, max((c for _, c in filled), default=0))
+    filled = [rc for rc, x in zip(rest_rc, rest) if x[3]]  # a formatted empty cell is not content
+    max_r = max(*(int(x.max(initial=0)) for x in (rr, fr, sr)), max((r for r, _ in filled), default=0))
+    max_c = max(*(int(x.max(initial=0)) for x in (cc, fc, sc)), max((c for _, c in filled), default=0))
     R, C = core(rr, cc)
     values = CellValues(R, C)
-    inside = (rr <= R) & (cc <= C)
-    values.num[rr[inside], cc[inside]] = vv[inside]
-    values.has[rr[inside], cc[inside]] = True
-    if not inside.all():  # the few far number cells
-        values.other.update(zip(zip(rr[~inside].tolist(), cc[~inside].tolist()), vv[~inside].tolist()))
+    values.put(rr, cc, vv)  # the few far number cells apart
     formulas, shared, masters, arrays = {}, {}, {}, {}
-    for rc, (_, _, text, cached) in zip(f_rc, plain_f):
-        text = _unescape(text).strip()
+    for rc, text in zip(zip(fr.tolist(), fc.tolist()), texts):
+        text = text.strip()
         if text:
             formulas[rc] = text[1:] if text.startswith("=") else text
-        if cached:
-            values[rc] = float(cached)
+    for rows, cols, cached_values in cached:  # the formulas' cached numbers
+        values.put(rows, cols, cached_values)
+    if len(sr):  # the shared-string cells
+        texts = [
+            strings[i] for _, _, x in shared_strings for i in x.tolist()
+        ]  # (IndexError: corrupt, as before)
+        inside = (sr < values.has.shape[0]) & (sc < values.has.shape[1])
+        values.has[sr[inside], sc[inside]] = False
+        values.other.update(zip(zip(sr.tolist(), sc.tolist()), texts))
     for (r, c), (_, _, attrs, inner) in zip(rest_rc, rest):
         t = None
-        for k, v in _ATTR.findall(attrs):
+        for k, v, v1 in _ATTR.findall(attrs):
             if k == b"t":
-                t = v.decode()
+                t = (v or v1).decode()
         f = _F.search(inner) if b"<f" in inner else None
         vm = _V.search(inner) if b"<v" in inner else None
         txt = _unescape(vm.group(1)) if vm is not None and vm.group(1) is not None else None
@@ -211,7 +217,7 @@ def _parse(data: bytes, strings: list[str], xlerror, where: str):
             else:
                 values[(r, c)] = ""
         if f is not None:
-            fattrs = {k.decode(): _unescape(v) for k, v in _ATTR.findall(f.group(1))}
+            fattrs = {k.decode(): _unescape(v or v1) for k, v, v1 in _ATTR.findall(f.group(1))}
             text = _unescape(f.group(2) or b"")
             add_formula(r, c, fattrs.get("t"), fattrs.get("si"), fattrs.get("ref"), text,
                         formulas, shared, masters, arrays)  # fmt: skip

@@ -34,6 +34,8 @@ _CELL = re.compile(
     r'(?<=<c r=")([A-Z]{1,3})([0-9]+)("(?: s="[0-9]+")?)( t="n")?((?: s="[0-9]+")?>)'
     r"(<f>[^<]*</f>)?(<v>[^<]*</v>|<v\s*/>)?(?=</c>)"
 )
+_ATTRS = re.compile(r'"(?: s="[0-9]+")?(?: t="n")?(?: s="[0-9]+")?')  # as _CELL's groups 3 to 5
+_V = re.compile(r"<v>[^<]*</v>")
 _G = 8  # the stride of the split: the text before the match, then the 7 groups
 
 
@@ -104,15 +106,16 @@ def _whole_row(data: bytes, rownum: int, start: int, cstart: int, cend, ks: list
     empty (the cells are made) or, for each block, the cells from its first column to its last are
     exactly the block's cells, in order, all numbers (values) or all formulas (cached results)."""
     r = str(rownum)
-    rows = []  # per block: its columns' letters and its "<v>text</v>" in this row
+    rows = []  # per block: its columns' letters and its numbers' texts in this row
     for k in ks:
         op, r1, c1, _, _, a = boxes[k]
-        texts = [f"<v>{t}</v>" for t in _number_texts(a[rownum - r1]).tolist()]  # (per row: little memory)
-        rows.append((op, c1, made[k], texts))
+        rows.append((op, c1, made[k], _texts(a[rownum - r1])))  # (per row: little memory)
     if cend is None or cend == cstart:  # an empty row: the cells are new
         if any(op != "v" for op, *_ in rows):
             return None  # cached results for formula cells that are not there
-        cells = "".join(f'<c r="{x}{r}">{t}</c>' for _, _, xs, ts in sorted(rows) for x, t in zip(xs, ts))
+        cells = "".join(
+            f'<c r="{x}{r}"><v>{t}</v></c>' for _, _, xs, ts in sorted(rows) for x, t in zip(xs, ts)
+        )
         if cend is None:  # <row .../> -> <row ...>cells</row>
             tag = data[start : cstart - 2].rstrip().decode("utf-8") + ">"
             return [(start, cstart, tag + cells + f"</{prefix.decode()}row>")]
@@ -124,16 +127,37 @@ def _whole_row(data: bytes, rownum: int, start: int, cstart: int, cend, ks: list
         e = data.find(b"</c>", max(last, 0), cend)
         if s < 0 or last < 0 or e < 0:
             return None
-        parts = _CELL.split(data[s : e + 4].decode("utf-8"))
+        segment = data[s : e + 4].decode("utf-8")
+        if op == "v" and (text := _uniform(segment, letters, r, row_texts)) is not None:
+            out.append((s, e + 4, text))
+            continue
+        parts = _CELL.split(segment)
         m = len(parts) // _G
         if (
             m != len(letters) or parts[1::_G] != letters or parts[2::_G].count(r) != m
             or parts[6::_G].count(None) != (m if op == "v" else 0) or parts[0] != '<c r="' or parts[-1] != "</c>"
         ):  # fmt: skip
             return None
-        parts[7::_G], parts[4::_G] = row_texts, [None] * m
+        parts[7::_G], parts[4::_G] = _wrap(row_texts, "<v>", "</v>"), [None] * m
         out.append((s, e + 4, "".join(filter(None, parts))))
     return out
+
+
+def _uniform(segment: str, letters: list, r: str, texts: list) -> str | None:
+    """``segment`` (cells ``letters`` of row ``r``) with ``texts`` as the cells' numbers, or None: the fast
+    case of the split in :func:`_whole_row`, where every cell is ``<c r=.. ATTRS><v>..</v></c>`` with the
+    same attributes (a style, ``t="n"``), checked by comparing the segment less its values with the
+    cells made from the letters; ``t="n"`` dropped as there. Joins only: no per-cell Python strings."""
+    attrs = segment[6 + len(letters[0]) + len(r) : segment.find(">")]
+    if not _ATTRS.fullmatch(attrs) or segment.count("<v>") != len(letters):
+        return None
+    if _V.sub("", segment) != '<c r="' + f'{r}{attrs}></c><c r="'.join(letters) + f"{r}{attrs}></c>":
+        return None
+    cells = [""] * (2 * len(letters))
+    cells[::2] = letters
+    kept = attrs.replace(' t="n"', "")
+    cells[1::2] = _wrap(texts, f"{r}{kept}><v>", '</v></c><c r="')
+    return '<c r="' + "".join(cells)[: -len('<c r="')]
 
 
 def _merged(boxes: list) -> list:
@@ -174,7 +198,7 @@ def _splice_span(text: str, boxes: list, done: list) -> str:
             continue
         rr, cc = rows[idx] - r1, cols[idx] - c1
         seen[rr, cc] = True
-        texts = [f"<v>{t}</v>" for t in _number_texts(a[rr, cc]).tolist()]  # (the few rows off the fast path)
+        texts = _v_texts(a[rr, cc])  # (the few rows off the fast path)
         if len(idx) == m:  # every matched cell is written: slices
             parts[7::_G], parts[4::_G] = texts, [None] * m
         else:
@@ -193,11 +217,26 @@ def _cells(op: str, r1: int, c1: int, a, mask) -> dict:
 
 
 def _number_texts(values) -> np.ndarray:
-    """``format_number`` of each value, as text (an object array of str, the shape of ``values``): ``repr``
-    less a trailing ``.0`` (-0.0 + 0.0 is 0.0)."""
-    values = np.asarray(values, dtype=np.float64) + 0.0
-    texts = np.array(list(map(repr, values.ravel().tolist())), dtype=object)
-    whole = np.flatnonzero((values == np.floor(values)).ravel() & (np.abs(values) < 1e16).ravel())
-    for i in whole.tolist():
+    """``format_number`` of each value, as text (an object array of str, the shape of ``values``)."""
+    values = np.asarray(values, dtype=np.float64)
+    return np.array(_texts(values.ravel()), dtype=object).reshape(values.shape)
+
+
+def _v_texts(values: np.ndarray) -> list[str]:
+    """``<v>format_number(x)</v>`` of each of the values (1-D)."""
+    return _wrap(_texts(values), "<v>", "</v>")
+
+
+def _wrap(texts: list[str], before: str, after: str) -> list[str]:
+    """``before + t + after`` of each text: by one join and one split (no NUL in the texts)."""
+    return (before + (after + "\0" + before).join(texts) + after).split("\0") if texts else []
+
+
+def _texts(values: np.ndarray) -> list[str]:
+    """``format_number`` of each of the values (1-D), as str: ``repr`` less a trailing ``.0`` (-0.0 + 0.0
+    is 0.0)."""
+    values = values + 0.0
+    texts = list(map(repr, values.tolist()))
+    for i in np.flatnonzero((values == np.floor(values)) & (np.abs(values) < 1e16)).tolist():
         texts[i] = texts[i][:-2]  # an integral value: "3.0" -> "3" (from 1e16 on, repr has an exponent)
-    return texts.reshape(values.shape)
+    return texts
