@@ -125,12 +125,18 @@ def rnn_book(path):
     wb.save(path)
 
 
-def test_recurrence_exports_as_unrolled_steps(tmp_path):
+def test_recurrence_exports_as_one_loop(tmp_path):
     """A block that reads its own earlier cells (an unrolled recurrence) compiles to one block per step;
-    the general form writes one statement per step and equals eval, gradients included."""
+    the general form writes it as one ``for`` loop over the rows (the formula once, the state by row in
+    ``B``), stacked into ``b3`` for what reads it, and equals eval, gradients included."""
     book = tmp_path / "rnn.xlsx"
     rnn_book(book)
     check(book, tmp_path, "general")
+    src = (tmp_path / "m.py").read_text()
+    assert "        B = {2: K['rnn'][2:3, 2:3]}\n        for r in range(3, 8):\n" in src
+    assert "            # rnn!B3:B7  TANH(B2*$A$1+A3)\n" in src
+    assert "B[r] = _full(torch.tanh(_t(((B[r - 1] * self.p0) + K['rnn'][r:r + 1, 1:2]))), 1, 1)" in src
+    assert "b3 = torch.cat([B[k] for k in range(3, 8)])" in src and src.count(" = _full(") == 2
 
 
 UIDS, MIDS = [11, 13, 17, 19, 23, 29], [101, 102, 105, 107, 110, 120]

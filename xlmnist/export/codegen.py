@@ -149,8 +149,11 @@ def generate(book, sheet=None, out_path="model.py", objective=None, params=None,
     return export_module(book, sheet, out_path, objective, params, state_dict)[0]
 
 
-def export_module(book, sheet=None, out_path="model.py", objective=None, params=None, state_dict=False):
-    """(path, form): the layer form when the sheet is an affine/activation stack, else the general form."""
+def export_module(
+    book, sheet=None, out_path="model.py", objective=None, params=None, state_dict=False, notes=None
+):
+    """(path, form): the layer form when the sheet is an affine/activation stack, else the general form;
+    ``notes`` (a list): what the general form says besides (each recurrence's loop, or why it is not one)."""
     try:
         ex = Exporter(book, sheet, objective, params)
         return _layer_form(ex, book, Path(out_path), state_dict), "layer"
@@ -160,6 +163,8 @@ def export_module(book, sheet=None, out_path="model.py", objective=None, params=
             gen = General(cm)
         except Unsupported as exc:
             raise Unsupported(f"{exc} (layer form: {layer_err})") from None
+        if notes is not None:
+            notes.extend(gen.notes)
         out_path = Path(out_path)
         state = {
             f"p{k}": cm.compiler.cnum[s][r1 : r2 + 1, c1 : c2 + 1]
@@ -370,11 +375,16 @@ def _cmd_export(args) -> int:
     out = Path(args.output)
     if not out.parent.is_dir():
         raise XlmnistError(f"{out.parent}: no such folder")
-    path, form = export_module(args.book, args.sheet, out, args.objective, args.params, args.state_dict)
+    notes: list[str] = []
+    path, form = export_module(
+        args.book, args.sheet, out, args.objective, args.params, args.state_dict, notes
+    )
     print(
         f"wrote {path} ({form} form)"
         + (f" and {path.with_suffix('.pt')} (state dict)" if args.state_dict else "")
     )
+    for note in notes:
+        print(f"  {note}")
     return 0
 
 
