@@ -6,6 +6,7 @@ step by step and says so, in the module and in the command's output."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -144,3 +145,32 @@ def test_command_line_export_of_a_long_adam_sheet_prints_the_loop(tmp_path):
     want = json.loads(run("-m", "xlmnist", "eval", book, "--json"))["objective"]
     assert got == pytest.approx(want, rel=1e-12, abs=1e-15)
     assert len(module.read_text().splitlines()) < 200  # not 1,200 statements
+
+
+def hostile_rnn(path, sheet):
+    """The rnn recurrence on a sheet named ``sheet``."""
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = sheet
+    ws["A1"], ws["B2"] = 0.5, 0.0
+    for r in range(3, 8):
+        ws[f"A{r}"] = r / 10.0
+        ws[f"B{r}"] = f"=TANH(B{r - 1}*$A$1+A{r})"
+    ws["C1"] = "=B7^2"
+    q = "'" + sheet.replace("'", "''") + "'!"
+    names(ws, f"{q}$C$1", f"{q}$A$1")
+    wb.save(path)
+
+
+def test_sheet_name_in_a_loop_stays_text(tmp_path):
+    """The sheet name reaches the loop's comments and K[...] keys only through ``escape``: the module has
+    exactly the statements of a clean export, runs and equals eval."""
+    shapes = []
+    for k, sheet in enumerate(["s", 'x\'";__import__(\'os\');"""#{}']):
+        book, module = tmp_path / f"b{k}.xlsx", tmp_path / "m.py"
+        hostile_rnn(book, sheet)
+        check(book, tmp_path, "general")
+        src = module.read_text()
+        assert src.count("        for r in range(3, 8):\n") == 1
+        shapes.append([type(n).__name__ for n in ast.walk(ast.parse(src)) if isinstance(n, ast.stmt)])
+    assert shapes[0] == shapes[1]  # the name added no statement
