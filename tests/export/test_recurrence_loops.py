@@ -16,6 +16,7 @@ from pathlib import Path
 import openpyxl
 import pytest
 from test_general_form import ROOT, check, names
+from test_round_trip import import_back
 
 from xlmnist.compile import compile_workbook
 from xlmnist.export.codegen import export_module
@@ -174,3 +175,12 @@ def test_sheet_name_in_a_loop_stays_text(tmp_path):
         assert src.count("        for r in range(3, 8):\n") == 1
         shapes.append([type(n).__name__ for n in ast.walk(ast.parse(src)) if isinstance(n, ast.stmt)])
     assert shapes[0] == shapes[1]  # the name added no statement
+
+
+@pytest.mark.parametrize("sheet", ["adam", "mom"])
+def test_loop_module_weights_import_back(sheet, tmp_path):
+    """The learning rate trained in torch through the loop module, imported into the workbook it came
+    from (``import_into``: the module read with ast, never run): eval equals torch's objective."""
+    book = recurrence_book.build(tmp_path / f"{sheet}.xlsx", (sheet,), STEPS)
+    export_module(book, out_path=tmp_path / "m.py")
+    assert import_back(tmp_path / "m.py", book, tmp_path)["params"] == [f"{sheet}!B1"]

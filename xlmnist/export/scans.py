@@ -39,6 +39,21 @@ def _r(d: int) -> str:
     return "r" if d == 0 else (f"r + {d}" if d > 0 else f"r - {-d}")
 
 
+def _refs(n):
+    """The references in a formula's tree."""
+    T = type(n)
+    if T is RefUse:
+        yield n
+    elif T is P.Call:
+        for a in n.args:
+            yield from _refs(a)
+    elif T is P.Binary:
+        yield from _refs(n.left)
+        yield from _refs(n.right)
+    elif T in (P.Unary, P.Percent):
+        yield from _refs(n.operand)
+
+
 class _Member:
     """One member of a plan: its rectangle, its step blocks (one per row), its names in the module, and
     ``block``: the rectangle as one block (its formula resolved as copied down: references that move
@@ -88,8 +103,6 @@ class Loops:
                     self.plan_of[bid] = n
             if whole:
                 self.steps[n] = steps
-            else:
-                self.state[n] = "its rows were split further"
 
     def where(self, n: int) -> str:
         plan = self.g.scans[n]
@@ -103,6 +116,8 @@ class Loops:
             return False
         if n not in self.state:
             try:
+                if n not in self.steps:
+                    raise Unsupported("its rows were split further")
                 lines = _Loop(self, n).build()
             except Unsupported as exc:
                 self.state[n] = str(exc)
@@ -160,28 +175,8 @@ class _Loop:
         return xs[0]
 
     def reads(self, n, m) -> bool:
-        T = type(n)
-        if T is RefUse:
-            return n.sheet == self.sheet and self.touches(n.footprint(m.R, m.C))
-        if T is P.Call:
-            return any(self.reads(a, m) for a in n.args)
-        if T is P.Binary:
-            return self.reads(n.left, m) or self.reads(n.right, m)
-        if T in (P.Unary, P.Percent):
-            return self.reads(n.operand, m)
-        return False
-
-    def moves(self, n) -> bool:
-        T = type(n)
-        if T is RefUse:
-            return n.rrel
-        if T is P.Call:
-            return any(self.moves(a) for a in n.args)
-        if T is P.Binary:
-            return self.moves(n.left) or self.moves(n.right)
-        if T in (P.Unary, P.Percent):
-            return self.moves(n.operand)
-        return False
+        """Whether ``n`` (in member m's formula) reads the recurrence's cells."""
+        return any(u.sheet == self.sheet and self.touches(u.footprint(m.R, m.C)) for u in _refs(n))
 
     # ---- the translator's hook (General.tr asks here first while a loop is written) ------------------
     def part(self, n, b) -> E | None:
@@ -199,7 +194,7 @@ class _Loop:
         if T is P.Call and n.name in LOOKUPS:
             if self.reads(n, m):
                 raise Unsupported(f"{b.anchor}: a lookup over cells of the recurrence itself")
-            if self.moves(n) and m.R > 1:
+            if m.R > 1 and any(u.rrel for u in _refs(n)):
                 return self.hoist(n, m)
         return None
 
