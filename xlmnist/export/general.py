@@ -16,6 +16,8 @@ functions) raises :class:`Unsupported` naming the cell, never a silently differe
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from xlmnist.compile.values import BOOL, EMPTY, NUM
@@ -29,8 +31,22 @@ from xlmnist.xlsx.refs import area_name, col_letters, split_ref
 
 _FN1 = {"EXP": "exp", "LN": "log", "LOG10": "log10", "SQRT": "sqrt", "ABS": "abs", "TANH": "tanh"}
 _CMP = {"=": "==", "<>": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+_NUMBER = re.compile(r"-?[0-9.e+-]+|inf|nan")  # a literal: broadcasts as it is
 _PAIRS = {"SUMXMY2": "({x} - {y}) ** 2.0", "SUMX2MY2": "{x} ** 2.0 - {y} ** 2.0"}
 _RED = {"SUM": "sum", "AVERAGE": "mean", "SUMPRODUCT": "sum", "MAX": "amax", "MIN": "amin"}
+
+
+def _lift(*es: E) -> list[E]:
+    """Operands of one elementwise operation: where one is a window [R, C, h, w], a value per cell [R, C]
+    becomes [R, C, 1, 1] (broadcast over each cell's window, not against the window's own axes)."""
+    if not any(e.win for e in es) or all(e.win for e in es):
+        return list(es)
+    return [
+        e
+        if e.win or _NUMBER.fullmatch(e.code)
+        else E(f"_t({e.code})[..., None, None]", True, e.bool, e.dense, e.plain)
+        for e in es
+    ]
 
 
 class General(Lookups):
@@ -144,10 +160,10 @@ class General(Lookups):
         if T is P.Percent:
             return E(f"({self.num(n.operand, b).code} / 100.0)")
         if T is P.Binary and n.op in "+-*/^":
-            x, y = self.num(n.left, b), self.num(n.right, b)
+            x, y = _lift(self.num(n.left, b), self.num(n.right, b))
             return E(f"({x.code} {'**' if n.op == '^' else n.op} {y.code})", x.win or y.win)
         if T is P.Binary and n.op in _CMP:
-            x, y = self.num(n.left, b), self.num(n.right, b)
+            x, y = _lift(self.num(n.left, b), self.num(n.right, b))
             return E(f"(_t({x.code}) {_CMP[n.op]} {y.code})", x.win or y.win, True)
         if T is P.Call:
             return self.call(n, b)
@@ -172,9 +188,10 @@ class General(Lookups):
             return E(f"torch.{_FN1[name]}(_t({x.code}))", x.win)
         if name == "IF" and len(args) in (2, 3):
             c = self.tr(args[0], b)
-            cond = c.code if c.bool else f"(_t({c.code}) != 0)"
             x = self.num(args[1], b)
             y = self.num(args[2], b) if len(args) == 3 and not isinstance(args[2], P.Missing) else E("0.0")
+            c, x, y = _lift(c, x, y)
+            cond = c.code if c.bool else f"(_t({c.code}) != 0)"
             return E(f"torch.where({cond}, _t({x.code}), _t({y.code}))", c.win or x.win or y.win)
         if name in _RED and args:
             xs = [self.num(a, b) for a in args]
