@@ -125,12 +125,18 @@ def rnn_book(path):
     wb.save(path)
 
 
-def test_recurrence_exports_as_unrolled_steps(tmp_path):
+def test_recurrence_exports_as_one_loop(tmp_path):
     """A block that reads its own earlier cells (an unrolled recurrence) compiles to one block per step;
-    the general form writes one statement per step and equals eval, gradients included."""
+    the general form writes it as one ``for`` loop over the rows (the formula once, the state by row in
+    ``B``), stacked into ``b3`` for what reads it, and equals eval, gradients included."""
     book = tmp_path / "rnn.xlsx"
     rnn_book(book)
     check(book, tmp_path, "general")
+    src = (tmp_path / "m.py").read_text()
+    assert "        B = {2: K['rnn'][2:3, 2:3]}\n        for r in range(3, 8):\n" in src
+    assert "            # rnn!B3:B7  TANH(B2*$A$1+A3)\n" in src
+    assert "B[r] = _full(torch.tanh(_t(((B[r - 1] * self.p0) + K['rnn'][r:r + 1, 1:2]))), 1, 1)" in src
+    assert "b3 = torch.cat([B[k] for k in range(3, 8)])" in src and src.count(" = _full(") == 2
 
 
 UIDS, MIDS = [11, 13, 17, 19, 23, 29], [101, 102, 105, 107, 110, 120]
@@ -216,3 +222,23 @@ def test_lookup_by_text_id_is_refused_naming_the_cell(tmp_path):
     lookup_book(book, "index-match", user_ids=["ann", "bob", "cy", "di", "ed", "flo"])
     with pytest.raises(Unsupported, match=r"emb!O10: MATCH over text"):
         export_module(book, out_path=tmp_path / "m.py")
+
+
+@pytest.mark.parametrize("rows", [5, 7])
+def test_value_per_cell_times_a_window(rows, tmp_path):
+    """``SUMPRODUCT((B3*$X$2:$X$6+$A$1)*$X$2:$X$6*(B3*10>$X$2:$X$6))`` copied down: each cell's B (a value
+    per cell) meets its own window, not the window's rows (5 rows, a 5-cell window: once silently wrong)."""
+    book = tmp_path / "w.xlsx"
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "w"
+    ws["A1"] = 0.3
+    for i in range(5):
+        ws[f"X{i + 2}"] = i + 1.0
+    for r in range(3, 3 + rows):
+        ws[f"B{r}"] = r / 10
+        ws[f"D{r}"] = f"=SUMPRODUCT((B{r}*$X$2:$X$6+$A$1)*$X$2:$X$6*(B{r}*10>$X$2:$X$6))"
+    ws["E1"] = f"=SUM(D3:D{2 + rows})"
+    names(ws, "w!$E$1", "w!$A$1")
+    wb.save(book)
+    check(book, tmp_path, "general")

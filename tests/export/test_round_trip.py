@@ -183,6 +183,8 @@ def test_other_kinds_round_trip(kind, make, form, tmp_path):
     book = tmp_path / f"{kind}.xlsx"
     make(book)
     check(book, tmp_path, form)
+    if kind == "recurrence":  # written as one loop over its rows, not a statement per row
+        assert (tmp_path / "m.py").read_text().count("        for r in range(3, 8):\n") == 1
     got = import_back(tmp_path / "m.py", book, tmp_path)
     assert got["form"] == form
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from xlmnist.compile.model import compile_workbook
 from xlmnist.errors import XlmnistError
+from xlmnist.export.files import atomic_write, save_state
 from xlmnist.export.general import General
 from xlmnist.export.module import Exporter, Unsupported
 from xlmnist.export.template import BOOK_PARAMS, TEMPLATE_TAIL
@@ -149,8 +148,11 @@ def generate(book, sheet=None, out_path="model.py", objective=None, params=None,
     return export_module(book, sheet, out_path, objective, params, state_dict)[0]
 
 
-def export_module(book, sheet=None, out_path="model.py", objective=None, params=None, state_dict=False):
-    """(path, form): the layer form when the sheet is an affine/activation stack, else the general form."""
+def export_module(
+    book, sheet=None, out_path="model.py", objective=None, params=None, state_dict=False, notes=None
+):
+    """(path, form): the layer form when the sheet is an affine/activation stack, else the general form;
+    ``notes`` (a list): what the general form says besides (each recurrence's loop, or why it is not one)."""
     try:
         ex = Exporter(book, sheet, objective, params)
         return _layer_form(ex, book, Path(out_path), state_dict), "layer"
@@ -160,13 +162,15 @@ def export_module(book, sheet=None, out_path="model.py", objective=None, params=
             gen = General(cm)
         except Unsupported as exc:
             raise Unsupported(f"{exc} (layer form: {layer_err})") from None
+        if notes is not None:
+            notes.extend(gen.notes)
         out_path = Path(out_path)
         state = {
             f"p{k}": cm.compiler.cnum[s][r1 : r2 + 1, c1 : c2 + 1]
             for k, (s, r1, c1, r2, c2) in enumerate(cm.compiler.params)
         }
         src = gen.render(os.path.basename(book), out_path.name, _params_src(state, out_path, state_dict))
-        _atomic_write(out_path, src.encode())
+        atomic_write(out_path, src.encode())
         return out_path, "general"
 
 
@@ -230,7 +234,7 @@ def _layer_form(ex, book, out_path, state_dict) -> Path:
             else f"    {w} = torch.zeros({ex.N}, 0, dtype=torch.float64)"
         )
     src = _render(ex, book, init, fwd, loss_lines, feat, helper, state, out_path, recipes, state_dict)
-    _atomic_write(out_path, src.encode())
+    atomic_write(out_path, src.encode())
     return out_path
 
 
@@ -264,7 +268,7 @@ def _params_src(state, out_path: Path, state_dict: bool) -> str:
     """``_params()`` returning the baked weights: a PARAMS literal, or the .pt file beside the module."""
     size = sum(np.asarray(v).size for v in state.values())
     if state_dict or size > EMBED_LIMIT:
-        _save_state(state, out_path.with_suffix(".pt"))
+        save_state(state, out_path.with_suffix(".pt"))
     if size <= EMBED_LIMIT:
         body = ",\n".join(f"    {k!r}: {np.asarray(v).tolist()!r}" for k, v in state.items())
         return (
@@ -347,34 +351,20 @@ class Model(nn.Module):
     )
 
 
-def _save_state(state, pt: Path) -> None:
-    buf = tempfile.NamedTemporaryFile(dir=pt.parent, prefix=f".{pt.stem}-", suffix=".tmp", delete=False)
-    buf.close()
-    torch.save({k: torch.tensor(np.asarray(v), dtype=torch.float64) for k, v in state.items()}, buf.name)
-    os.replace(buf.name, pt)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _cmd_export(args) -> int:
     out = Path(args.output)
     if not out.parent.is_dir():
         raise XlmnistError(f"{out.parent}: no such folder")
-    path, form = export_module(args.book, args.sheet, out, args.objective, args.params, args.state_dict)
+    notes: list[str] = []
+    path, form = export_module(
+        args.book, args.sheet, out, args.objective, args.params, args.state_dict, notes
+    )
     print(
         f"wrote {path} ({form} form)"
         + (f" and {path.with_suffix('.pt')} (state dict)" if args.state_dict else "")
     )
+    for note in notes:
+        print(f"  {note}")
     return 0
 
 

@@ -5,8 +5,9 @@ computing the block's whole [rows, columns] area at once, with the sheet range a
 comment; the trainable ranges are ``nn.Parameter``s; constant cells are read from the workbook at run time
 into one float64 tensor per sheet (``K[sheet]``, indexed by 1-based row and column). A reference that moves
 with the block's cells is a shifted slice; a range reference is an unfolded window ``[R, C, h, w]`` that
-SUM / AVERAGE / MAX / MIN / SUMPRODUCT reduce over its last two axes. An unrolled recurrence is one
-statement per step (the graph splits it into one block per step). Lookups with cell-dependent positions
+SUM / AVERAGE / MAX / MIN / SUMPRODUCT reduce over its last two axes. An unrolled recurrence is
+written as one ``for`` loop over its rows
+(:mod:`xlmnist.export.scans`; one statement per row where it cannot be, saying so). Lookups with cell-dependent positions
 (INDEX/MATCH, VLOOKUP, HLOOKUP, XLOOKUP, OFFSET, CHOOSE) are gathers over the looked-up range's tensor
 (:mod:`xlmnist.export.lookups`, helpers that mirror the compiler's). What has no faithful translation (a
 block reading its own cells; an average over empty or text cells; a match over text ids; other
@@ -15,10 +16,13 @@ functions) raises :class:`Unsupported` naming the cell, never a silently differe
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from xlmnist.compile.values import BOOL, EMPTY, NUM
 from xlmnist.export.lookups import LOOKUPS, E, Lookups
+from xlmnist.export.scans import Loops
 from xlmnist.export.template import GATHER_HELPERS, GENERAL_CLASS, GENERAL_HEAD, GENERAL_MODEL, GENERAL_TAIL
 from xlmnist.export.translate import Unsupported, escape
 from xlmnist.formula import parser as P
@@ -27,7 +31,22 @@ from xlmnist.xlsx.refs import area_name, col_letters, split_ref
 
 _FN1 = {"EXP": "exp", "LN": "log", "LOG10": "log10", "SQRT": "sqrt", "ABS": "abs", "TANH": "tanh"}
 _CMP = {"=": "==", "<>": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+_NUMBER = re.compile(r"-?[0-9.e+-]+|inf|nan")  # a literal: broadcasts as it is
+_PAIRS = {"SUMXMY2": "({x} - {y}) ** 2.0", "SUMX2MY2": "{x} ** 2.0 - {y} ** 2.0"}
 _RED = {"SUM": "sum", "AVERAGE": "mean", "SUMPRODUCT": "sum", "MAX": "amax", "MIN": "amin"}
+
+
+def _lift(*es: E) -> list[E]:
+    """Operands of one elementwise operation: where one is a window [R, C, h, w], a value per cell [R, C]
+    becomes [R, C, 1, 1] (broadcast over each cell's window, not against the window's own axes)."""
+    if not any(e.win for e in es) or all(e.win for e in es):
+        return list(es)
+    return [
+        e
+        if e.win or _NUMBER.fullmatch(e.code)
+        else E(f"_t({e.code})[..., None, None]", True, e.bool, e.dense, e.plain)
+        for e in es
+    ]
 
 
 class General(Lookups):
@@ -41,9 +60,23 @@ class General(Lookups):
         if self.obj is None:
             raise Unsupported(f"{cm.objective_ref}: the objective is not a formula")
         self.vars: dict[int, str] = {}
+        self.span: dict[int, tuple] = {}  # a looped recurrence's step -> its member's rectangle (vars)
         self.lines: list[str] = []
         self.extent: dict[str, list[int]] = {}  # sheet -> [max row, max column] read
+        self.loop = None  # the recurrence being written as a loop (xlmnist.export.scans): tr asks it first
+        self.loops = Loops(self)
         for bid in topo_order(self.g, [self.obj.id]):
+            self.need(bid)
+        self.result = self.area(osheet, orow, ocol, orow, ocol, self.obj.anchor).code
+
+    @property
+    def notes(self) -> list[str]:
+        """What the export command prints besides the form: each recurrence's loop, or why it is not one."""
+        return self.loops.notes
+
+    def need(self, bid: int) -> None:
+        """Write block ``bid`` (once): a step of a recurrence as its loop where it can be, else a statement."""
+        if bid not in self.vars and not self.loops.emit(bid):
             self._emit(self.g.blocks[bid])
 
     def _objective_cell(self):
@@ -68,7 +101,9 @@ class General(Lookups):
                 raise Unsupported(
                     f"{where}: reads {area_name(b.sheet, *b.out)} of its own block (a recurrence)"
                 )
-            pieces.append((self.vars[bid], *b.out))
+            piece = (self.vars[bid], *self.span.get(bid, b.out))
+            if piece not in pieces:
+                pieces.append(piece)
         for code, a1, b1, a2, b2 in pieces:
             if (a1, b1, a2, b2) == (r1, c1, r2, c2):
                 return E(code)
@@ -104,6 +139,10 @@ class General(Lookups):
 
     # ---- formulas -----------------------------------------------------------------------------------
     def tr(self, n, b) -> E:
+        if self.loop is not None:
+            got = self.loop.part(n, b)
+            if got is not None:
+                return got
         T = type(n)
         if T is RefUse:
             r1, c1, r2, c2 = n.footprint(b.R, b.C)
@@ -111,10 +150,7 @@ class General(Lookups):
             h, w = n.r2 - n.r1 + 1, n.c2 - n.c1 + 1
             if h == 1 and w == 1:
                 return a
-            if (self.c.ckind[n.sheet][r1 : r2 + 1, c1 : c2 + 1] == BOOL).any():
-                raise Unsupported(
-                    f"{b.anchor}: a range with TRUE/FALSE cells (ranges skip them; the export would not)"
-                )
+            self.no_bools(self.c.ckind[n.sheet][r1 : r2 + 1, c1 : c2 + 1], b.anchor)
             return E(f"{a.code}.unfold(0, {h}, 1).unfold(1, {w}, 1)", True, dense=a.dense)
         if T is P.Number or T is P.Bool:
             return E(repr(float(n.value)))
@@ -124,14 +160,22 @@ class General(Lookups):
         if T is P.Percent:
             return E(f"({self.num(n.operand, b).code} / 100.0)")
         if T is P.Binary and n.op in "+-*/^":
-            x, y = self.num(n.left, b), self.num(n.right, b)
+            x, y = _lift(self.num(n.left, b), self.num(n.right, b))
             return E(f"({x.code} {'**' if n.op == '^' else n.op} {y.code})", x.win or y.win)
         if T is P.Binary and n.op in _CMP:
-            x, y = self.num(n.left, b), self.num(n.right, b)
+            x, y = _lift(self.num(n.left, b), self.num(n.right, b))
             return E(f"(_t({x.code}) {_CMP[n.op]} {y.code})", x.win or y.win, True)
         if T is P.Call:
             return self.call(n, b)
         raise Unsupported(f"{b.anchor}: cannot export {type(n).__name__} {getattr(n, 'op', '')}".strip())
+
+    @staticmethod
+    def no_bools(kinds, where) -> None:
+        """A range's cells (their kind codes) hold no TRUE/FALSE: ranges skip them; the export would not."""
+        if (kinds == BOOL).any():
+            raise Unsupported(
+                f"{where}: a range with TRUE/FALSE cells (ranges skip them; the export would not)"
+            )
 
     def num(self, n, b) -> E:
         e = self.tr(n, b)
@@ -144,9 +188,10 @@ class General(Lookups):
             return E(f"torch.{_FN1[name]}(_t({x.code}))", x.win)
         if name == "IF" and len(args) in (2, 3):
             c = self.tr(args[0], b)
-            cond = c.code if c.bool else f"(_t({c.code}) != 0)"
             x = self.num(args[1], b)
             y = self.num(args[2], b) if len(args) == 3 and not isinstance(args[2], P.Missing) else E("0.0")
+            c, x, y = _lift(c, x, y)
+            cond = c.code if c.bool else f"(_t({c.code}) != 0)"
             return E(f"torch.where({cond}, _t({x.code}), _t({y.code}))", c.win or x.win or y.win)
         if name in _RED and args:
             xs = [self.num(a, b) for a in args]
@@ -172,6 +217,12 @@ class General(Lookups):
             for x in xs[1:]:
                 out = f"torch.{'maximum' if name == 'MAX' else 'minimum'}(_t({out}), _t({x.code}))"
             return E(out)
+        if name in _PAIRS and len(args) == 2:
+            x, y = (self.num(a, b) for a in args)
+            if x.win != y.win or not (x.dense and y.dense):
+                raise Unsupported(f"{b.anchor}: {name}() over empty cells or ranges of different sizes")
+            term = _PAIRS[name].format(x=x.code, y=y.code)
+            return E(f"({term}).sum((-2, -1))" if x.win else f"({term})")
         if name in LOOKUPS:
             return self.lookup(n, b)
         raise Unsupported(f"{b.anchor}: {name}() has no translation in the general export form")
@@ -183,14 +234,15 @@ class General(Lookups):
         e = self.num(b.ast, b)
         if e.win:
             raise Unsupported(f"{b.anchor}: the formula gives a range, not one value per cell")
-        var = f"{col_letters(b.out[1]).lower()}{b.out[0]}" + (
-            f"_s{len(self.vars)}" if b.sheet != self.obj.sheet else ""
-        )
+        var = self.var_name(b.sheet, b.out[0], b.out[1])
         self.vars[b.id] = var
         self.lines.append(
             f"        # {escape(area_name(b.sheet, *b.out))}  {escape(self.wb.sheets[b.sheet].formula((b.r0, b.c0)))}"
         )
         self.lines.append(f"        {var} = _full({e.code}, {b.R}, {b.C})")
+
+    def var_name(self, sheet, r, c) -> str:
+        return f"{col_letters(c).lower()}{r}" + (f"_s{len(self.vars)}" if sheet != self.obj.sheet else "")
 
     # ---- the module ---------------------------------------------------------------------------------
     def render(self, book_name: str, out_name: str, params_src: str) -> str:
@@ -226,6 +278,6 @@ class General(Lookups):
             + "    def forward(self, K):\n"
             + '        """K: {sheet: float64 tensor of its constant cells} (read_constants) -> the objective."""\n'
             + "\n".join(self.lines)
-            + f"\n        return {self.vars[self.obj.id]}[0, 0]\n"
+            + f"\n        return {self.result}[0, 0]\n"
             + GENERAL_TAIL
         )

@@ -248,7 +248,8 @@ GENERAL_HEAD = '''"""{sheet} of {book} as a PyTorch module, general form (export
 
 Run as a script: ``python {out} BOOK --json`` reads BOOK's constant cells and prints the objective
 ({objective}), computed by ``Model.forward``: one statement per block of copied formulas, over named 2-D
-tensors (rows x columns of the block), with the sheet range and formula text as comments.
+tensors (rows x columns of the block), with the sheet range and formula text as comments; an unrolled
+recurrence as one loop over its rows.
 Trainable cells (nn.Parameters p0, p1, ...): {params}.
 
 Weights: by default the ones baked in at export time (PARAMS, or the .pt file beside this one), NOT the
