@@ -86,9 +86,10 @@ def add_extension(oxt: str | os.PathLike, profile: Path | None = None, timeout: 
             cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
             env["HOME"] = str(profile)
     cmd.append(str(oxt))
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=timeout, start_new_session=True, env=env
-    )
+    proc = subprocess.run(  # from the profile: unopkg cds to the current folder, maybe private to root
+        cmd, capture_output=True, text=True, timeout=timeout, start_new_session=True, env=env,
+        cwd=None if profile is None else profile,
+    )  # fmt: skip
     if profile is not None and os.geteuid() == 0:
         _chown_tree(profile, 0)  # root's again: soffice (root) fails to open its X display otherwise
     if proc.returncode != 0:
