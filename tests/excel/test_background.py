@@ -18,17 +18,8 @@ from xlbook import file_values, make_payload, open_book, written  # noqa: E402
 
 from xlmnist import excel  # noqa: E402
 from xlmnist.excel import background, book, runs  # noqa: E402
-from xlmnist.lessons import build_all  # noqa: E402
 
 W = "linear!A3:ADE3"
-
-
-@pytest.fixture(scope="module")
-def built(tiny_mnist, tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("XLMNIST_DATA", str(tiny_mnist))
-        (path,) = build_all(tmp_path_factory.mktemp("books"), rows=40, only=["mnist_3v7.xlsx"])
-    return path
 
 
 @pytest.fixture

@@ -16,19 +16,10 @@ from xlbook import open_book, written  # noqa: E402
 
 from xlmnist import excel  # noqa: E402
 from xlmnist.excel import cells, warm  # noqa: E402
-from xlmnist.lessons import build_all  # noqa: E402
 from xlmnist.xlsx.reader import read_workbook  # noqa: E402
 from xlmnist.xlsx.writeback import write_values  # noqa: E402
 
 W = "linear!A3:ADE3"  # the trainable cells of mnist_3v7's linear sheet
-
-
-@pytest.fixture(scope="module")
-def built(tiny_mnist, tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("XLMNIST_DATA", str(tiny_mnist))
-        (path,) = build_all(tmp_path_factory.mktemp("books"), rows=40, only=["mnist_3v7.xlsx"])
-    return path
 
 
 @pytest.fixture
