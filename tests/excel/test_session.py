@@ -20,28 +20,18 @@ from xlbook import file_values, make_payload, open_book, written  # noqa: E402
 from xlmnist import excel  # noqa: E402
 from xlmnist.compile import compile_workbook  # noqa: E402
 from xlmnist.excel import runs  # noqa: E402
-from xlmnist.lessons import build_all  # noqa: E402
 from xlmnist.train import commands  # noqa: E402
 from xlmnist.xlsx import writeback  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def mnist_book(tiny_mnist, tmp_path_factory):
-    """mnist_3v7.xlsx (40 visible rows; dataset mnist_3v7, batch_size 256, history/confusion/gradients)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("XLMNIST_DATA", str(tiny_mnist))
-        (path,) = build_all(tmp_path_factory.mktemp("books"), rows=40, only=["mnist_3v7.xlsx"])
-    return path
 
 
 def funcs(book) -> list[str]:
     return [a["func"] for a in book.json()["actions"]]
 
 
-def test_train_in_excel_is_the_cli_session(mnist_book, tmp_path, tiny_mnist, monkeypatch):
+def test_train_in_excel_is_the_cli_session(built, tmp_path, tiny_mnist, monkeypatch):
     monkeypatch.setenv("XLMNIST_DATA", str(tiny_mnist))
     path = tmp_path / "mnist_3v7.xlsx"
-    shutil.copyfile(mnist_book, path)
+    shutil.copyfile(built, path)
     model = compile_workbook(path, sheet="linear")
     (ref,) = model.param_refs
     live = {ref: np.full(tuple(model.initial_params()[0].shape), 0.01)}  # typed in, not saved
@@ -68,13 +58,13 @@ def test_train_in_excel_is_the_cli_session(mnist_book, tmp_path, tiny_mnist, mon
     assert np.isfinite(got["linear!A4:ADE4"]).all()
 
 
-def test_step_in_excel_is_one_cli_step(mnist_book, tmp_path, tiny_mnist, monkeypatch):
+def test_step_in_excel_is_one_cli_step(built, tmp_path, tiny_mnist, monkeypatch):
     monkeypatch.setenv("XLMNIST_DATA", str(tiny_mnist))
-    book = open_book(mnist_book, "linear")
+    book = open_book(built, "linear")
     res = excel.step(book, seed=5)
     assert res["ok"] and res["steps"] == 1 and res["batch_rows"] == 256
     out = tmp_path / "stepped.xlsx"
-    assert commands.step_book(mnist_book, sheet="linear", seed=5, out=out)["objective"] == res["objective"]
+    assert commands.step_book(built, sheet="linear", seed=5, out=out)["objective"] == res["objective"]
     np.testing.assert_allclose(
         written(book)["linear!A3:ADE3"], compile_workbook(out, sheet="linear").initial_params()[0].numpy()
     )
@@ -88,40 +78,38 @@ def test_step_in_excel_is_one_cli_step(mnist_book, tmp_path, tiny_mnist, monkeyp
         ("settings!D2", 0.5, "a setting in the open workbook differs"),
     ],
 )
-def test_unsaved_edits_are_refused(mnist_book, where, value, needle):
-    book = open_book(mnist_book, "linear", {where: [[value]]})
+def test_unsaved_edits_are_refused(built, where, value, needle):
+    book = open_book(built, "linear", {where: [[value]]})
     res = excel.train(book, epochs=1)
     assert not res["ok"] and needle in res["error"], res
     assert res["error"].endswith("Save the workbook (Ctrl+S), then press Train")
     assert "setValues" not in funcs(book)
 
 
-def test_error_cells_in_weights_are_refused_by_name(mnist_book):
-    book = open_book(mnist_book, "linear", {"linear!C3": [["#DIV/0!"]]})
+def test_error_cells_in_weights_are_refused_by_name(built):
+    book = open_book(built, "linear", {"linear!C3": [["#DIV/0!"]]})
     res = excel.train(book)
     assert res["error"].startswith("linear!C3: the trainable cell shows the error #DIV/0!"), res
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 @pytest.mark.parametrize("action", [excel.train, excel.step])
-def test_cuda_asked_for_without_cuda_says_so_in_excel_words(mnist_book, action):
-    res = action(open_book(mnist_book, "linear"), device="cuda")
+def test_cuda_asked_for_without_cuda_says_so_in_excel_words(built, action):
+    res = action(open_book(built, "linear"), device="cuda")
     assert not res["ok"] and "CUDA is not available" in res["error"]
     assert "set device to cpu (or auto) in the settings sheet" in res["error"] and "--" not in res["error"]
 
 
-def test_sheet_without_objective_is_explained_in_excel_words(mnist_book):
-    res = excel.train(open_book(mnist_book, "weights"))
+def test_sheet_without_objective_is_explained_in_excel_words(built):
+    res = excel.train(open_book(built, "weights"))
     assert not res["ok"] and "--" not in res["error"], res
     assert "xlmnist_objective" in res["error"] and "Solver" in res["error"]
 
 
-def test_cancel_file_stops_the_run_and_a_second_train_is_refused(
-    mnist_book, tmp_path, tiny_mnist, monkeypatch
-):
+def test_cancel_file_stops_the_run_and_a_second_train_is_refused(built, tmp_path, tiny_mnist, monkeypatch):
     monkeypatch.setenv("XLMNIST_DATA", str(tiny_mnist))
     path = tmp_path / "mnist_3v7.xlsx"
-    shutil.copyfile(mnist_book, path)
+    shutil.copyfile(built, path)
     seen = []
 
     def meanwhile():  # during the run: a second Train is refused, then Cancel is pressed
@@ -140,13 +128,13 @@ def test_cancel_file_stops_the_run_and_a_second_train_is_refused(
     assert not excel.cancel(open_book(path, "linear"))["ok"]  # nothing running any more
 
 
-def test_time_limit_setting_stops_the_run(mnist_book, tmp_path, tiny_mnist, monkeypatch):
+def test_time_limit_setting_stops_the_run(built, tmp_path, tiny_mnist, monkeypatch):
     """``max_seconds`` in the settings sheet: the run stops after the first step and keeps its values."""
     import openpyxl
 
     monkeypatch.setenv("XLMNIST_DATA", str(tiny_mnist))
     path = tmp_path / "limited.xlsx"
-    wb = openpyxl.load_workbook(mnist_book)
+    wb = openpyxl.load_workbook(built)
     wb["settings"].append(["linear", "max_seconds", 1e-9, "time limit of a run (seconds)"])
     wb.save(path)
     res = excel.train(open_book(path, "linear"))
@@ -154,9 +142,9 @@ def test_time_limit_setting_stops_the_run(mnist_book, tmp_path, tiny_mnist, monk
     assert res["max_seconds"] == 1e-9 and res["steps"] == 1 and res["epochs"] == 1
 
 
-def test_export_writes_the_live_weights_and_never_overwrites(mnist_book, tmp_path):
+def test_export_writes_the_live_weights_and_never_overwrites(built, tmp_path):
     path = tmp_path / "mnist_3v7.xlsx"
-    shutil.copyfile(mnist_book, path)
+    shutil.copyfile(built, path)
     shape = tuple(compile_workbook(path, sheet="linear").initial_params()[0].shape)
     first = excel.export(open_book(path, "linear", {"linear!A3:ADE3": np.full(shape, 0.25)}))
     second = excel.export(open_book(path, "linear", {"linear!A3:ADE3": np.full(shape, -0.5)}))
@@ -168,11 +156,11 @@ def test_export_writes_the_live_weights_and_never_overwrites(mnist_book, tmp_pat
     assert "[[0.25, 0.25, 0.25" in one.read_text() and "[[-0.5, -0.5, -0.5" in two.read_text()  # live values
 
 
-def test_unsaved_name_change_is_refused(mnist_book):
+def test_unsaved_name_change_is_refused(built):
     """The trainable cells redefined in the open workbook (Solver's By Changing Variable Cells, or the
     xlmnist_params name) but not saved: refused; the same names as the file pass."""
 
-    at = list(file_values(mnist_book)).index("linear")  # the books open on a start sheet
+    at = list(file_values(built)).index("linear")  # the books open on a start sheet
 
     def names(params):
         return [
@@ -182,7 +170,7 @@ def test_unsaved_name_change_is_refused(mnist_book):
         ]  # fmt: skip
 
     for params, ok in (("A3:ADE3", True), ("A3:ADD3", False)):
-        payload = make_payload(file_values(mnist_book), str(mnist_book), "linear")
+        payload = make_payload(file_values(built), str(built), "linear")
         payload["names"] = names(params)
         res = excel.reset(xw.Book(json=payload))
         assert res["ok"] is ok, res
