@@ -56,6 +56,9 @@ def main() -> int:
     ap.add_argument("--only", nargs="+", choices=list(CASES), default=list(CASES))
     ap.add_argument("--data", nargs="+", choices=["sheet", "dataset"], default=["sheet"])
     ap.add_argument("--io", nargs="+", choices=["xlmnist", "openpyxl"], default=["xlmnist", "openpyxl"])
+    ap.add_argument("--optim", nargs="+", choices=["torch", "nodynamo"], default=["torch", "nodynamo"],
+                    help="the hand-written script's optimiser calls: torch.optim as is, or through xlmnist.train.torchopt "
+                    "as xlmnist does (no torch._dynamo import): the ratio of the compiler and I/O alone")  # fmt: skip
     ap.add_argument("--books", type=Path, help="a folder with the built workbooks (default: build them)")
     ap.add_argument("--rows", type=int, help="visible MNIST rows of the build (default: the build default)")
     ap.add_argument("--epochs", type=int, help="override the settings' steps/epochs (quick runs)")
@@ -84,7 +87,7 @@ def main() -> int:
             subprocess.run(build, check=True, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
         extra = ["--epochs", str(args.epochs)] if args.epochs is not None else []
         print(
-            f"{'sheet':<7} {'data':<8} {'who':<20} {'wall s':>7} {'peak MB':>8} {'loss':>12}  (fastest of {args.repeat})"
+            f"{'sheet':<7} {'data':<8} {'who':<26} {'wall s':>7} {'peak MB':>8} {'loss':>12}  (fastest of {args.repeat})"
         )
         for sheet in cases:
             book = str(books / CASES[sheet])
@@ -95,8 +98,10 @@ def main() -> int:
                                           "--out", str(tmp / "x.xlsx"), "--json", "--quiet"]
                         + (["--dataset", "none"] if data == "sheet" else []) + extra}  # fmt: skip
                 for io in args.io:
-                    cmds[f"hand ({io})"] = [sys.executable, str(HAND), book, sheet, str(tmp / "h.xlsx"),
-                                            "--io", io, "--data", data] + extra  # fmt: skip
+                    for optim in args.optim:
+                        who = f"hand ({io})" if optim == "torch" else f"hand ({io}, nodynamo)"
+                        cmds[who] = [sys.executable, str(HAND), book, sheet, str(tmp / "h.xlsx"),
+                                     "--io", io, "--data", data, "--optim", optim] + extra  # fmt: skip
                 best: dict[str, list] = {}
                 for _ in range(args.repeat):
                     for who, cmd in cmds.items():
@@ -105,7 +110,7 @@ def main() -> int:
                         b[0], b[1] = min(b[0], wall), min(b[1], rss)
                 for who, (wall, rss, res) in best.items():
                     print(
-                        f"{sheet:<7} {data:<8} {who:<20} {wall:>7.2f} {rss:>8.0f} {res['objective']:>12.6g}"
+                        f"{sheet:<7} {data:<8} {who:<26} {wall:>7.2f} {rss:>8.0f} {res['objective']:>12.6g}"
                     )
                 x = best["xlmnist train"]
                 for who in [w for w in best if w != "xlmnist train"]:

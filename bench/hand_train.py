@@ -153,7 +153,30 @@ def main() -> int:
     ap.add_argument("--io", choices=["openpyxl", "xlmnist"], default="openpyxl")
     ap.add_argument("--data", choices=["sheet", "dataset"], default="sheet")
     ap.add_argument("--epochs", type=int)
+    ap.add_argument("--optim", choices=["torch", "nodynamo"], default="torch",
+                    help="nodynamo: torch's optimisers through xlmnist.train.torchopt (no torch._dynamo import)")  # fmt: skip
     args = ap.parse_args()
+    if args.optim == "nodynamo":
+        from xlmnist.train import torchopt
+
+        class Opt:  # the three calls below, routed through torchopt (the same torch code, bit for bit)
+            def __init__(self, name, w, **kw):
+                self.opt = torchopt.make(name, w, **kw)
+                self.param_groups = self.opt.param_groups
+
+            def zero_grad(self):
+                torchopt.zero_grad(self.opt)
+
+            def step(self, closure=None):
+                return torchopt.step(self.opt, closure)
+
+        make = Opt
+    else:
+        classes = {"lbfgs": torch.optim.LBFGS, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+
+        def make(name, w, **kw):
+            return classes[name](w, **kw)
+
     sheet = args.sheet
     settings, data, params, refs = (read_xlmnist if args.io == "xlmnist" else read_openpyxl)(args.book, sheet)
     x, y = titanic_features(data) if sheet == "nnet" else (np.asarray(data, np.float64), None)
@@ -169,10 +192,10 @@ def main() -> int:
     if args.data == "sheet":  # full batch in float64, `epochs` optimiser steps
         w = [p.clone().requires_grad_(True) for p in w64]
         if opt_name == "lbfgs":
-            opt = torch.optim.LBFGS(w, lr=lr, max_iter=epochs, history_size=100, line_search_fn="strong_wolfe",
+            opt = make("lbfgs", w, lr=lr, max_iter=epochs, history_size=100, line_search_fn="strong_wolfe",
                                     tolerance_grad=1e-14, tolerance_change=1e-12 * initial)  # fmt: skip
         else:
-            opt = (torch.optim.Adam if opt_name == "adam" else torch.optim.SGD)(w, lr=lr)
+            opt = make("adam" if opt_name == "adam" else "sgd", w, lr=lr)
 
         def closure():
             opt.zero_grad()
@@ -191,7 +214,7 @@ def main() -> int:
 
         train, valid = rows_of("train"), torch.from_numpy(rows_of("valid"))
         w = [p.float().clone().requires_grad_(True) for p in w64]
-        opt = (torch.optim.Adam if opt_name == "adam" else torch.optim.SGD)(w, lr=lr)
+        opt = make("adam" if opt_name == "adam" else "sgd", w, lr=lr)
         bs, gen, step = int(settings["batch_size"]), torch.Generator().manual_seed(seed), 0
         total = max(1, epochs * math.ceil(len(train) / bs))
         for _ in range(epochs):

@@ -132,6 +132,15 @@ class CompiledModel:
             return None
         return prog
 
+    def release(self) -> None:
+        """Drop the compiler, the graph, the parsed workbook and the programs, keeping only the names
+        (objective, parameters, sense, settings, dtype, device): a one-shot command's write-back then reuses
+        that memory. The model cannot evaluate anything afterwards."""
+        keep = ("objective_ref", "param_refs", "sense", "target", "settings", "dtype", "device")
+        kept = {k: self.__dict__[k] for k in keep if k in self.__dict__}
+        self.__dict__.clear()
+        self.__dict__.update(kept)
+
     def recompile(self, dtype=None, device=None) -> CompiledModel:
         """The same sheet compiled again for another dtype/device, reusing the workbook already read and
         its formula graph (no second read or parse of the file)."""

@@ -10,6 +10,7 @@ import time
 import torch
 
 from xlmnist.errors import TrainingError
+from xlmnist.train import torchopt
 from xlmnist.train.metrics import collapsed, diagnose
 from xlmnist.train.optim import DEFAULT_LR, TrainResult, as_params, loss_fn, resolve_device
 
@@ -68,7 +69,7 @@ def train_epochs(
     if valid is not None:
         valid = torch.as_tensor(valid).to(device=device, dtype=dtype)
     loss_of = loss_fn(model)
-    opt = torch.optim.Adam(ps, lr=lr) if name == "adam" else torch.optim.SGD(ps, lr=lr)
+    opt = torchopt.make(name, ps, lr=lr)
     if data.device.type == "cpu":  # numpy's row gather: torch's CPU index_select is ~40x slower here
         rows_np = data.numpy()
 
@@ -116,10 +117,10 @@ def train_epochs(
                 if schedule == "linear":
                     for group in opt.param_groups:
                         group["lr"] = lr * (1 - steps / total_steps)
-                opt.zero_grad(set_to_none=True)
+                torchopt.zero_grad(opt)
                 loss = loss_of(objective(ps, data=gather(idx)))
                 loss.backward()
-                opt.step()
+                torchopt.step(opt)
                 batches.append((loss.detach(), len(idx)))
                 steps += 1
                 if steps == 1:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 
 from xlmnist.errors import TrainingError
+from xlmnist.train import torchopt
 
 LBFGS_MAX_PARAMS = 50_000
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.01, "sgd": 0.1}
@@ -188,7 +189,7 @@ def train(
     history = [initial]
 
     def closure():
-        opt.zero_grad()
+        torchopt.zero_grad(opt)
         _, loss = evaluate()
         loss.backward()
         for p in ps:
@@ -202,7 +203,8 @@ def train(
     steps, quiet, prev = 0, 0, tracker.best_loss
     try:
         if name == "lbfgs":
-            opt = torch.optim.LBFGS(
+            opt = torchopt.make(
+                "lbfgs",
                 ps,
                 lr=lr,
                 max_iter=LBFGS_CHUNK,
@@ -212,10 +214,8 @@ def train(
                 tolerance_grad=1e-14,
                 tolerance_change=0.0,
             )
-        elif name == "adam":
-            opt = torch.optim.Adam(ps, lr=lr)
         else:
-            opt = torch.optim.SGD(ps, lr=lr)
+            opt = torchopt.make(name, ps, lr=lr)
         epoch = 0
         while steps < epochs:
             epoch += 1
@@ -226,7 +226,7 @@ def train(
                 group["max_iter"] = min(LBFGS_CHUNK, epochs - steps)
                 chunk_start = tracker.best_loss
                 group["tolerance_change"] = REL_TOL * abs(chunk_start)
-                opt.step(closure)
+                torchopt.step(opt, closure)
                 done = opt.state[ps[0]]["n_iter"] - steps
                 steps += done
                 # L-BFGS stopped early (its change/gradient tolerances) without real progress in this chunk;
@@ -234,7 +234,7 @@ def train(
                 gain = chunk_start - tracker.best_loss
                 stalled = done < group["max_iter"] and gain <= 1e-9 * abs(tracker.best_loss)
             else:
-                current = float(opt.step(closure).detach())  # the loss before this update
+                current = float(torchopt.step(opt, closure).detach())  # the loss before this update
                 if steps:  # the closure just evaluated the parameters after the previous update
                     history.append(tracker.last_obj)
                 steps += 1

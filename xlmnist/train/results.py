@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xlmnist.compile import compile_workbook
 from xlmnist.errors import WorkbookError, XlmnistError
 from xlmnist.lessons.learn import fit_chart_rows
 from xlmnist.xlsx.package import read_names
@@ -142,11 +141,12 @@ def result_blocks(path, model, params, *, gradients=None, history=None, confusio
 
 
 def write_training_results(
-    path, model, params, *, gradients=None, history=None, confusion=None, out=None, stale=None
+    path, model, params, *, gradients=None, history=None, confusion=None, out=None, stale=None, release=False
 ) -> Path:
     """ONE atomic write of params, gradients, history, confusion and consistent cached formula values
     (see the module docstring). Returns the path written (``out`` if given, else ``path``); the formula
-    cells that depend on the parameters but could not be recomputed are appended to ``stale``."""
+    cells that depend on the parameters but could not be recomputed are appended to ``stale``. ``release``:
+    the model is not used afterwards; its memory is freed (:meth:`CompiledModel.release`) before the write."""
     path = Path(path)
     values = result_blocks(path, model, params, gradients=gradients, history=history, confusion=confusion)
     params = [values[ref] for ref in model.param_refs]
@@ -154,15 +154,13 @@ def write_training_results(
     sheet = sheet[1:-1].replace("''", "'") if sheet.startswith("'") else sheet
     calc = model
     if getattr(model, "dtype", torch.float64) != torch.float64:  # cached values must match Excel's doubles
-        calc = compile_workbook(
-            path,
-            sheet=sheet,
-            objective=model.objective_ref,
-            params=",".join(model.param_refs),
-            dtype=torch.float64,
-        )
+        # the float64 CPU twin its program was validated against, or the same graph compiled again (no re-read)
+        calc = model.__dict__.get("_twin") or model.recompile(dtype=torch.float64, device="cpu")
     p64 = [torch.tensor(p, dtype=torch.float64, device=calc.device) for p in params]
     cached = cached_values(calc, p64, stale)
+    if release:
+        del calc, p64
+        model.release()
     transform = None  # the history charts' x axes end at the last epoch written
     names = sheet_names(path, sheet)
     if "xlmnist_history" in names:

@@ -35,6 +35,7 @@ import torch
 from xlmnist.compile import compile_workbook
 from xlmnist.compile.model import _compile
 from xlmnist.errors import DataError, TrainingError, WorkbookError, XlmnistError
+from xlmnist.train import torchopt
 from xlmnist.train.metrics import SheetView
 from xlmnist.train.minibatch import train_epochs
 from xlmnist.train.optim import (
@@ -132,15 +133,16 @@ def gradients(model, params) -> list[torch.Tensor]:
 
 
 def write_results(
-    book, model, params, *, grads=None, history=None, confusion=None, out=None, stale=None
+    book, model, params, *, grads=None, history=None, confusion=None, out=None, stale=None, release=False
 ) -> Path:
     """One atomic write of the parameters, their gradients, the history and the confusion matrix; a full
     disk or a refused write is a one-line WorkbookError (the workbook is left as it was). Dependent
-    formula cells that could not be recomputed are appended to ``stale``."""
+    formula cells that could not be recomputed are appended to ``stale``. ``release``: the model is not used
+    afterwards (its memory goes to the write)."""
     try:
         written = write_training_results(
             book, model, [p.detach().cpu() for p in params], gradients=grads, history=history,
-            confusion=confusion, out=out, stale=stale,
+            confusion=confusion, out=out, stale=stale, release=release,
         )  # fmt: skip
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
@@ -310,7 +312,7 @@ def train_book(
     stale: list = []
     path = write_results(
         book, run.model, run.params, grads=run.grads, history=run.history, confusion=run.confusion, out=out,
-        stale=stale,
+        stale=stale, release=True,  # (this model was compiled here and is not used again)
     )  # fmt: skip
     return {"book": str(path), **run.payload, "stale": stale, "total_seconds": time.perf_counter() - t_start}
 
@@ -346,12 +348,12 @@ def run_step(
     ]
     with torch.no_grad():
         before = float(model.objective(ps))
-    opt = torch.optim.Adam(ps, lr=lr) if name == "adam" else torch.optim.SGD(ps, lr=lr)
+    opt = torchopt.make(name, ps, lr=lr)
     loss = loss_fn(model)(model.objective(ps, data=batch) if batch is not None else model.objective(ps))
     loss.backward()
     if not math.isfinite(float(loss.detach())) or not all(bool(torch.isfinite(p.grad).all()) for p in ps):
         raise TrainingError(f"{model.objective_ref}: the loss or its gradient is NaN/inf; nothing written")
-    opt.step()
+    torchopt.step(opt)
     written = [p.detach() for p in ps]
     if not all(bool(torch.isfinite(p).all()) for p in written):
         raise TrainingError(
@@ -375,5 +377,5 @@ def step_book(book, *, sheet=None, objective=None, params=None, out=None, **opti
     book = check_book(book)
     run = run_step(compile_sheet(book, sheet, objective, params), **options)
     stale: list = []
-    path = write_results(book, run.model, run.params, grads=run.grads, out=out, stale=stale)
+    path = write_results(book, run.model, run.params, grads=run.grads, out=out, stale=stale, release=True)
     return {"book": str(path), **run.payload, "stale": stale}
