@@ -97,7 +97,7 @@ class LazySheet(Sheet):
         xml = self._raw[0]
         if b"<f" not in xml and b":f" in xml:
             return None  # formulas with a namespace prefix (<x:f>): unknown, so it is kept
-        return _text(t.decode("utf-8", "replace") for t in _F_TEXT.findall(xml))
+        return _digitless(b"\n".join(_F_TEXT.findall(xml)).decode("utf-8", "replace").lower())
 
 
 def _texts(sh: Sheet) -> list[str]:
@@ -108,7 +108,10 @@ def _text(texts) -> tuple[str, str]:
     """(the distinct formula texts without digits, all of them): lower case. A name is looked for in the
     first (short: a column of copies is one line there, ``data!$a:$ade`` for ``data!$A2:$ADE2``), and
     only where it is found there, in the second."""
-    full = "\n".join(texts).lower()
+    return _digitless("\n".join(texts).lower())
+
+
+def _digitless(full: str) -> tuple[str, str]:
     no_digits = full.encode().translate(None, b"0123456789").decode()  # (UTF-8: no digit byte in others)
     return "\n".join(set(no_digits.split("\n"))), full
 
