@@ -7,7 +7,10 @@ For each case (course-style ``titanic.xlsx:nnet``, ``mnist_3v7.xlsx:linear``, ``
   ``--data sheet`` also ``--dataset none``: the workbook's own rows, full batch, float64);
 * hand-written: ``bench/hand_train.py`` (read the data rows and weights from the same file, the same model
   in torch, the same optimiser/lr/steps/batch size/seed, write the weights into a copy), once per ``--io``:
-  ``openpyxl`` (what a student would use) and ``xlmnist`` (the same script on xlmnist's reader and writer).
+  ``openpyxl`` (what a student would use) and ``xlmnist`` (the same script on xlmnist's reader and writer);
+  and per ``--optim``: ``torch`` (``torch.optim`` as is, which imports ``torch._dynamo``) and ``nodynamo``
+  (the same optimiser calls through ``xlmnist.train.torchopt``, as xlmnist makes them: the ratio of the
+  workbook's own costs).
 
 Each process is timed from start to exit (wall seconds) and its peak RSS comes from ``os.wait4`` (that
 process's own ``ru_maxrss``). The fastest of ``--repeat`` runs counts. With ``--data sheet`` both sides must

@@ -4,7 +4,8 @@ builds the same model with torch ops, trains it the way ``xlmnist train`` does (
 optimiser, lr, steps/epochs, batch size, seed; float64 full batch, float32 minibatches), writes the weights
 back into the workbook and prints one JSON line (the sheet's loss before and after, float64).
 
-``python bench/hand_train.py BOOK SHEET OUT [--io openpyxl|xlmnist] [--data sheet|dataset] [--epochs N]``
+``python bench/hand_train.py BOOK SHEET OUT [--io openpyxl|xlmnist] [--data sheet|dataset] [--epochs N]
+[--optim torch|nodynamo]``
 
 * ``--io openpyxl``: read with ``openpyxl.load_workbook(read_only=True)``, write with ``load_workbook`` +
   ``save`` (what a student would use). ``--io xlmnist``: xlmnist's reader (``read_workbook``) and its
@@ -12,6 +13,8 @@ back into the workbook and prints one JSON line (the sheet's loss before and aft
 * ``--data sheet``: the workbook's data rows, full batch (what ``xlmnist train --dataset none`` does: each
   step one update on all rows). ``--data dataset``: the dataset the settings name (full MNIST or 3 vs 7,
   loaded by ``xlmnist.data.dataset_arrays``), seeded minibatches, the valid split scored after each epoch.
+* ``--optim torch``: ``torch.optim`` as is (it imports ``torch._dynamo``, ~0.8 s). ``--optim nodynamo``: the
+  same three optimiser calls through ``xlmnist.train.torchopt``, as ``xlmnist train`` makes them.
 
 The model of each sheet is written out below, as the student reads it off the sheet's formulas.
 """
