@@ -53,8 +53,8 @@ class SheetEdit:
         row_re = re.compile(rb"<" + re.escape(self.p) + rb"row\b([^>]*?)(/?)>")
         end_tag = b"</" + self.p + b"row>"
         pos, implicit = self.sd_open_end, 0
-        while True:
-            m = row_re.search(self.data, pos, self.sd_end)
+        while True:  # (the next row usually starts right where the last one ended: matched there, not searched)
+            m = row_re.match(self.data, pos, self.sd_end) or row_re.search(self.data, pos, self.sd_end)
             if not m:
                 return
             r = re.search(rb'\br="(\d+)"', m.group(1))
