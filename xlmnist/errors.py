@@ -24,5 +24,9 @@ class FormulaError(WorkbookError):
     """A formula that cannot be parsed or compiled; the message names sheet!cell."""
 
 
+class UnsupportedFunction(FormulaError):
+    """A function the compiler does not translate (``xlmnist.compile.saved`` may stand in for it)."""
+
+
 class TrainingError(XlmnistError):
     """Training diverged (NaN/inf) or cannot start."""

@@ -255,7 +255,7 @@ def test_playgrounds_and_weight_views(consts, lo, mnist_dir):
     np.testing.assert_array_equal(img, d3["valid_x"][np.flatnonzero(d3["valid_y"] == 1)[0]] / 255)
     z = (img * w[:784].reshape(28, 28)).sum() + w[784]
     close([g["playground"]["AF3"], g["playground"]["AF4"]], [z, sigmoid(z)])
-    assert g["playground"]["AF5"] == ("3" if sigmoid(z) > 0.5 else "7")
+    assert g["playground"]["AF5"] == (3 if sigmoid(z) > 0.5 else 7)
     w10 = rect(consts["mnist.xlsx"]["linear10"], "B7:K791")
     m = lo["mnist.xlsx"]
     close(rect(m["weights"], "AF34:BG61"), w10[:784, 6].reshape(28, 28))  # digit 6: second row, second grid

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import torch
 
-from xlmnist.compile import cellwise, scan
+from xlmnist.compile import cellwise, saved, scan
 from xlmnist.compile import functions as F
 from xlmnist.compile.areas import (
     DATA,
@@ -25,7 +25,7 @@ from xlmnist.compile.areas import (
 from xlmnist.compile.functions import BOOL, EMPTY, ERR, NUM, TEXT, ExcelError, Value
 from xlmnist.compile.scan_loop import Hole
 from xlmnist.compile.values import typed
-from xlmnist.errors import FormulaError, WorkbookError
+from xlmnist.errors import FormulaError, UnsupportedFunction, WorkbookError
 from xlmnist.formula import parser as P
 from xlmnist.formula.graph import Graph, RefUse, topo_order
 from xlmnist.xlsx.refs import area_name, cell_name
@@ -67,6 +67,9 @@ class Compiler(Areas):
         self.data: tuple[str, int, int, int, int] | None = None
         self.data_default: torch.Tensor | None = None
         self.in_data: set[int] = set()  # blocks inside the data range: their values come from the data
+        self.saved: dict[
+            int, str
+        ] = {}  # constant blocks read from Excel's saved values: why (compile/saved.py)
         self.aligned: set[int] = {DATA}  # sources whose rows are the data rows (any number of them)
         self.rows_of: dict[int, tuple[int, int]] = {}
         self.reads: dict[int, set[int]] = {}  # block -> dynamic blocks it reads
@@ -199,7 +202,7 @@ class Compiler(Areas):
                 return cellwise.random(self, node, b)
             entry = F.FUNCTIONS.get(node.name)
             if entry is None:
-                raise FormulaError(f"{b.anchor}: unsupported function {node.name}()")
+                raise UnsupportedFunction(f"{b.anchor}: unsupported function {node.name}()")
             fn, lo, hi = entry
             if not lo <= len(node.args) <= hi:
                 raise FormulaError(
@@ -294,7 +297,12 @@ class Compiler(Areas):
             if b.step and scan.compile_scan(self, bid):  # a running recurrence: all its steps at once
                 continue
             self._row_aligned = self._random = self._uses_row = False
-            e = self.expr(b.ast, b)
+            try:
+                e = self.expr(b.ast, b)
+            except UnsupportedFunction as exc:
+                if saved.stand_in(self, b, str(exc)):  # a constant: Excel's saved values (compile/saved.py)
+                    continue
+                raise
             r1, c1, r2, c2 = b.out
             self._cover(b.sheet, r1, c1, r2, c2, "formula block")
             H, W = r2 - r1 + 1, c2 - c1 + 1

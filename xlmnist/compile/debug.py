@@ -76,6 +76,11 @@ def report(model, lvl: int) -> str:
     lines = [describe(model, program=False)]
     why = f" ({model.fallback_reason})" if model.fallback_reason else ""
     lines.append(f"objective program: {model.program_kind}{why}")
+    for bid, why in model.compiler.saved.items():  # (xlmnist.compile.saved)
+        b = model.compiler.graph.blocks[bid]
+        lines.append(
+            f"{b.name}: Excel's saved values, not compiled ({why.split(': ', 1)[-1]}; it reads nothing that changes)"
+        )
     prog = model._prog
     if prog is not None and lvl >= 2:
         lines.append("objective program (generated):")

@@ -172,6 +172,7 @@ def verify(path, sheet: str | None = None, oracle: str = "cached", seed: int | N
             s: {parse_cell(ref): v for ref, v in cells.items()} for s, cells in lo.recalc(path).items()
         }
     comp = Compiler(wb)
+    comp.use_saved = False  # (a formula not compiled is reported as such, not read back from the file)
     if seed is not None:
         comp.reseed(seed)
     graph = comp.graph

@@ -127,7 +127,7 @@ def playground_3v7(book: Book, image: np.ndarray) -> None:
         [
             ("z", f"=SUMPRODUCT({grid},weights!{grid})+linear!${ONES}$3"),
             ("P(3)", f"=1/(1+EXP(-{col(pc + 1)}3))"),
-            ("prediction", f'=IF({col(pc + 1)}4>linear!$B$7,"3","7")'),
+            ("prediction", f"=IF({col(pc + 1)}4>linear!$B$7,3,7)"),  # a number: recomputed on write-back
         ]
     ):
         cells[(3 + i, pc)] = book.cell(ws, label, bold=True)

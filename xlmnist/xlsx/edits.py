@@ -53,7 +53,9 @@ class SheetEdit:
         row_re = re.compile(rb"<" + re.escape(self.p) + rb"row\b([^>]*?)(/?)>")
         end_tag = b"</" + self.p + b"row>"
         pos, implicit = self.sd_open_end, 0
-        while True:  # (the next row usually starts right where the last one ended: matched there, not searched)
+        while (
+            True
+        ):  # (the next row usually starts right where the last one ended: matched there, not searched)
             m = row_re.match(self.data, pos, self.sd_end) or row_re.search(self.data, pos, self.sd_end)
             if not m:
                 return
