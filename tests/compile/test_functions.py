@@ -26,6 +26,14 @@ CONST |= {"F1": "#N/A", "H1": 1, "I1": 2, "J1": 3, "E1": "apple", "E2": "Banana"
 D = torch.tensor([3.0, 1.0, 4.0], dtype=torch.float64)  # D1:D3
 
 
+def _pdf(z):
+    return torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+
+
+def _ndtri(q):
+    return torch.special.ndtri(torch.tensor(q, dtype=torch.float64))
+
+
 def _var(p, unbiased):
     return torch.var(p, correction=1 if unbiased else 0)
 
@@ -110,6 +118,39 @@ HAND = [
     ("=TANH(A1)", lambda p: p[0].tanh()),
     ("=SINH(A2)", lambda p: p[1].sinh()),
     ("=COSH(A2)", lambda p: p[1].cosh()),
+    ("=ASIN(A1)", lambda p: p[0].asin()),
+    ("=ACOS(A1)", lambda p: p[0].acos()),
+    ("=ATAN2(A1,A2)", lambda p: torch.atan2(p[1], p[0])),  # (x, y): Excel's order
+    ("=ASINH(A2)", lambda p: p[1].asinh()),
+    ("=ACOSH(A3)", lambda p: p[2].acosh()),
+    ("=ATANH(A1)", lambda p: p[0].atanh()),
+    ("=DEGREES(A1)+RADIANS(A2)", lambda p: p[0] * (180 / math.pi) + p[1] * (math.pi / 180)),
+    ("=SQRTPI(A3)", lambda p: (p[2] * math.pi).sqrt()),
+    ("=(QUOTIENT(D3,D1)+QUOTIENT(-7,2))*A1", lambda p: (1 - 3) * p[0]),
+    ("=(EVEN(A3)+ODD(A2)+ODD(0)+EVEN(-1))*A1", lambda p: (4 - 3 + 1 - 2) * p[0]),
+    ("=SUMX2PY2(A1:A3,D1:D3)", lambda p: (p**2 + D**2).sum()),
+    # the normal distribution
+    ("=_xlfn.NORM.DIST(A1,A2,A3,TRUE)", lambda p: torch.special.ndtr((p[0] - p[1]) / p[2])),
+    ("=_xlfn.NORM.DIST(A1,A2,A3,FALSE)", lambda p: _pdf((p[0] - p[1]) / p[2]) / p[2]),
+    ("=NORMDIST(A2,0,1,1)", lambda p: torch.special.ndtr(p[1])),
+    ("=_xlfn.NORM.S.DIST(A2,FALSE)", lambda p: _pdf(p[1])),
+    (
+        "=_xlfn.NORM.S.DIST(A1,TRUE)+NORMSDIST(A3)",
+        lambda p: torch.special.ndtr(p[0]) + torch.special.ndtr(p[2]),
+    ),
+    (
+        "=_xlfn.NORM.INV(0.3,A1,A3)",
+        lambda p: p[0] + p[2] * torch.special.ndtri(torch.tensor(0.3, dtype=torch.float64)),
+    ),
+    (
+        "=NORMINV(0.9,A2,A3)",
+        lambda p: p[1] + p[2] * torch.special.ndtri(torch.tensor(0.9, dtype=torch.float64)),
+    ),
+    (
+        "=(_xlfn.NORM.S.INV(0.025)+NORMSINV(0.975))*A1+NORMSINV(0.6)",
+        lambda p: _ndtri(0.025) * p[0] + _ndtri(0.975) * p[0] + _ndtri(0.6),
+    ),
+    ("=STANDARDIZE(A1,A2,A3)", lambda p: (p[0] - p[1]) / p[2]),
     ("=SIN(A1)+COS(A2)+TAN(A1)+ATAN(A3)", lambda p: p[0].sin() + p[1].cos() + p[0].tan() + p[2].atan()),
     # logic
     ("=IF(A1>0,A1*2,A2)", lambda p: 2 * p[0]),
@@ -493,6 +534,8 @@ COUNTIFS SUMIF SUMIFS AVERAGEIF AVERAGEIFS MIN MAX MINIFS MAXIFS LARGE SMALL MED
 STDEV.S STDEV ABS SIGN SQRT EXP LN LOG LOG10 POWER MOD ROUND ROUNDUP ROUNDDOWN INT TRUNC FLOOR CEILING PI
 IF IFS IFERROR IFNA AND OR NOT XOR SWITCH CHOOSE ISBLANK ISNUMBER ISERROR ROWS COLUMNS TRANSPOSE TANH SINH
 COSH ROW COLUMN""".split()
+LISTED += """ASIN ACOS ATAN2 ASINH ACOSH ATANH DEGREES RADIANS SQRTPI QUOTIENT EVEN ODD SUMX2PY2 NORM.DIST NORMDIST
+NORM.S.DIST NORMSDIST NORM.INV NORMINV NORM.S.INV NORMSINV STANDARDIZE""".split()  # added after issue #12
 
 
 def test_listed_functions_are_in_the_table_and_tested():

@@ -9,7 +9,7 @@ A name missing here fails at compile time naming the cell and the function.
 from __future__ import annotations
 
 from xlmnist.compile import gather
-from xlmnist.compile.functions import criteria, logic, lookup, maths, matrix, stats
+from xlmnist.compile.functions import criteria, dist, logic, lookup, maths, matrix, stats
 from xlmnist.compile.functions.operators import ARITH, compare, concat
 from xlmnist.compile.functions.operators import CMP as _CMP
 from xlmnist.compile.functions.stats import DIRECT_BOOLS
@@ -40,12 +40,14 @@ FUNCTIONS = {
     **stats.STATS,
     **criteria.CRITERIA,
     **maths.MATH,
+    **dist.DIST,
     **logic.LOGIC,
     "SUMPRODUCT": (matrix.f_sumproduct, 1, 255),
     "MMULT": (matrix.f_mmult, 2, 2),
     "TRANSPOSE": (matrix.f_transpose, 1, 1),
     "SUMXMY2": (matrix.f_sumxmy2, 2, 2),
     "SUMX2MY2": (matrix.f_sumx2my2, 2, 2),
+    "SUMX2PY2": (matrix.f_sumx2py2, 2, 2),
     "ROWS": (matrix.f_rows, 1, 1),
     "COLUMNS": (matrix.f_columns, 1, 1),
     "INDEX": (lookup.f_index, 2, 3),

@@ -1,5 +1,6 @@
-"""Elementwise math: ABS, SIGN, SQRT, EXP, LN, LOG, LOG10, POWER, MOD, the rounding family, PI and the
-trigonometric and hyperbolic functions. An empty cell is 0 here; a domain error is NaN or +-inf."""
+"""Elementwise math: ABS, SIGN, SQRT, SQRTPI, EXP, LN, LOG, LOG10, POWER, MOD, QUOTIENT, the rounding
+family (EVEN, ODD too), PI, DEGREES, RADIANS and the trigonometric and hyperbolic functions and their
+inverses. An empty cell is 0 here; a domain error is NaN or +-inf."""
 
 from __future__ import annotations
 
@@ -63,6 +64,30 @@ def f_mod(ctx, args):
     return Value(x - d * torch.floor(x / d))  # x / 0 -> inf, 0 * inf -> NaN
 
 
+def f_atan2(ctx, args):
+    """ATAN2(x, y): the angle of the point (x, y), Excel's argument order; ATAN2(0, 0) is #DIV/0!."""
+    x, y = args[0].t, args[1].t
+    return Value(torch.where((x == 0) & (y == 0), math.nan, torch.atan2(y, x)))
+
+
+def f_quotient(ctx, args):
+    """The integer part of n / d (towards zero); d = 0 is #DIV/0!."""
+    return Value(torch.trunc(args[0].t / args[1].t))
+
+
+def f_even(ctx, args):
+    """Rounded away from zero to an even integer."""
+    x = args[0].t
+    return Value(torch.sign(x) * torch.ceil(torch.abs(x) / 2) * 2)
+
+
+def f_odd(ctx, args):
+    """Rounded away from zero to an odd integer (ODD(0) is 1)."""
+    x = args[0].t
+    side = torch.where(x < 0, -1.0, 1.0).to(x)
+    return Value(side * (torch.ceil((torch.abs(x) + 1) / 2) * 2 - 1))
+
+
 MATH = {
     "ABS": (_elementwise(torch.abs), 1, 1),
     "SIGN": (_elementwise(torch.sign), 1, 1),
@@ -88,4 +113,16 @@ MATH = {
     "TANH": (_elementwise(torch.tanh), 1, 1),
     "SINH": (_elementwise(torch.sinh), 1, 1),
     "COSH": (_elementwise(torch.cosh), 1, 1),
+    "ASIN": (_elementwise(torch.asin), 1, 1),
+    "ACOS": (_elementwise(torch.acos), 1, 1),
+    "ATAN2": (f_atan2, 2, 2),
+    "ASINH": (_elementwise(torch.asinh), 1, 1),
+    "ACOSH": (_elementwise(torch.acosh), 1, 1),
+    "ATANH": (_elementwise(torch.atanh), 1, 1),
+    "DEGREES": (_elementwise(lambda x: x * (180 / math.pi)), 1, 1),
+    "RADIANS": (_elementwise(lambda x: x * (math.pi / 180)), 1, 1),
+    "SQRTPI": (_elementwise(lambda x: torch.sqrt(x * math.pi)), 1, 1),
+    "QUOTIENT": (f_quotient, 2, 2),
+    "EVEN": (f_even, 1, 1),
+    "ODD": (f_odd, 1, 1),
 }

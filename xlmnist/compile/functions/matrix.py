@@ -1,5 +1,5 @@
 """Matrix functions: SUMPRODUCT, MMULT (one matmul where the shapes allow), TRANSPOSE, SUMXMY2,
-SUMX2MY2, ROWS, COLUMNS. SUMPRODUCT reads empty cells and text as 0; MMULT makes them #VALUE!."""
+SUMX2MY2, SUMX2PY2, ROWS, COLUMNS. SUMPRODUCT reads empty cells and text as 0; MMULT makes them #VALUE!."""
 
 from __future__ import annotations
 
@@ -114,6 +114,10 @@ def f_sumxmy2(ctx, args):
 
 def f_sumx2my2(ctx, args):
     return _pairs(args, lambda x, y: x**2 - y**2)
+
+
+def f_sumx2py2(ctx, args):
+    return _pairs(args, lambda x, y: x**2 + y**2)
 
 
 def f_transpose(ctx, args):
