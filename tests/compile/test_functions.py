@@ -30,6 +30,14 @@ def _pdf(z):
     return torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
 
 
+def _cov(x, y):
+    return ((x - x.mean()) * (y - y.mean())).sum()
+
+
+def _devsq(v):
+    return ((v - v.mean()) ** 2).sum()
+
+
 def _ndtri(q):
     return torch.special.ndtri(torch.tensor(q, dtype=torch.float64))
 
@@ -151,6 +159,19 @@ HAND = [
         lambda p: _ndtri(0.025) * p[0] + _ndtri(0.975) * p[0] + _ndtri(0.6),
     ),
     ("=STANDARDIZE(A1,A2,A3)", lambda p: (p[0] - p[1]) / p[2]),
+    # two ranges side by side (y, x)
+    ("=_xlfn.COVARIANCE.P(A1:A3,D1:D3)", lambda p: _cov(p, D) / 3),
+    ("=COVAR(D1:D3,A1:A3)", lambda p: _cov(D, p) / 3),
+    ("=_xlfn.COVARIANCE.S(A1:A3,D1:D3)", lambda p: _cov(p, D) / 2),
+    ("=CORREL(A1:A3,D1:D3)", lambda p: _cov(p, D) / (_cov(p, p) * _cov(D, D)).sqrt()),
+    ("=PEARSON(D1:D3,A1:A3)", lambda p: _cov(p, D) / (_cov(p, p) * _cov(D, D)).sqrt()),
+    ("=RSQ(A1:A3,D1:D3)", lambda p: _cov(p, D) ** 2 / (_cov(p, p) * _cov(D, D))),
+    ("=SLOPE(A1:A3,D1:D3)", lambda p: _cov(p, D) / _cov(D, D)),
+    ("=INTERCEPT(A1:A3,D1:D3)", lambda p: p.mean() - _cov(p, D) / _cov(D, D) * D.mean()),
+    ("=_xlfn.FORECAST.LINEAR(5,A1:A3,D1:D3)", lambda p: p.mean() + _cov(p, D) / _cov(D, D) * (5 - D.mean())),
+    ("=FORECAST(A1,D1:D3,A1:A3)", lambda p: D.mean() + _cov(p, D) / _cov(p, p) * (p[0] - p.mean())),
+    ("=SLOPE(A1:A3,C1:C3)", lambda p: p[1] - p[0]),  # the pair with text (C3) is skipped: (1, a), (2, b)
+    ("=DEVSQ(A1:A3,C1:C6)", lambda p: _devsq(torch.cat([p, p.new_tensor([1.0, 2, 4])]))),
     ("=SIN(A1)+COS(A2)+TAN(A1)+ATAN(A3)", lambda p: p[0].sin() + p[1].cos() + p[0].tan() + p[2].atan()),
     # logic
     ("=IF(A1>0,A1*2,A2)", lambda p: 2 * p[0]),
@@ -196,6 +217,7 @@ LO_BOOLEANS_ARE_NUMBERS = {
     "=AVERAGE(A1:A3,C1:C6)",
     "=COUNT(C1:C6)*A1",
     "=_xlfn.VAR.S(A1:A3,C1:C6)",
+    "=DEVSQ(A1:A3,C1:C6)",  # (Excel: "logical values ... are ignored"; LibreOffice counts C5's TRUE)
 }
 
 
@@ -535,7 +557,8 @@ STDEV.S STDEV ABS SIGN SQRT EXP LN LOG LOG10 POWER MOD ROUND ROUNDUP ROUNDDOWN I
 IF IFS IFERROR IFNA AND OR NOT XOR SWITCH CHOOSE ISBLANK ISNUMBER ISERROR ROWS COLUMNS TRANSPOSE TANH SINH
 COSH ROW COLUMN""".split()
 LISTED += """ASIN ACOS ATAN2 ASINH ACOSH ATANH DEGREES RADIANS SQRTPI QUOTIENT EVEN ODD SUMX2PY2 NORM.DIST NORMDIST
-NORM.S.DIST NORMSDIST NORM.INV NORMINV NORM.S.INV NORMSINV STANDARDIZE""".split()  # added after issue #12
+NORM.S.DIST NORMSDIST NORM.INV NORMINV NORM.S.INV NORMSINV STANDARDIZE COVARIANCE.P COVAR COVARIANCE.S CORREL
+PEARSON RSQ SLOPE INTERCEPT FORECAST FORECAST.LINEAR DEVSQ""".split()  # added after issue #12
 
 
 def test_listed_functions_are_in_the_table_and_tested():

@@ -9,7 +9,7 @@ A name missing here fails at compile time naming the cell and the function.
 from __future__ import annotations
 
 from xlmnist.compile import gather
-from xlmnist.compile.functions import criteria, dist, logic, lookup, maths, matrix, stats
+from xlmnist.compile.functions import criteria, dist, logic, lookup, maths, matrix, regress, stats
 from xlmnist.compile.functions.operators import ARITH, compare, concat
 from xlmnist.compile.functions.operators import CMP as _CMP
 from xlmnist.compile.functions.stats import DIRECT_BOOLS
@@ -41,6 +41,7 @@ FUNCTIONS = {
     **criteria.CRITERIA,
     **maths.MATH,
     **dist.DIST,
+    **regress.REGRESS,
     **logic.LOGIC,
     "SUMPRODUCT": (matrix.f_sumproduct, 1, 255),
     "MMULT": (matrix.f_mmult, 2, 2),
