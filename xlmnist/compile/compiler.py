@@ -67,9 +67,7 @@ class Compiler(Areas):
         self.data: tuple[str, int, int, int, int] | None = None
         self.data_default: torch.Tensor | None = None
         self.in_data: set[int] = set()  # blocks inside the data range: their values come from the data
-        self.saved: dict[
-            int, str
-        ] = {}  # constant blocks read from Excel's saved values: why (compile/saved.py)
+        self.saved: dict[int, str] = {}  # blocks that take Excel's saved values: why (compile/saved.py)
         self.aligned: set[int] = {DATA}  # sources whose rows are the data rows (any number of them)
         self.rows_of: dict[int, tuple[int, int]] = {}
         self.reads: dict[int, set[int]] = {}  # block -> dynamic blocks it reads
